@@ -1,0 +1,19 @@
+"""Shared fixtures: an isolated cache and manifest path for every test."""
+
+from __future__ import annotations
+
+import pytest
+
+from zoo.registry import clear_cache
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """No test reads the user's cache or manifests, or the network settings of the machine."""
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path_factory.mktemp("zoo_home")))
+    for var in ("ZOO_MANIFEST_PATH", "ZOO_OFFLINE", "ZOO_REQUIRE_HASHES", "HF_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    clear_cache()
+    yield
+    clear_cache()

@@ -1,0 +1,132 @@
+"""`zoo list`, `zoo info`, global options and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from zoo import __version__
+from zoo.cli import main
+from zoo.registry import builtin_manifest_dir, list_models
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_json_has_every_model_with_its_columns(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "list", "--json")
+    rows = json.loads(out)
+    assert code == 0
+    assert [r["name"] for r in rows] == [m.name for m in list_models()]
+    base = next(r for r in rows if r["name"] == "albert_base_zh")
+    assert base["family"] == "albert" and base["language"] == "zh" and base["params"] == 10_547_968
+    assert base["cached"] is False and base["architecture"] == "albert"
+
+
+def test_list_filters(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "list", "--family", "bert", "--lang", "zh", "--json")
+    assert [r["name"] for r in json.loads(out)] == ["bert_base_zh"]
+    _, out, _ = run(capsys, "list", "--lang", "multi", "--json")
+    assert {r["name"] for r in json.loads(out)} == {"bert_base_multilingual_cased", "bert_base_multilingual_uncased"}
+
+
+def test_list_piped_prints_plain_aligned_columns(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "list", "--family", "albert")
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0].split() == ["NAME", "FAMILY", "LANG", "PARAMS", "SIZE", "CACHED"]
+    assert "\x1b[" not in out  # no colour codes when piped
+    row = next(line for line in lines if line.startswith("albert_large_zh_brightmart "))
+    assert row.split()[1:5] == ["albert", "(brightmart)", "zh", "17.0M"]
+    assert len(lines) == 1 + len(list_models(family="albert"))
+
+
+def test_list_on_a_terminal_prints_a_table(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("zoo.cli.registry.stdout_is_tty", lambda: True)
+    code, out, _ = run(capsys, "list", "--lang", "zh")
+    assert code == 0
+    assert "name" in out.splitlines()[0] and "params" in out.splitlines()[0]
+    assert "albert_xxlarge_zh" in out and "221.5M" in out
+
+
+def test_info_shows_config_sources_and_pins(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "info", "bert-base-zh")
+    assert code == 0
+    assert "bert_base_zh" in out and "Apache-2.0" in out
+    assert "https://storage.googleapis.com/bert_models/2018_11_03/chinese_L-12_H-768_A-12.zip" in out
+    assert "45bbac6b341c319adc98a532532882e91a9cefc0329aa57bac9ae761c27b291c" in out
+    assert "not published (trust on first use)" in out
+    code, out, _ = run(capsys, "info", "albert_base_zh", "--json")
+    data = json.loads(out)
+    assert data["config"]["hidden_act"] == "relu" and data["config"]["architecture"] == "albert"
+    assert data["sources"][0]["scheme"] == "google-albert" and data["sources"][1]["hf"] == "voidful/albert_chinese_base"
+
+
+def test_unknown_model_exits_3_with_suggestions(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "info", "albert_bsae_zh")
+    assert code == 3 and out == ""
+    assert "unknown model 'albert_bsae_zh'" in err and "did you mean albert_base_zh" in err
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "list", "--family", "gpt")[0] == 2
+    assert run(capsys, "frobnicate")[0] == 2
+    code, _, err = run(capsys)
+    assert code == 2 and "usage: zoo" in err
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"zoo {__version__}"
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and "examples:" in out and "exit codes:" in out
+
+
+def test_bad_user_manifest_exits_4_naming_file_and_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = yaml.safe_load((builtin_manifest_dir() / "albert_base_zh.yaml").read_text(encoding="utf-8"))
+    data.update(name="broken", aliases=[])
+    data["config"]["num_attention_heads"] = 7
+    (tmp_path / "broken.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    code, _, err = run(capsys, "list", "--manifests", str(tmp_path))
+    assert code == 4
+    assert f"{tmp_path / 'broken.yaml'}: config.num_attention_heads: hidden_size 768 is not divisible" in err
+
+
+def test_override_is_announced_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = yaml.safe_load((builtin_manifest_dir() / "albert_base_zh.yaml").read_text(encoding="utf-8"))
+    data["description"] = "company mirror"
+    (tmp_path / "albert_base_zh.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+    code, out, err = run(capsys, "--manifests", str(tmp_path), "info", "albert_base_zh", "--json")
+    assert code == 0 and json.loads(out)["description"] == "company mirror" and json.loads(out)["builtin"] is False
+    assert err.count("albert_base_zh is overridden by user manifest") == 1
+
+
+def test_list_does_not_import_torch() -> None:
+    code = ("import sys, zoo.cli; rc = zoo.cli.main(['list', '--json']); "
+            "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)
+
+
+def test_import_zoo_is_lazy() -> None:
+    code = "import sys, zoo; assert 'torch' not in sys.modules and 'yaml' not in sys.modules; print(zoo.load)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "function load" in proc.stdout
+
+
+def test_readme_model_table_is_current() -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "update_readme.py"), "--check"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr

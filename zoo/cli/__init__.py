@@ -1,0 +1,96 @@
+"""The ``zoo`` command line: a thin shell over the public API.
+
+Each command group lives in its own module exposing ``register(subparsers, common)``. Command modules import
+heavy dependencies (torch, transformers) only inside the functions that run a command, so ``zoo list`` and
+``zoo --help`` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from zoo import __version__
+from zoo.cli import ckpt, fetch, hub, models, registry
+from zoo.cli._common import err_console
+from zoo.errors import ZooError
+
+_COMMAND_MODULES = (registry, fetch, ckpt, models, hub)
+
+_EPILOG = """\
+examples:
+  zoo list --lang zh                      registered Chinese checkpoints
+  zoo info albert_base_zh                 config, sources, pins, license, cache state
+  zoo pull albert_large_zh                download, verify and extract; prints the local directory
+  zoo convert ./albert_base_zh ./out      TensorFlow checkpoint -> safetensors, no TensorFlow needed
+  zoo run albert_base_zh "今天天气很[MASK]。"  fill-mask
+
+exit codes: 0 ok, 1 internal error, 2 usage, 3 not found, 4 bad manifest, 5 network, 6 integrity,
+7 offline miss, 8 bad checkpoint, 9 unsupported, 10 disk space, 11 unsafe archive, 130 interrupted
+(docs/cli.md)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Options accepted both before and after the command name. Subcommand copies default to SUPPRESS so a
+    # value given before the command is not overwritten by the subcommand's default.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--manifests", metavar="DIR", action="append", default=argparse.SUPPRESS,
+                        help="also read *.yaml manifests from DIR (repeatable; adds to ZOO_MANIFEST_PATH)")
+    common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                        help="log more (repeat for debug output)")
+
+    parser = argparse.ArgumentParser(
+        prog="zoo",
+        description="Registry, downloader and converter for Chinese ALBERT and BERT checkpoints.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"zoo {__version__}")
+    parser.add_argument("--manifests", metavar="DIR", action="append", default=[],
+                        help="also read *.yaml manifests from DIR (repeatable; adds to ZOO_MANIFEST_PATH)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (repeat for debug output)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _COMMAND_MODULES:
+        module.register(sub, common)
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("zoo")
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors and 0 on --help/--version
+        return int(exc.code or 0)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except ZooError as exc:
+        from rich.markup import escape
+
+        err_console().print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
+        if exc.hint:
+            err_console().print(f"  hint: {exc.hint}", highlight=False, markup=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err_console().print("interrupted", highlight=False)
+        return 130
+    except BrokenPipeError:  # `zoo list | head`
+        return 0
+
+
+def entrypoint() -> None:
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Helpers shared by the command modules: consoles, JSON output, the registry with ``--manifests``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from zoo.registry import Registry
+
+
+@lru_cache(maxsize=1)
+def err_console() -> Console:
+    """Progress, notes and errors go to stderr; stdout carries only results."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def out_console() -> Console:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=True)
+
+
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+_override_notes_shown = False
+
+
+def registry_from_args(args: argparse.Namespace) -> Registry:
+    """The registry with built-in, ``ZOO_MANIFEST_PATH`` and ``--manifests`` entries.
+
+    When a user manifest overrides a built-in one, say so once per process (on stderr).
+    """
+    global _override_notes_shown
+    from zoo.registry import load_registry
+
+    registry = load_registry(tuple(Path(d) for d in getattr(args, "manifests", None) or ()))
+    if registry.overrides and not _override_notes_shown:
+        _override_notes_shown = True
+        for name, path in registry.overrides:
+            err_console().print(f"note: {name} is overridden by user manifest {path}")
+    return registry

@@ -1,0 +1,164 @@
+"""``zoo list`` and ``zoo info``: what the registry holds. Never imports torch."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from zoo.cli._common import emit_json, out_console, registry_from_args, stdout_is_tty
+
+if TYPE_CHECKING:
+    from zoo.registry import Manifest
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "list", parents=[common], help="list registered checkpoints",
+        description="List registered checkpoints: a table on a terminal, plain columns when piped, JSON with --json.",
+        epilog="examples:\n  zoo list\n  zoo list --family albert --lang zh\n  zoo list --json | jq '.[].name'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--family", choices=["albert", "bert"])
+    p.add_argument("--lang", choices=["zh", "en", "multi"])
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(func=_list)
+
+    p = sub.add_parser(
+        "info", parents=[common], help="show one checkpoint's config, sources, pins, license and cache state",
+        epilog="examples:\n  zoo info albert_base_zh\n  zoo info albert-base-zh --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", help="registered name or alias")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_info)
+
+
+def _human_size(n: int | None) -> str:
+    if not n:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return "?"  # pragma: no cover
+
+
+def _human_params(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1e6:.1f}M"
+
+
+def _cached(manifest: Manifest) -> bool:
+    """Whether a ready snapshot of any source is in the cache (cheap: no hashing)."""
+    try:
+        from zoo.cache import is_cached
+    except ImportError:  # the cache layer predates this check
+        return False
+    return bool(is_cached(manifest))
+
+
+def _row(manifest: Manifest) -> dict[str, Any]:
+    return {
+        "name": manifest.name,
+        "aliases": list(manifest.aliases),
+        "family": manifest.family,
+        "architecture": manifest.architecture,
+        "language": manifest.language,
+        "params": manifest.config.param_count(),
+        "size": manifest.download_size,
+        "license": manifest.license,
+        "cached": _cached(manifest),
+        "description": manifest.description,
+        "builtin": manifest.builtin,
+    }
+
+
+def _list(args: argparse.Namespace) -> int:
+    manifests = registry_from_args(args).filter(family=args.family, language=args.lang)
+    rows = [_row(m) for m in manifests]
+    if args.json:
+        emit_json(rows)
+        return 0
+    columns = ("name", "family", "lang", "params", "size", "cached")
+    cells = [(r["name"], r["family"] + (" (brightmart)" if r["architecture"] == "albert-brightmart" else ""),
+              r["language"], _human_params(r["params"]), _human_size(r["size"]),
+              "yes" if r["cached"] else "-") for r in rows]
+    if not stdout_is_tty():
+        widths = [max(len(columns[i]), *(len(c[i]) for c in cells)) if cells else len(columns[i])
+                  for i in range(len(columns))]
+        print("  ".join(h.upper().ljust(w) for h, w in zip(columns, widths)).rstrip())
+        for c in cells:
+            print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+        return 0
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in columns:
+        table.add_column(col, justify="right" if col in ("params", "size") else "left")
+    for c in cells:
+        table.add_row(*c)
+    out_console().print(table)
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    manifest = registry_from_args(args).get(args.name)
+    data = _row(manifest)
+    data.update(
+        manifest=str(manifest.path),
+        homepage=manifest.homepage,
+        citation=manifest.citation,
+        config=manifest.config.to_dict(),
+        tokenizer={"lowercase": manifest.tokenizer.lowercase, "strip_accents": manifest.tokenizer.strip_accents},
+        sources=[_source_dict(s) for s in manifest.sources],
+    )
+    if args.json:
+        emit_json(data)
+        return 0
+    from rich.table import Table
+
+    console = out_console()
+    console.print(f"[bold]{manifest.name}[/]  {manifest.description}")
+    if manifest.aliases:
+        console.print(f"aliases:  {', '.join(manifest.aliases)}")
+    console.print(f"family:   {manifest.family} ({manifest.architecture}), language {manifest.language}")
+    console.print(f"params:   {data['params']:,} (encoder incl. pooler)")
+    console.print(f"license:  {manifest.license}")
+    if manifest.homepage:
+        console.print(f"homepage: {manifest.homepage}")
+    if manifest.citation:
+        console.print(f"citation: {manifest.citation}")
+    console.print(f"cached:   {'yes' if data['cached'] else 'no'}")
+    console.print(f"manifest: {manifest.path}{'' if manifest.builtin else ' (user)'}")
+    table = Table(title="config", box=None, show_header=False, title_justify="left")
+    for key, value in data["config"].items():
+        table.add_row(key, str(value))
+    console.print(table)
+    for s in data["sources"]:
+        console.print(f"[bold]source {s['index']}[/]: {s['location']}")
+        console.print(f"  format {s['format']}" + (f", scheme {s['scheme']}" if s["scheme"] else "")
+                      + f", archive {s['archive']}")
+        console.print(f"  sha256 {s['sha256'] or 'not published (trust on first use)'}"
+                      + (f", size {s['size']:,}" if s["size"] else ""))
+        console.print(f"  checkpoint {s['checkpoint']}, vocab {s['vocab']}")
+        for rel, pin in s["files"].items():
+            console.print(f"  file {rel}: sha256 {pin['sha256'] or '?'}"
+                          + (f", size {pin['size']:,}" if pin["size"] is not None else ""))
+    return 0
+
+
+def _source_dict(source: Any) -> dict[str, Any]:
+    return {
+        "index": source.index,
+        "location": source.label,
+        "url": source.url,
+        "hf": source.hf,
+        "revision": source.revision,
+        "sha256": source.sha256,
+        "size": source.size,
+        "archive": source.archive,
+        "format": source.format,
+        "scheme": source.scheme,
+        "checkpoint": source.checkpoint,
+        "vocab": source.vocab,
+        "files": {rel: {"sha256": pin.sha256, "size": pin.size} for rel, pin in source.files.items()},
+    }

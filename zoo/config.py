@@ -1,0 +1,210 @@
+"""The architecture configuration shared by the registry, the converters, the models and the exporters.
+
+A :class:`ModelConfig` is the manifest's ``config`` mapping (keys and meanings as in transformers'
+``AlbertConfig``/``BertConfig``, plus brightmart's ``ln_type``) together with the *architecture* it describes:
+
+``bert``
+    token embeddings are H wide; every layer has its own parameters.
+``albert``
+    Google ALBERT: token/position/type embeddings are E wide, LayerNorm over E, then
+    ``embedding_hidden_mapping_in`` (E→H, with bias) when E != H; layers share parameters in
+    ``num_hidden_groups`` groups of ``inner_group_num`` layers.
+``albert-brightmart``
+    brightmart's albert_zh: token embeddings are E wide and immediately projected to H by a bias-free
+    ``word_embeddings_2``; position/type embeddings and their LayerNorm are H wide; one shared layer;
+    post-LN or pre-LN (``ln_type``; pre-LN has no final LayerNorm).
+
+This module is pure Python (no torch), so the registry and ``zoo list`` can use it cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Literal
+
+Architecture = Literal["bert", "albert", "albert-brightmart"]
+ARCHITECTURES: tuple[str, ...] = ("bert", "albert", "albert-brightmart")
+ACTIVATIONS: tuple[str, ...] = ("relu", "gelu", "gelu_new")
+LN_TYPES: tuple[str, ...] = ("postln", "preln")
+
+#: Config keys that only ALBERT architectures accept.
+ALBERT_ONLY_KEYS: frozenset[str] = frozenset({"embedding_size", "num_hidden_groups", "inner_group_num"})
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture hyper-parameters. Values use transformers' meaning (``gelu`` is the erf form)."""
+
+    architecture: Architecture
+    vocab_size: int
+    hidden_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    intermediate_size: int
+    hidden_act: str = "gelu_new"
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    embedding_size: int | None = None
+    num_hidden_groups: int = 1
+    inner_group_num: int = 1
+    ln_type: str = "postln"
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+
+    # ----------------------------------------------------------------------------------------- derived
+    @property
+    def is_albert(self) -> bool:
+        return self.architecture != "bert"
+
+    @property
+    def word_embedding_size(self) -> int:
+        """Width of the token embedding table (E for both ALBERTs, H for BERT)."""
+        return self.embedding_size if self.is_albert and self.embedding_size else self.hidden_size
+
+    @property
+    def embedding_width(self) -> int:
+        """Width in which position/type embeddings are added and normalised (E only for Google ALBERT)."""
+        return self.word_embedding_size if self.architecture == "albert" else self.hidden_size
+
+    @property
+    def has_mapping_in(self) -> bool:
+        """Google ALBERT maps E→H with ``embedding_hidden_mapping_in`` only when the widths differ."""
+        return self.architecture == "albert" and self.word_embedding_size != self.hidden_size
+
+    @property
+    def mlm_width(self) -> int:
+        """Width of the MLM transform output (E for Google ALBERT, H otherwise)."""
+        return self.embedding_width
+
+    @property
+    def num_layer_sets(self) -> int:
+        """How many distinct layer parameter sets the checkpoint holds."""
+        if self.architecture == "bert":
+            return self.num_hidden_layers
+        return self.num_hidden_groups * self.inner_group_num
+
+    @property
+    def head_size(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def layer_schedule(self) -> list[int]:
+        """Index of the parameter set applied at each step of the forward pass, in order.
+
+        BERT applies set ``l`` at layer ``l``. ALBERT (both variants) applies, for each of the
+        ``num_hidden_layers`` layers, the ``inner_group_num`` sets of group
+        ``int(layer / num_hidden_layers * num_hidden_groups)`` — the exact expression of the TF code.
+        """
+        if self.architecture == "bert":
+            return list(range(self.num_hidden_layers))
+        schedule = []
+        for layer in range(self.num_hidden_layers):
+            group = int(layer / self.num_hidden_layers * self.num_hidden_groups)
+            schedule.extend(group * self.inner_group_num + inner for inner in range(self.inner_group_num))
+        return schedule
+
+    # ------------------------------------------------------------------------------------ parameters
+    def layer_param_count(self) -> int:
+        h, i = self.hidden_size, self.intermediate_size
+        attention = 4 * (h * h + h) + 2 * h
+        ffn = (h * i + i) + (i * h + h) + 2 * h
+        return attention + ffn
+
+    def param_count(self) -> int:
+        """Parameters of the encoder including the pooler, without pretraining heads."""
+        v, h, d = self.vocab_size, self.hidden_size, self.embedding_width
+        e = self.word_embedding_size
+        n = v * e + (self.max_position_embeddings + self.type_vocab_size) * d + 2 * d
+        if self.architecture == "albert-brightmart":
+            n += e * h  # word_embeddings_2, no bias
+        if self.has_mapping_in:
+            n += e * h + h
+        n += self.num_layer_sets * self.layer_param_count()
+        n += h * h + h  # pooler
+        return n
+
+    def head_param_count(self) -> int:
+        """Parameters of the MLM and SOP/NSP pretraining heads (the MLM decoder is tied)."""
+        h, m = self.hidden_size, self.mlm_width
+        mlm = h * m + m + 2 * m + self.vocab_size
+        return mlm + 2 * h + 2
+
+    # ---------------------------------------------------------------------------------- validation
+    def problems(self) -> list[tuple[str, str]]:
+        """Contradictions as ``(key, what is wrong)`` pairs; empty when the config is consistent."""
+        found: list[tuple[str, str]] = []
+        for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                      "intermediate_size", "max_position_embeddings", "type_vocab_size",
+                      "num_hidden_groups", "inner_group_num"):
+            if getattr(self, field) < 1:
+                found.append((field, f"must be a positive integer, got {getattr(self, field)}"))
+        if found:
+            return found
+        if self.architecture not in ARCHITECTURES:
+            found.append(("architecture", f"expected one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}"))
+        if self.hidden_size % self.num_attention_heads:
+            found.append(("num_attention_heads",
+                          f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                          f"{self.num_attention_heads}"))
+        if self.hidden_act not in ACTIVATIONS:
+            found.append(("hidden_act", f"expected one of {', '.join(ACTIVATIONS)}, got {self.hidden_act!r}"))
+        if self.ln_type not in LN_TYPES:
+            found.append(("ln_type", f"expected one of {', '.join(LN_TYPES)}, got {self.ln_type!r}"))
+        elif self.ln_type == "preln" and self.architecture != "albert-brightmart":
+            found.append(("ln_type", "preln exists only in brightmart's albert_zh (scheme brightmart-albert)"))
+        if self.is_albert:
+            if self.embedding_size is None:
+                found.append(("embedding_size", "required for ALBERT"))
+            elif self.embedding_size < 1:
+                found.append(("embedding_size", f"must be a positive integer, got {self.embedding_size}"))
+            if self.num_hidden_groups > self.num_hidden_layers:
+                found.append(("num_hidden_groups",
+                              f"{self.num_hidden_groups} groups for {self.num_hidden_layers} layers: "
+                              "some groups would never run"))
+            if self.architecture == "albert-brightmart" and self.num_layer_sets != 1:
+                found.append(("num_hidden_groups", "brightmart ALBERT has exactly one shared layer (1 group, 1 inner)"))
+        else:
+            if self.embedding_size not in (None, self.hidden_size):
+                found.append(("embedding_size", "BERT has no factorized embeddings (albert only)"))
+        if self.layer_norm_eps <= 0:
+            found.append(("layer_norm_eps", f"must be > 0, got {self.layer_norm_eps}"))
+        if self.initializer_range <= 0:
+            found.append(("initializer_range", f"must be > 0, got {self.initializer_range}"))
+        return found
+
+    # -------------------------------------------------------------------------------- (de)serialise
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping (zoo's ``config.json``). ALBERT-only keys are left out for BERT."""
+        data = dataclasses.asdict(self)
+        if not self.is_albert:
+            for key in ALBERT_ONLY_KEYS:
+                data.pop(key)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], architecture: str | None = None) -> ModelConfig:
+        """Build from zoo's own mapping (manifest ``config`` or zoo ``config.json``); unknown keys raise."""
+        values = dict(data)
+        if architecture is not None:
+            values["architecture"] = architecture
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise KeyError(", ".join(unknown))
+        return cls(**values)
+
+    @classmethod
+    def from_upstream(cls, data: Mapping[str, Any], architecture: str) -> ModelConfig:
+        """Read an upstream ``*config*.json`` (google-research/bert, /albert, brightmart) with upstream meaning.
+
+        The TF code computes GELU with the tanh approximation, so upstream ``"gelu"`` becomes ``gelu_new``.
+        Keys zoo does not use (dropouts, pooler_*, directionality, ...) are ignored.
+        """
+        act = data.get("hidden_act", "gelu")
+        act = {"gelu": "gelu_new"}.get(act, act)
+        keep = {f.name for f in dataclasses.fields(cls)} - {"architecture", "hidden_act"}
+        values = {k: v for k, v in data.items() if k in keep}
+        if architecture == "bert":
+            for key in ALBERT_ONLY_KEYS:
+                values.pop(key, None)
+        return cls(architecture=architecture, hidden_act=act, **values)  # type: ignore[arg-type]

@@ -1,0 +1,382 @@
+"""Manifest schema v1: dataclasses and validation.
+
+A manifest is one YAML file describing one released checkpoint (docs/manifests.md). :func:`parse_manifest`
+turns the parsed YAML mapping into a :class:`Manifest`, or raises :class:`~zoo.errors.ManifestError` naming the
+file, the key path (``sources[1].sha256``) and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from zoo.config import ALBERT_ONLY_KEYS, ModelConfig
+from zoo.errors import ManifestError
+
+SCHEMA_VERSION = 1
+FAMILIES = ("albert", "bert")
+LANGUAGES = ("zh", "en", "multi")
+FORMATS = ("tf-checkpoint", "pytorch", "safetensors")
+SCHEMES = ("google-albert", "brightmart-albert", "google-bert")
+ARCHIVES = ("zip", "tar.gz", "none")
+URL_SCHEMES = ("http://", "https://", "file://")
+
+_NAME_RE = re.compile(r"^[a-z0-9_]+$")
+_ALIAS_RE = re.compile(r"^[a-z0-9_.-]+$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
+_HF_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+#: The architecture each TF naming scheme implies.
+SCHEME_ARCHITECTURE = {"google-bert": "bert", "google-albert": "albert", "brightmart-albert": "albert-brightmart"}
+
+_CONFIG_KEYS = {f.name for f in dataclasses.fields(ModelConfig)} - {"architecture"}
+_CONFIG_REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
+@dataclasses.dataclass(frozen=True)
+class FilePin:
+    """Expected sha256 and size of a file (either may be unknown)."""
+
+    sha256: str | None = None
+    size: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One place a checkpoint can be fetched from; a manifest's sources are tried in order."""
+
+    index: int
+    url: str | None
+    hf: str | None
+    revision: str | None
+    sha256: str | None
+    size: int | None
+    archive: str
+    format: str
+    scheme: str | None
+    checkpoint: str | None
+    vocab: str | None
+    files: Mapping[str, FilePin]
+
+    @property
+    def kind(self) -> str:
+        """``"url"`` (http/https/file) or ``"hf"`` (a Hugging Face repo)."""
+        return "hf" if self.hf else "url"
+
+    @property
+    def label(self) -> str:
+        """Human-readable location, used in messages."""
+        if self.hf:
+            return f"hf:{self.hf}@{self.revision}" if self.revision else f"hf:{self.hf}"
+        return str(self.url)
+
+    def find_checkpoint(self, root: Path) -> Path:
+        """The checkpoint inside an extracted snapshot: a TF prefix (``.../model.ckpt-best``) or a file."""
+        return locate(root, str(self.checkpoint), suffix=".index" if self.format == "tf-checkpoint" else "")
+
+    def find_vocab(self, root: Path) -> Path:
+        """The vocabulary file inside an extracted snapshot."""
+        return locate(root, str(self.vocab))
+
+    @property
+    def revision_is_commit(self) -> bool:
+        """Whether an hf source is pinned to an immutable commit (a branch or tag can move)."""
+        return bool(self.revision and _REVISION_RE.match(self.revision))
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the manifest pins the downloaded file (URL sources) or every file (hf sources)."""
+        if self.kind == "url":
+            return self.sha256 is not None
+        return bool(self.files) and all(pin.sha256 for pin in self.files.values())
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerSpec:
+    lowercase: bool = True
+    strip_accents: bool | None = None  # None: follow lowercase, as BERT does
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """A registered checkpoint: what it is, its exact architecture, and where to get it."""
+
+    name: str
+    aliases: tuple[str, ...]
+    family: str
+    language: str
+    description: str
+    license: str
+    homepage: str | None
+    citation: str | None
+    params: int | None
+    config: ModelConfig
+    tokenizer: TokenizerSpec
+    sources: tuple[Source, ...]
+    path: Path
+    builtin: bool = True
+
+    @property
+    def architecture(self) -> str:
+        return self.config.architecture
+
+    @property
+    def download_size(self) -> int | None:
+        """Size of the first source's download, when pinned."""
+        sizes = [s.size for s in self.sources if s.size]
+        return sizes[0] if sizes else None
+
+
+def locate(root: Path, rel: str, *, suffix: str = "") -> Path:
+    """``root / rel`` if it exists, else the only file below ``root`` with the same basename.
+
+    Several upstream archives are documented only by their file names, not by their top-level directory
+    (see the manifests' comments), so a manifest's path may be a best guess. The basename must then match
+    exactly one file; anything else is an error naming what was found.
+    """
+    from zoo.errors import NotFoundError
+
+    exact = root / rel
+    if Path(f"{exact}{suffix}").is_file():
+        return exact
+    name = PurePosixPath(rel).name + suffix
+    matches = sorted(p for p in root.rglob(name) if p.is_file())
+    if len(matches) == 1:
+        found = matches[0]
+        return found.with_name(found.name[: len(found.name) - len(suffix)]) if suffix else found
+    listing = ", ".join(str(m.relative_to(root)) for m in matches[:5]) or "none"
+    raise NotFoundError(f"{rel}{suffix} not found in {root} (files named {name}: {listing})",
+                        hint="fix the source's checkpoint/vocab path in the manifest")
+
+
+# --------------------------------------------------------------------------------------------- helpers
+class _Checker:
+    """Collects typed reads from a mapping, raising ManifestError with the full key path."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def fail(self, key: str, problem: str, hint: str | None = None) -> ManifestError:
+        return ManifestError(self.file, key, problem, hint=hint)
+
+    def mapping(self, value: Any, key: str) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(key, f"expected a mapping, got {_type_name(value)}")
+        return value
+
+    def no_unknown(self, data: Mapping[str, Any], allowed: set[str] | frozenset[str], prefix: str) -> None:
+        for key in data:
+            if key not in allowed:
+                raise self.fail(_join(prefix, str(key)), "unknown key",
+                                hint=f"allowed keys: {', '.join(sorted(allowed))}")
+
+    def get(self, data: Mapping[str, Any], key: str, types: type | tuple[type, ...], prefix: str = "",
+            *, required: bool = False, default: Any = None, nullable: bool = True) -> Any:
+        path = _join(prefix, key)
+        if key not in data:
+            if required:
+                raise self.fail(path, "missing required key")
+            return default
+        value = data[key]
+        if value is None and nullable and not required:
+            return None
+        # bool is an int subclass: never accept it where a number is expected
+        if isinstance(value, bool) and bool not in _as_tuple(types):
+            raise self.fail(path, f"expected {_expected(types)}, got a boolean")
+        if not isinstance(value, types):
+            raise self.fail(path, f"expected {_expected(types)}, got {_type_name(value)} {value!r}")
+        return value
+
+    def choice(self, data: Mapping[str, Any], key: str, choices: tuple[str, ...], prefix: str = "",
+               *, required: bool = False, default: str | None = None) -> Any:
+        value = self.get(data, key, str, prefix, required=required, default=default)
+        if value is not None and value not in choices:
+            raise self.fail(_join(prefix, key), f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _expected(types: type | tuple[type, ...]) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true/false", list: "a list",
+             dict: "a mapping"}
+    return " or ".join(names.get(t, t.__name__) for t in _as_tuple(types))
+
+
+def _type_name(value: Any) -> str:
+    return {type(None): "null", bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping"}.get(type(value), type(value).__name__)
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+# ----------------------------------------------------------------------------------------------- parse
+_TOP_KEYS = {"schema", "name", "aliases", "family", "language", "description", "license", "homepage",
+             "citation", "params", "config", "tokenizer", "sources"}
+_SOURCE_KEYS = {"url", "hf", "revision", "sha256", "size", "archive", "format", "scheme", "checkpoint", "vocab",
+                "files"}
+
+
+def parse_manifest(data: Any, path: Path, *, builtin: bool = False) -> Manifest:
+    """Validate one parsed YAML document and build its :class:`Manifest`."""
+    c = _Checker(str(path))
+    data = c.mapping(data, "")
+    c.no_unknown(data, _TOP_KEYS, "")
+    schema = c.get(data, "schema", int, required=True)
+    if schema != SCHEMA_VERSION:
+        raise c.fail("schema", f"expected {SCHEMA_VERSION}, got {schema}",
+                     hint="this zoo reads schema 1 manifests; upgrade zoo for newer ones")
+    name = c.get(data, "name", str, required=True)
+    if not _NAME_RE.match(name):
+        raise c.fail("name", f"expected lowercase letters, digits and '_' ([a-z0-9_]+), got {name!r}")
+    aliases = c.get(data, "aliases", list, default=[]) or []
+    for i, alias in enumerate(aliases):
+        if not isinstance(alias, str) or not _ALIAS_RE.match(alias):
+            raise c.fail(f"aliases[{i}]", f"expected a lowercase name ([a-z0-9_.-]+), got {alias!r}")
+    family = c.choice(data, "family", FAMILIES, required=True)
+    language = c.choice(data, "language", LANGUAGES, required=True)
+    description = c.get(data, "description", str, required=True)
+    license_ = c.get(data, "license", str, required=True)
+    homepage = c.get(data, "homepage", str)
+    citation = c.get(data, "citation", str)
+    params = c.get(data, "params", int)
+
+    sources_data = c.get(data, "sources", list, required=True)
+    if not sources_data:
+        raise c.fail("sources", "expected at least one source")
+    sources = tuple(_parse_source(c, item, i) for i, item in enumerate(sources_data))
+
+    architecture = _architecture(c, family, sources)
+    config = _parse_config(c, c.mapping(c.get(data, "config", dict, required=True), "config"), architecture)
+    if params is not None and params != config.param_count():
+        raise c.fail("params", f"{params} disagrees with the config, which gives {config.param_count()} "
+                               "(encoder incl. pooler, no heads)")
+
+    tok = c.mapping(c.get(data, "tokenizer", dict, default={}) or {}, "tokenizer")
+    c.no_unknown(tok, {"lowercase", "strip_accents"}, "tokenizer")
+    tokenizer = TokenizerSpec(lowercase=c.get(tok, "lowercase", bool, "tokenizer", default=True, nullable=False),
+                              strip_accents=c.get(tok, "strip_accents", bool, "tokenizer"))
+
+    return Manifest(name=name, aliases=tuple(aliases), family=family, language=language, description=description,
+                    license=license_, homepage=homepage, citation=citation, params=params, config=config,
+                    tokenizer=tokenizer, sources=sources, path=path, builtin=builtin)
+
+
+def _parse_source(c: _Checker, item: Any, index: int) -> Source:
+    p = f"sources[{index}]"
+    item = c.mapping(item, p)
+    c.no_unknown(item, _SOURCE_KEYS, p)
+    url = c.get(item, "url", str, p)
+    hf = c.get(item, "hf", str, p)
+    if (url is None) == (hf is None):
+        raise c.fail(p, "expected exactly one of 'url' or 'hf'")
+    revision = c.get(item, "revision", str, p)
+    if url is not None:
+        if not url.startswith(URL_SCHEMES):
+            raise c.fail(f"{p}.url", f"expected an http://, https:// or file:// URL, got {url!r}")
+        if revision is not None:
+            raise c.fail(f"{p}.revision", "only hf sources have a revision")
+    else:
+        if not _HF_REPO_RE.match(hf):
+            raise c.fail(f"{p}.hf", f"expected a Hugging Face repo id 'org/name', got {hf!r}")
+        if revision is not None and not revision.strip():
+            raise c.fail(f"{p}.revision", "expected a 40-hex commit (or a branch/tag name, which is not reproducible)")
+    sha256 = c.get(item, "sha256", str, p)
+    if sha256 is not None and not _SHA256_RE.match(sha256):
+        raise c.fail(f"{p}.sha256", f"expected 64 lowercase hex digits or null, got {sha256!r}")
+    size = c.get(item, "size", int, p)
+    if size is not None and size < 0:
+        raise c.fail(f"{p}.size", f"expected a size in bytes >= 0, got {size}")
+    default_archive = _archive_from_url(url) if url else "none"
+    archive = c.choice(item, "archive", ARCHIVES, p, default=default_archive) or default_archive
+    if hf is not None and archive != "none":
+        raise c.fail(f"{p}.archive", "hf sources are files in a repo: expected 'none'")
+    fmt = c.choice(item, "format", FORMATS, p, required=True)
+    scheme = c.choice(item, "scheme", SCHEMES, p)
+    if fmt == "tf-checkpoint" and scheme is None:
+        raise c.fail(f"{p}.scheme", "a tf-checkpoint source needs a scheme",
+                     hint=f"one of {', '.join(SCHEMES)}")
+    if fmt != "tf-checkpoint" and scheme is not None:
+        raise c.fail(f"{p}.scheme", f"only tf-checkpoint sources have a scheme (format is {fmt})")
+    checkpoint = c.get(item, "checkpoint", str, p, required=True)
+    vocab = c.get(item, "vocab", str, p, required=True)
+    for key, rel in (("checkpoint", checkpoint), ("vocab", vocab)):
+        _check_relative(c, f"{p}.{key}", rel)
+    files_data = c.mapping(c.get(item, "files", dict, p, default={}) or {}, f"{p}.files")
+    files: dict[str, FilePin] = {}
+    for rel, pin in files_data.items():
+        fp = f"{p}.files.{rel}"
+        _check_relative(c, fp, str(rel))
+        pin = c.mapping(pin, fp)
+        c.no_unknown(pin, {"sha256", "size"}, fp)
+        pin_sha = c.get(pin, "sha256", str, fp)
+        if pin_sha is not None and not _SHA256_RE.match(pin_sha):
+            raise c.fail(f"{fp}.sha256", f"expected 64 lowercase hex digits or null, got {pin_sha!r}")
+        pin_size = c.get(pin, "size", int, fp)
+        if pin_size is not None and pin_size < 0:
+            raise c.fail(f"{fp}.size", f"expected a size in bytes >= 0, got {pin_size}")
+        files[str(rel)] = FilePin(pin_sha, pin_size)
+    return Source(index=index, url=url, hf=hf, revision=revision, sha256=sha256, size=size, archive=archive,
+                  format=fmt, scheme=scheme, checkpoint=checkpoint, vocab=vocab, files=files)
+
+
+def _check_relative(c: _Checker, key: str, rel: str) -> None:
+    pure = PurePosixPath(rel)
+    if not rel or pure.is_absolute() or ".." in pure.parts or "\\" in rel:
+        raise c.fail(key, f"expected a relative path inside the source without '..', got {rel!r}")
+
+
+def _archive_from_url(url: str) -> str:
+    lower = url.lower().split("?", 1)[0]
+    if lower.endswith(".zip"):
+        return "zip"
+    if lower.endswith((".tar.gz", ".tgz")):
+        return "tar.gz"
+    return "none"
+
+
+def _architecture(c: _Checker, family: str, sources: tuple[Source, ...]) -> str:
+    """bert, albert or albert-brightmart: from the family and the TF schemes of the sources."""
+    schemes = {s.scheme for s in sources if s.scheme}
+    implied = {SCHEME_ARCHITECTURE[s] for s in schemes}
+    if len(implied) > 1:
+        raise c.fail("sources", f"sources use incompatible schemes {sorted(schemes)}: one manifest describes one "
+                                "architecture", hint="split them into separate manifests")
+    if family == "bert":
+        if implied - {"bert"}:
+            raise c.fail("sources", f"family bert needs scheme google-bert, got {sorted(schemes)}")
+        return "bert"
+    if "bert" in implied:
+        raise c.fail("sources", "family albert cannot use scheme google-bert")
+    return implied.pop() if implied else "albert"
+
+
+def _parse_config(c: _Checker, data: Mapping[str, Any], architecture: str) -> ModelConfig:
+    allowed = _CONFIG_KEYS if architecture != "bert" else _CONFIG_KEYS - ALBERT_ONLY_KEYS
+    for key in data:
+        if key not in allowed:
+            problem = "albert only (family is bert)" if key in ALBERT_ONLY_KEYS else "unknown key"
+            raise c.fail(f"config.{key}", problem, hint=f"allowed keys: {', '.join(sorted(allowed))}")
+    values: dict[str, Any] = {}
+    for key in allowed:
+        if key not in data:
+            if key in _CONFIG_REQUIRED or (key == "embedding_size" and architecture != "bert"):
+                raise c.fail(f"config.{key}", "missing required key")
+            continue
+        field_type = {"hidden_act": str, "ln_type": str, "layer_norm_eps": (int, float),
+                      "initializer_range": (int, float)}.get(key, int)
+        values[key] = c.get(data, key, field_type, "config", required=True)
+    config = ModelConfig(architecture=architecture, **values)  # type: ignore[arg-type]
+    problems = config.problems()
+    if problems:
+        key, problem = problems[0]
+        raise c.fail(f"config.{key}", problem)
+    return config
