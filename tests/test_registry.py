@@ -47,7 +47,8 @@ VALID: dict[str, Any] = {
          "vocab": "albert_test/vocab_chinese.txt",
          "files": {"albert_test/vocab_chinese.txt": {"sha256": "a" * 64, "size": 10}}},
         {"hf": "org/albert-test", "revision": "0" * 40, "format": "pytorch", "checkpoint": "pytorch_model.bin",
-         "vocab": "vocab.txt", "files": {"pytorch_model.bin": {"sha256": "b" * 64, "size": 0}}},
+         "vocab": "vocab.txt", "files": {"pytorch_model.bin": {"sha256": "b" * 64, "size": 0},
+                                          "vocab.txt": {"sha256": "c" * 64, "size": 5}}},
     ],
 }
 
@@ -86,6 +87,10 @@ def test_valid_manifest_parses_with_derived_fields() -> None:
     assert m.sources[1].label == f"hf:org/albert-test@{'0' * 40}"
     assert m.sources[1].revision_is_commit and m.sources[1].pinned and not m.sources[0].pinned
     assert m.sources[0].files["albert_test/vocab_chinese.txt"].size == 10
+    # an hf source is pinned only when its checkpoint and vocab are
+    unpinned_vocab = manifest()
+    del unpinned_vocab["sources"][1]["files"]["vocab.txt"]
+    assert not parse(unpinned_vocab).sources[1].pinned
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,69 @@
-"""CLI commands: placeholder, filled by the issue that owns this group."""
+"""``zoo ckpt ls`` (list a TensorFlow checkpoint's variables) and ``zoo convert`` (TF → safetensors)."""
 
 from __future__ import annotations
 
 import argparse
+import json
+
+from zoo.cli._common import emit_json, err_console
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """Add this group's commands to the parser."""
+    ckpt = sub.add_parser("ckpt", parents=[common], help="inspect TensorFlow checkpoints",
+                          description="Inspect TensorFlow checkpoints without TensorFlow.")
+    ckpt_sub = ckpt.add_subparsers(dest="ckpt_command", metavar="COMMAND")
+    ls = ckpt_sub.add_parser("ls", parents=[common], help="list variables (name, dtype, shape)",
+                             description="List a checkpoint's variables like tf.train.list_variables.")
+    ls.add_argument("path", metavar="PATH", help="checkpoint prefix, one of its files, or a directory with one checkpoint")
+    ls.add_argument("--json", action="store_true", help='print a JSON list of {"name", "dtype", "shape"}')
+    ls.set_defaults(func=_ls)
+    ckpt.set_defaults(func=lambda args: ckpt.print_help() or 2)
+
+    from zoo.convert.schemes import SCHEMES  # pure Python, no torch
+
+    convert = sub.add_parser(
+        "convert", parents=[common], help="convert a TensorFlow checkpoint to safetensors (no TensorFlow needed)",
+        description="Convert an upstream TF release (google-research/bert, google-research/albert, "
+                    "brightmart/albert_zh) into model.safetensors + config.json + vocab.txt + receipt.json.")
+    convert.add_argument("src", metavar="SRC", help="release directory (checkpoint + *config*.json + vocab*.txt) "
+                                                    "or a checkpoint prefix")
+    convert.add_argument("out", metavar="OUT", help="output directory (must not exist, or be empty)")
+    convert.add_argument("--scheme", choices=("auto", *SCHEMES), default="auto",
+                         help="TF naming scheme (default: detect from the variable names)")
+    convert.add_argument("--config", metavar="CONFIG.json", help="model config (upstream or zoo format); "
+                                                                 "default: the *config*.json next to the checkpoint")
+    convert.add_argument("--vocab", metavar="VOCAB", help="vocab file; default: the vocab*.txt next to the checkpoint")
+    convert.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="cast weights (default: as stored)")
+    convert.set_defaults(func=_convert)
+
+
+def _ls(args: argparse.Namespace) -> int:
+    from zoo.tf import list_variables
+
+    variables = list_variables(args.path)
+    if args.json:
+        emit_json([{"name": v.name, "dtype": v.dtype, "shape": list(v.shape)} for v in variables])
+        return 0
+    width = max((len(v.name) for v in variables), default=0)
+    for v in variables:
+        note = "  (partitioned)" if v.partitioned else ""
+        print(f"{v.name:<{width}}  {v.dtype:<8}  [{', '.join(map(str, v.shape))}]{note}")
+    total = sum(v.numel for v in variables)
+    err_console().print(f"{len(variables)} variables, {total:,} values")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from zoo.convert import convert
+
+    out = convert(args.src, args.out, scheme=args.scheme, config=args.config, vocab=args.vocab, dtype=args.dtype)
+    receipt = json.loads((out / "receipt.json").read_text(encoding="utf-8"))
+    heads = [name for name, present in receipt["heads"].items() if present]
+    skipped = receipt["skipped"]
+    kinds = ", ".join(f"{k} {n}" for k, n in skipped["by_kind"].items())
+    err_console().print(f"{receipt['scheme']}: {receipt['tensors']} tensors, {receipt['parameters']:,} parameters; "
+                        f"heads: {', '.join(heads) or 'none'}; skipped {skipped['count']}"
+                        + (f" ({kinds})" if kinds else ""))
+    print(out)
+    return 0

@@ -1,9 +1,105 @@
-"""CLI commands: placeholder, filled by the issue that owns this group."""
+"""``zoo run`` (fill-mask) and ``zoo embed`` (sentence vectors). torch is imported inside the commands."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zoo.cli._common import emit_json, err_console, out_console, registry_from_args
+
+if TYPE_CHECKING:
+    from zoo.load import Loaded
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """Add this group's commands to the parser."""
+    model_opts = argparse.ArgumentParser(add_help=False)
+    model_opts.add_argument("model", metavar="NAME_OR_PATH",
+                            help="registry name/alias, a zoo convert directory, or a TF release directory")
+    model_opts.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    model_opts.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
+                            help="weights dtype (default float32)")
+    model_opts.add_argument("--source", type=int, default=None, metavar="N",
+                            help="download from the manifest's source N only (see zoo info)")
+    model_opts.add_argument("--offline", action="store_true", default=None, help="never touch the network")
+    model_opts.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser(
+        "run", parents=[common, model_opts], help="fill in [MASK] tokens",
+        description="Predict the most likely tokens for each [MASK] in the text(s).",
+        epilog='examples:\n  zoo run albert_base_zh "今天天气很[MASK]。"\n'
+               '  zoo run ./converted "北京是中国的[MASK][MASK]。" --top-k 3 --json',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("texts", nargs="+", metavar="TEXT", help="text with one or more [MASK] tokens")
+    p.add_argument("--top-k", type=int, default=5, help="candidates per [MASK] (default 5)")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser(
+        "embed", parents=[common, model_opts], help="sentence vectors",
+        description="Encode texts into vectors: the last layer's [CLS] state or the mean over tokens.",
+        epilog='examples:\n  zoo embed bert_base_zh "你好" "今天天气很好" --json\n'
+               '  zoo embed ./converted "你好" --pooling mean',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("texts", nargs="+", metavar="TEXT")
+    p.add_argument("--pooling", choices=["cls", "mean"], default="cls", help="cls (default) or mean")
+    p.set_defaults(func=_embed)
+
+
+def _load(args: argparse.Namespace, heads: str | None) -> Loaded:
+    from zoo.load import load
+
+    target: Any = args.model
+    if not Path(args.model).expanduser().exists():  # a name: honour --manifests
+        target = registry_from_args(args).get(args.model)
+    err_console().print(f"loading {args.model} …")
+    return load(target, device=args.device, dtype=args.dtype, heads=heads, source=args.source, offline=args.offline)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from zoo.errors import UsageError
+
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
+    loaded = _load(args, heads="mlm")
+    results = [{"text": text, "masks": loaded.fill_mask(text, top_k=args.top_k)} for text in args.texts]
+    if args.json:
+        emit_json(results)
+        return 0
+    from rich.table import Table
+
+    console = out_console()
+    for result in results:
+        table = Table(title=result["text"], title_justify="left")
+        table.add_column("mask", justify="right")
+        table.add_column("rank", justify="right")
+        table.add_column("token")
+        table.add_column("score", justify="right")
+        for m, ranked in enumerate(result["masks"], 1):
+            for rank, item in enumerate(ranked, 1):
+                table.add_row(str(m) if rank == 1 else "", str(rank), item["token"], f"{item['score']:.4f}")
+        console.print(table)
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> int:
+    loaded = _load(args, heads=None)
+    vectors = loaded.embed(args.texts, pooling=args.pooling).cpu()
+    if args.json:
+        emit_json([{"text": t, "pooling": args.pooling, "vector": [round(x, 7) for x in v.tolist()]}
+                   for t, v in zip(args.texts, vectors)])
+        return 0
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("text")
+    table.add_column("dim", justify="right")
+    table.add_column("norm", justify="right")
+    table.add_column("first values")
+    for text, v in zip(args.texts, vectors):
+        head = " ".join(f"{x:+.4f}" for x in v[:4].tolist())
+        table.add_row(text, str(v.numel()), f"{float(v.norm()):.4f}", head + " …")
+    out_console().print(table)
+    err_console().print("full vectors: --json")
+    return 0

@@ -92,7 +92,8 @@ class Source:
         """Whether the manifest pins the downloaded file (URL sources) or every file (hf sources)."""
         if self.kind == "url":
             return self.sha256 is not None
-        return bool(self.files) and all(pin.sha256 for pin in self.files.values())
+        needed = {str(self.checkpoint), str(self.vocab)} | set(self.files)
+        return all(self.files.get(rel, FilePin()).sha256 for rel in needed)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,90 @@
+"""Pieces of hf: sources that need no server: safe checkpoint reading, shape checks, hashes and pins."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from zoo import cache  # noqa: E402
+from zoo.config import ModelConfig  # noqa: E402
+from zoo.errors import CheckpointError, IntegrityError  # noqa: E402
+from zoo.fetch import hf  # noqa: E402
+from zoo.registry.schema import FilePin, Source  # noqa: E402
+
+CONFIG = ModelConfig(architecture="bert", vocab_size=11, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=16, max_position_embeddings=16)
+RAN = []
+
+
+def _mark(message: str) -> None:
+    RAN.append(message)
+
+
+class Payload:
+    """Unpickling this would run code; weights_only refuses it."""
+
+    def __reduce__(self):
+        return (_mark, ("code ran",))
+
+
+def _source(files: dict[str, FilePin] | None = None) -> Source:
+    return Source(index=0, url=None, hf="acme/tiny", revision="0" * 40, sha256=None, size=None, archive="none",
+                  format="pytorch", scheme=None, checkpoint="pytorch_model.bin", vocab="vocab.txt", files=files or {})
+
+
+def test_pickle_with_code_is_refused_without_running_it(tmp_path: Path) -> None:
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({"bert.embeddings.word_embeddings.weight": torch.zeros(2), "evil": Payload()}, path)
+    with pytest.raises(CheckpointError, match="not a readable pytorch checkpoint"):
+        hf.read_state(path, "pytorch")
+    assert RAN == []
+    torch.load(path, weights_only=False)  # the payload is real: a full unpickle runs it (harmlessly here)
+    assert RAN == ["code ran"]
+
+
+def test_legacy_gamma_beta_names_are_modernised(tmp_path: Path) -> None:
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({"bert.embeddings.LayerNorm.gamma": torch.ones(8), "bert.embeddings.LayerNorm.beta": torch.zeros(8),
+                "cls.predictions.bias": torch.zeros(11)}, path)
+    assert sorted(hf.read_state(path, "pytorch")) == ["bert.embeddings.LayerNorm.bias",
+                                                      "bert.embeddings.LayerNorm.weight", "cls.predictions.bias"]
+
+
+def test_shapes_are_checked_against_the_config() -> None:
+    shapes = hf.expected_shapes(CONFIG)
+    state = {name: torch.zeros(shape) for name, shape in shapes.items()}
+    hf.check_shapes(state, CONFIG, "ok")
+    state["embeddings.word.weight"] = torch.zeros(12, 8)
+    with pytest.raises(CheckpointError, match=r"embeddings.word.weight \[12, 8\] \(config implies \[11, 8\]\)"):
+        hf.check_shapes(state, CONFIG, "weights")
+    del state["embeddings.word.weight"]
+    with pytest.raises(CheckpointError, match="missing embeddings.word.weight"):
+        hf.check_shapes(state, CONFIG, "weights")
+
+
+def test_combined_sha256_is_the_hash_of_a_sha256sum_listing() -> None:
+    files = {"vocab.txt": "b" * 64, "model.safetensors": "a" * 64}
+    listing = f"{'a' * 64}  model.safetensors\n{'b' * 64}  vocab.txt\n"
+    assert hf.combined_sha256(files) == hashlib.sha256(listing.encode()).hexdigest()
+
+
+def test_manifest_pins_and_tofu_pins_are_enforced(tmp_path: Path) -> None:
+    good = tmp_path / "vocab.txt"
+    good.write_text("[PAD]\n")
+    sha, size = cache.hash_file(good)
+    pinned = _source({"vocab.txt": FilePin("0" * 64, size)})
+    with pytest.raises(IntegrityError, match="vocab.txt: sha256 .*, expected 0000"):
+        hf._check_pin(pinned, "vocab.txt", good, sha, size)
+    assert not good.exists()  # quarantined, never used
+
+    good.write_text("[PAD]\n")
+    unpinned = _source()
+    hf._check_pin(unpinned, "vocab.txt", good, sha, size)  # first use: nothing to compare with
+    cache.record_pin(hf.pin_label(unpinned, "vocab.txt"), sha, size)
+    good.write_text("[UNK]\n")
+    with pytest.raises(IntegrityError, match="changed upstream"):
+        hf._check_pin(unpinned, "vocab.txt", good, *cache.hash_file(good))

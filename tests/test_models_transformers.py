@@ -1,0 +1,154 @@
+"""zoo's encoder against transformers 5 (independent implementation) on the same random weights.
+
+Weights are random (LayerNorm too, so a swapped norm would show); names go through zoo.convert.hf_names;
+outputs must agree to 1e-5 in float32.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from zoo.config import ModelConfig  # noqa: E402
+from zoo.convert import hf_names  # noqa: E402
+from zoo.errors import CheckpointError, UnsupportedError  # noqa: E402
+from zoo.models.encoder import Encoder  # noqa: E402
+
+ATOL = 1e-5
+
+GOOGLE_ALBERT = ModelConfig(architecture="albert", vocab_size=97, embedding_size=16, hidden_size=32,
+                            num_hidden_layers=4, num_hidden_groups=2, inner_group_num=2, num_attention_heads=4,
+                            intermediate_size=48, hidden_act="relu", max_position_embeddings=40)
+BERT = ModelConfig(architecture="bert", vocab_size=97, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                   intermediate_size=48, hidden_act="gelu_new", max_position_embeddings=40)
+BRIGHTMART = ModelConfig(architecture="albert-brightmart", vocab_size=97, embedding_size=16, hidden_size=32,
+                         num_hidden_layers=3, num_attention_heads=4, intermediate_size=48, hidden_act="gelu",
+                         max_position_embeddings=40)
+
+
+def random_model(config: ModelConfig, heads: str | None = "pretraining", seed: int = 0) -> Encoder:
+    torch.manual_seed(seed)
+    model = Encoder(config, heads=heads)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1 + 0.2 * torch.randn_like(p))
+            else:
+                p.copy_(0.2 * torch.randn_like(p))
+    return model
+
+
+def inputs(config: ModelConfig, seed: int = 1) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, config.vocab_size, (3, 11), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0  # padded rows: masked keys must behave like TF's -10000
+    mask[2, 4:] = 0
+    types = torch.zeros_like(ids)
+    types[:, 5:] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def hf_model(config: ModelConfig, state_dict: dict, head: str):
+    data = hf_names.transformers_config(config, head)
+    cls = getattr(transformers, data["architectures"][0])
+    hf_config = transformers.AutoConfig.for_model(**data)
+    model = cls(hf_config).eval()
+    model.load_state_dict(hf_names.to_transformers(state_dict, config, head), strict=True)
+    return model
+
+
+def close(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+    if mask is not None:  # padded query positions are garbage in every implementation; compare real tokens
+        a, b = a[mask.bool()], b[mask.bool()]
+    assert a.shape == b.shape
+    assert torch.allclose(a, b, atol=ATOL, rtol=0), float((a - b).abs().max())
+
+
+@pytest.mark.parametrize("config", [GOOGLE_ALBERT, BERT, BRIGHTMART], ids=["google-albert", "bert", "brightmart"])
+def test_pretraining_outputs_match_transformers(config: ModelConfig) -> None:
+    ours = random_model(config)
+    theirs = hf_model(config, ours.state_dict(), "pretraining")
+    x = inputs(config)
+    with torch.no_grad():
+        out = ours(**x, output_hidden_states=True)
+        ref = theirs(**x, output_hidden_states=True)
+    close(out.mlm_logits, ref.prediction_logits, x["attention_mask"])
+    close(out.seq_relationship_logits, ref.seq_relationship_logits if config.architecture == "bert"
+          else ref.sop_logits)
+    assert len(out.hidden_states) == len(ref.hidden_states) == len(config.layer_schedule()) + 1
+    for a, b in zip(out.hidden_states, ref.hidden_states):
+        close(a, b, x["attention_mask"])
+
+
+@pytest.mark.parametrize("config", [GOOGLE_ALBERT, BERT, BRIGHTMART], ids=["google-albert", "bert", "brightmart"])
+def test_base_model_outputs_match_transformers(config: ModelConfig) -> None:
+    ours = random_model(config, heads=None)
+    theirs = hf_model(config, ours.state_dict(), "base")
+    x = inputs(config)
+    with torch.no_grad():
+        out, ref = ours(**x), theirs(**x)
+    close(out.last_hidden_state, ref.last_hidden_state, x["attention_mask"])
+    close(out.pooler_output, ref.pooler_output)
+
+
+def test_masked_lm_export_has_no_pooler_and_matches() -> None:
+    ours = random_model(GOOGLE_ALBERT, heads="mlm")
+    theirs = hf_model(GOOGLE_ALBERT, ours.state_dict(), "mlm")
+    x = inputs(GOOGLE_ALBERT)
+    with torch.no_grad():
+        close(ours(**x).mlm_logits, theirs(**x).logits, x["attention_mask"])
+
+
+@pytest.mark.parametrize("config", [GOOGLE_ALBERT, BERT], ids=["google-albert", "bert"])
+@pytest.mark.parametrize("head", ["pretraining", "mlm", "base"])
+def test_names_round_trip(config: ModelConfig, head: str) -> None:
+    heads = {"pretraining": "pretraining", "mlm": "mlm", "base": None}[head]
+    ours = random_model(config, heads=heads)
+    sd = ours.state_dict()
+    if head == "mlm":  # transformers' ForMaskedLM models have no pooler
+        sd = {k: v for k, v in sd.items() if not k.startswith("pooler.")}
+    back = hf_names.from_transformers(hf_names.to_transformers(sd, config, head), config)
+    assert set(back) == set(sd)
+    assert all(torch.equal(back[k], sd[k]) for k in sd)
+
+
+def test_albert_with_e_equal_h_exports_identity_mapping_and_imports_back() -> None:
+    config = ModelConfig(architecture="albert", vocab_size=50, embedding_size=32, hidden_size=32,
+                         num_hidden_layers=2, num_attention_heads=4, intermediate_size=40)
+    ours = random_model(config)
+    theirs = hf_model(config, ours.state_dict(), "pretraining")
+    x = inputs(config)
+    with torch.no_grad():
+        close(ours(**x).last_hidden_state, theirs.albert(**x).last_hidden_state, x["attention_mask"])
+    sd = hf_names.to_transformers(ours.state_dict(), config)
+    sd["albert.encoder.embedding_hidden_mapping_in.bias"] = torch.full((32,), 0.5)
+    with pytest.raises(UnsupportedError, match="embedding_hidden_mapping_in"):
+        hf_names.from_transformers(sd, config)
+
+
+def test_brightmart_pre_ln_has_no_transformers_equivalent() -> None:
+    config = ModelConfig(**{**BRIGHTMART.to_dict(), "ln_type": "preln"})
+    with pytest.raises(UnsupportedError, match="pre-LN"):
+        hf_names.to_transformers(random_model(config).state_dict(), config)
+    with pytest.raises(UnsupportedError):
+        hf_names.transformers_config(config)
+
+
+def test_mismatched_state_dict_names_the_keys() -> None:
+    sd = hf_names.to_transformers(random_model(BERT).state_dict(), BERT)
+    del sd["bert.encoder.layer.2.output.dense.weight"]
+    sd["bert.encoder.layer.3.output.dense.weight"] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match=r"missing bert\.encoder\.layer\.2\.output\.dense\.weight.*"
+                                             r"unexpected bert\.encoder\.layer\.3"):
+        hf_names.from_transformers(sd, BERT)
+
+
+def test_transformers_config_round_trip() -> None:
+    for config in (GOOGLE_ALBERT, BERT):
+        assert hf_names.config_from_transformers(hf_names.transformers_config(config)) == config
+    data = hf_names.transformers_config(BRIGHTMART)
+    assert data["model_type"] == "albert" and data["embedding_size"] == BRIGHTMART.hidden_size
+    assert data["tokenizer_class"] == "BertTokenizer"

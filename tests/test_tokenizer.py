@@ -1,0 +1,112 @@
+"""zoo's tokenizer against transformers' BertTokenizerLegacy (pure Python) and BertTokenizer (v5).
+
+The vocab is built here from the committed corpus: every character (and a few word pieces) of most of it,
+with some characters left out on purpose so that [UNK] and WordPiece fallbacks happen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from zoo.errors import CheckpointError, UsageError
+from zoo.tokenizer import Tokenizer, read_vocab
+
+transformers = pytest.importorskip("transformers")
+from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy  # noqa: E402
+
+CORPUS = Path(__file__).parent / "fixtures" / "tokenizer_corpus.txt"
+LEFT_OUT = set("公🎉臺ö")  # not in the vocab: become [UNK] (or break a word into [UNK])
+WORDPIECES = ["play", "##ing", "##ed", "##er", "un", "##play", "##able", "the", "quick", "brown", "fox",
+              "super", "##cal", "##if", "iphone", "pro", "max", "nice", "café", "cafe", "gpu", "bert", "##ert"]
+
+
+def corpus() -> list[str]:
+    texts = CORPUS.read_text(encoding="utf-8").splitlines()
+    long_text = "这是一个很长的句子，用来测试截断。This sentence is long. " * 60
+    return [*texts, "", long_text, "nul\x00byte"]
+
+
+@pytest.fixture(scope="module")
+def vocab_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    chars = sorted({c for text in corpus() for c in text.lower() if not c.isspace()} - LEFT_OUT)
+    tokens = ["[PAD]", *(f"[unused{i}]" for i in range(1, 4)), "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokens += chars + [f"##{c}" for c in chars if c.isascii() and c.isalnum()] + WORDPIECES
+    path = tmp_path_factory.mktemp("vocab") / "vocab.txt"
+    path.write_text("\n".join(dict.fromkeys(tokens)) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("lowercase", [True, False], ids=["uncased", "cased"])
+def test_ids_match_transformers_legacy_and_fast(vocab_file: Path, lowercase: bool) -> None:
+    ours = Tokenizer.from_file(vocab_file, lowercase=lowercase)
+    legacy = BertTokenizerLegacy(str(vocab_file), do_lower_case=lowercase)
+    fast = transformers.BertTokenizer(vocab=str(vocab_file), do_lower_case=lowercase)
+    texts = corpus()
+    unk_seen = 0
+    for text in texts:
+        ids = ours(text)["input_ids"]
+        assert ids == legacy.encode(text), text
+        assert ids == fast(text)["input_ids"], text
+        assert ours.tokenize(text) == legacy.tokenize(text), text
+        unk_seen += ids.count(ours.unk_token_id)
+    assert unk_seen > 0  # the corpus exercises unknown characters
+    for a, b in zip(texts, texts[1:]):  # pairs: ids and token types
+        got = ours(a, b, truncation=True, max_length=64)
+        want = legacy(a, b, truncation=True, max_length=64, return_token_type_ids=True)
+        assert got["input_ids"] == want["input_ids"]
+        assert got["token_type_ids"] == want["token_type_ids"]
+
+
+def test_batch_padding_truncation_and_tensors(vocab_file: Path) -> None:
+    tok = Tokenizer.from_file(vocab_file, model_max_length=16)
+    legacy = BertTokenizerLegacy(str(vocab_file))
+    texts = ["今天天气很好", corpus()[-2], ""]
+    batch = tok(texts, padding=True, truncation=True, return_tensors="pt")
+    want = legacy(texts, padding=True, truncation=True, max_length=16, return_tensors="pt",
+                  return_token_type_ids=True)
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert batch[key].tolist() == want[key].tolist(), key
+    assert batch["input_ids"].shape == (3, 16)
+    assert batch["input_ids"][2].tolist()[:2] == [tok.cls_token_id, tok.sep_token_id]
+    fixed = tok(["你好"], padding="max_length", max_length=8)
+    assert fixed["input_ids"][0][4:] == [tok.pad_token_id] * 4 and fixed["attention_mask"][0] == [1] * 4 + [0] * 4
+    with pytest.raises(UsageError, match="padding=True"):
+        tok(["你好", "今天天气很好"], return_tensors="pt")
+
+
+def test_offsets_point_into_the_text(vocab_file: Path) -> None:
+    tok = Tokenizer.from_file(vocab_file)
+    text = "我在用iPhone拍照"
+    enc = tok(text, return_offsets_mapping=True)
+    pieces = [text[a:b] for a, b in enc["offset_mapping"]]
+    assert pieces == ["", "我", "在", "用", "iPhone", "拍", "照", ""]
+
+
+def test_mask_token_survives_and_decode(vocab_file: Path) -> None:
+    tok = Tokenizer.from_file(vocab_file)
+    ids = tok("今天天气很[MASK]。")["input_ids"]
+    assert ids.count(tok.mask_token_id) == 1
+    assert tok.decode(ids, skip_special_tokens=True) == "今 天 天 气 很 。"
+    assert tok.convert_ids_to_tokens(tok.encode("playing")) == ["[CLS]", "play", "##ing", "[SEP]"]
+    with pytest.raises(UsageError, match="outside the vocabulary"):
+        tok.convert_ids_to_tokens([10**6])
+
+
+def test_second_column_and_duplicates(tmp_path: Path) -> None:
+    lines = ["[PAD]\t0", "[UNK]\t0", "[CLS]\t0", "[SEP]\t0", "[MASK]\t0", "你\t120", "好\t99", "你\t5", "们 7"]
+    path = tmp_path / "vocab_chinese.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert read_vocab(path) == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "你", "好", "你", "们"]
+    tok = Tokenizer.from_file(path)
+    assert tok.vocab_size == 9
+    assert tok("你们好")["input_ids"] == [2, 5, 8, 6, 3]  # the duplicated 你 keeps its first id
+    assert tok.convert_ids_to_tokens(7) == "你"
+
+
+def test_vocab_without_special_tokens_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "vocab.txt"
+    path.write_text("[PAD]\n[UNK]\n你\n", encoding="utf-8")
+    with pytest.raises(CheckpointError, match=r"lacks the special token\(s\) \[CLS\], \[SEP\], \[MASK\]"):
+        Tokenizer.from_file(path)

@@ -1,0 +1,466 @@
+"""HTTP(S) downloads: parallel ranged parts, cross-run resume, retries and stall detection.
+
+One :func:`download` call fetches one URL into ``workdir/data``, keeping ``workdir/state.json`` (the server's
+validator and each part's progress) so an interrupted download — Ctrl-C, kill -9, a dropped connection —
+continues where it stopped. Resumed and parallel requests carry ``If-Range`` with the validator recorded at the
+start, so a file that changed upstream is detected (a 200 instead of a 206, or a new ETag) and restarted from
+scratch, never spliced. The SHA-256 is computed while bytes arrive (:mod:`zoo.fetch.hashing`).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import email.utils
+import json
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+import urllib3
+
+from zoo import __version__
+from zoo.cache import require_free_space
+from zoo.errors import DiskSpaceError, IntegrityError, NetworkError
+from zoo.fetch.base import Download, FetchOptions, ProgressCallback, ProgressEvent
+from zoo.fetch.hashing import OrderedHasher
+
+log = logging.getLogger("zoo.fetch")
+
+STATE_VERSION = 1
+_RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_HEADERS = {"Accept-Encoding": "identity", "User-Agent": f"zoo/{__version__}"}
+
+
+class _Retry(Exception):
+    """A transient failure: try the request again after a backoff."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class _UpstreamChanged(Exception):
+    """The file on the server is no longer the one the recorded parts came from."""
+
+
+class _NoRanges(Exception):
+    """The server ignored a Range request although it advertised ranges."""
+
+
+@dataclasses.dataclass
+class _Remote:
+    url: str  # after redirects
+    size: int | None
+    etag: str | None
+    last_modified: str | None
+    ranges: bool
+
+    @property
+    def validator(self) -> str | None:
+        """What If-Range can carry: a strong ETag, else Last-Modified."""
+        if self.etag and not self.etag.startswith("W/"):
+            return self.etag
+        return self.last_modified
+
+
+@dataclasses.dataclass
+class _Part:
+    start: int
+    end: int | None  # exclusive; None while the size is unknown
+    done: int = 0
+
+    @property
+    def offset(self) -> int:
+        return self.start + self.done
+
+    @property
+    def complete(self) -> bool:
+        return self.end is not None and self.offset >= self.end
+
+
+def download(url: str, workdir: Path, *, options: FetchOptions | None = None,
+             progress: ProgressCallback | None = None, label: str | None = None,
+             expected_size: int | None = None) -> Download:
+    """Download ``url`` into ``workdir/data`` (resuming what an earlier run left there) and hash it."""
+    return _Downloader(url, Path(workdir), options or FetchOptions(), progress, label, expected_size).run()
+
+
+class _Downloader:
+    def __init__(self, url: str, workdir: Path, options: FetchOptions, progress: ProgressCallback | None,
+                 label: str | None, expected_size: int | None) -> None:
+        self.url = url
+        self.workdir = workdir
+        self.options = options
+        self.progress = progress
+        self.label = label or url.rsplit("/", 1)[-1] or url
+        self.expected_size = expected_size
+        self.data_path = workdir / "data"
+        self.state_path = workdir / "state.json"
+        self.fetched = 0  # network bytes this run
+        self._fetched_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._local = threading.local()
+
+    # ------------------------------------------------------------------------------------------- driver
+    def run(self) -> Download:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        remote = self._probe()
+        for restart in range(self.options.max_restarts + 1):
+            try:
+                return self._attempt(remote, resume=restart == 0)
+            except _UpstreamChanged as exc:
+                log.warning("%s changed on the server during the download (%s); starting over", self.url, exc)
+            except _NoRanges:
+                log.info("%s ignores Range requests; downloading as one stream", self.url)
+                remote.ranges = False
+                continue
+            self._discard()
+            remote = self._probe()
+        raise NetworkError(f"{self.url} kept changing on the server during the download",
+                           hint="the mirror is being updated; try again later or pin another source")
+
+    def _attempt(self, remote: _Remote, *, resume: bool) -> Download:
+        parts = self._load_parts(remote) if resume else None
+        if parts is None:
+            self._discard()
+            parts = self._plan(remote)
+        remaining = sum(p.end - p.offset for p in parts if p.end is not None)
+        if remote.size is not None:
+            require_free_space(self.workdir, remaining, f"downloading {self.label}")
+        fd = os.open(self.data_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if remote.size is not None and os.fstat(fd).st_size != remote.size:
+                os.ftruncate(fd, remote.size)
+            self.fd = fd
+            self.hasher = OrderedHasher(fd)
+            try:
+                for part in parts:  # what earlier runs got is read back into the hash in order
+                    self.hasher.wrote(part.start, length=part.done)
+                self._transfer(remote, parts)
+                size = parts[-1].end or 0
+                if remote.size is None:  # a re-sent stream of unknown size may be shorter than the last try
+                    os.ftruncate(fd, size)
+                digest = self.hasher.hexdigest(size)
+            finally:
+                self.hasher.close()
+        finally:
+            os.close(fd)
+        self.state_path.unlink(missing_ok=True)
+        return Download(path=self.data_path, sha256=digest, size=size, url=self.url, fetched=self.fetched)
+
+    def _plan(self, remote: _Remote) -> list[_Part]:
+        """One part for small files; else segments handed out in offset order to ``connections`` workers.
+
+        Segments (about sixteen per connection) keep the written data close behind the hash frontier, so
+        hashing overlaps the transfer instead of reading most of the file back at the end.
+        """
+        size, opts = remote.size, self.options
+        if size is None or not remote.ranges or size < opts.parallel_threshold or opts.connections <= 1:
+            return [_Part(0, size)]
+        step = min(max(math.ceil(size / (16 * opts.connections)), opts.min_part_size), 64 << 20)
+        return [_Part(start, min(start + step, size)) for start in range(0, size, step)]
+
+    def _transfer(self, remote: _Remote, parts: list[_Part]) -> None:
+        self.remote, self.parts = remote, parts
+        self._stop.clear()
+        self._error = None
+        self._pending = collections.deque(p for p in parts if not p.complete)
+        workers = min(self.options.connections, len(self._pending)) if len(parts) > 1 else len(self._pending)
+        threads = [threading.Thread(target=self._worker_loop, name=f"zoo-conn-{i}", daemon=True)
+                   for i in range(workers)]
+        for t in threads:
+            t.start()
+        last_save = time.monotonic()
+        try:
+            while alive := [t for t in threads if t.is_alive()]:
+                alive[0].join(0.1)
+                self._report(parts, remote.size)
+                if time.monotonic() - last_save > 0.25:
+                    self._save(remote, parts)
+                    last_save = time.monotonic()
+        except BaseException:  # Ctrl-C: stop the parts, keep what they got
+            self._stop.set()
+            for t in threads:
+                t.join(5)
+            self._save(remote, parts)
+            raise
+        self._report(parts, remote.size)
+        if self._error is not None:
+            self._save(remote, parts)
+            raise self._error
+
+    def _report(self, parts: list[_Part], total: int | None) -> None:
+        if self.progress is not None:
+            done = sum(p.done for p in parts)
+            self.progress(ProgressEvent("download", self.label, done=done, total=total))
+
+    # ------------------------------------------------------------------------------------------- parts
+    def _worker_loop(self) -> None:
+        """One connection: take the lowest pending part until none is left."""
+        while not self._stop.is_set():
+            try:
+                part = self._pending.popleft()
+            except IndexError:
+                return
+            self._worker(part)
+
+    def _worker(self, part: _Part) -> None:
+        failures = 0
+        while not part.complete and not self._stop.is_set():
+            before = part.done
+            try:
+                if self._fetch(part):
+                    return
+            except _Retry as exc:
+                failures = 0 if part.done > before else failures + 1
+                if failures >= self.options.max_attempts:
+                    self._fail(NetworkError(
+                        f"{self.url}: gave up after {failures} attempts without progress "
+                        f"(bytes {part.offset}-{'' if part.end is None else part.end - 1}): {exc.reason}",
+                        hint="check the connection, or retry later: what arrived so far is kept"))
+                    return
+                delay = self._backoff(failures, exc.retry_after)
+                log.info("%s: %s; retrying bytes from %d in %.1fs", self.label, exc.reason, part.offset, delay)
+                self._stop.wait(delay)
+            except OSError as exc:
+                if exc.errno == 28:  # ENOSPC
+                    self._fail(DiskSpaceError(f"disk full while writing {self.data_path}",
+                                              hint="free some space (zoo cache prune) and pull again to resume"))
+                else:
+                    self._fail(exc)
+                return
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                self._fail(exc)
+                return
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None:
+            self._error = exc
+        self._stop.set()
+
+    def _backoff(self, failures: int, retry_after: float | None) -> float:
+        opts = self.options
+        delay = min(opts.backoff_max, opts.backoff_base * 2 ** max(0, failures - 1)) * random.uniform(0.5, 1.0)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, opts.retry_after_max))
+        return delay
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+            session.headers.update(_HEADERS)
+        return session
+
+    def _fetch(self, part: _Part) -> bool:
+        """One request for the rest of ``part``; True when the part is complete."""
+        remote, opts = self.remote, self.options
+        headers: dict[str, str] = {}
+        ranged = remote.ranges and remote.size is not None
+        if ranged:
+            headers["Range"] = f"bytes={part.offset}-{part.end - 1}"  # type: ignore[operator]
+            if remote.validator:
+                headers["If-Range"] = remote.validator
+        elif part.done:
+            self._restart_stream(part)
+        with _request(self._session(), "GET", remote.url, headers, opts, stream=True) as resp:
+            if ranged:
+                self._check_ranged(resp, part)
+            for chunk in resp.iter_content(opts.chunk_size):
+                if self._stop.is_set():
+                    return False
+                if part.end is not None and part.offset + len(chunk) > part.end:
+                    raise _Retry(f"server sent more than the {part.end - part.start} bytes asked for")
+                _pwrite_all(self.fd, chunk, part.offset)
+                self.hasher.wrote(part.offset, chunk)
+                part.done += len(chunk)
+                with self._fetched_lock:
+                    self.fetched += len(chunk)
+        if self._stop.is_set():
+            return False
+        if part.end is None:  # size unknown: the stream ending cleanly is the end of the file
+            part.end = part.offset
+        elif part.offset < part.end:
+            raise _Retry(f"connection closed after {part.done} of {part.end - part.start} bytes")
+        return True
+
+    def _check_ranged(self, resp: requests.Response, part: _Part) -> None:
+        remote = self.remote
+        etag = resp.headers.get("ETag")
+        if resp.status_code == 206:
+            m = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
+            if not m or int(m.group(1)) != part.offset or (m.group(3) != "*" and int(m.group(3)) != remote.size):
+                raise _UpstreamChanged(f"Content-Range {resp.headers.get('Content-Range')!r} does not match "
+                                       f"bytes={part.offset}- of {remote.size}")
+            if remote.etag and etag and etag != remote.etag:
+                raise _UpstreamChanged(f"ETag {remote.etag} became {etag}")
+            return
+        # 200: the whole file. Either If-Range failed (changed upstream) or ranges are not supported.
+        if (remote.etag and etag and etag != remote.etag) or (
+                remote.last_modified and resp.headers.get("Last-Modified", remote.last_modified)
+                != remote.last_modified):
+            raise _UpstreamChanged(f"ETag {remote.etag} became {etag}" if etag else "Last-Modified changed")
+        if len(self.parts) == 1 and part.start == 0:
+            self._restart_stream(part)
+            return
+        raise _NoRanges()
+
+    def _restart_stream(self, part: _Part) -> None:
+        """The server sends the whole file again: drop what this single part had and re-hash from zero."""
+        self.hasher.close()
+        self.hasher = OrderedHasher(self.fd)
+        part.done = 0
+
+    # --------------------------------------------------------------------------------------- metadata
+    def _probe(self) -> _Remote:
+        """HEAD the URL (following redirects) for its size, validator and Range support."""
+        failures = 0
+        while True:
+            try:
+                with _request(self._session(), "HEAD", self.url, {}, self.options) as resp:
+                    h = resp.headers
+                    size = int(h["Content-Length"]) if h.get("Content-Length", "").isdigit() else None
+                    remote = _Remote(url=resp.url, size=size, etag=h.get("ETag"),
+                                     last_modified=h.get("Last-Modified"),
+                                     ranges=h.get("Accept-Ranges", "").lower() == "bytes")
+                    break
+            except _Retry as exc:
+                failures += 1
+                if failures >= self.options.max_attempts:
+                    raise NetworkError(f"{self.url}: {exc.reason} ({failures} attempts)",
+                                       hint="check the connection or try another source (--source N)") from None
+                time.sleep(self._backoff(failures, exc.retry_after))
+            except NetworkError as exc:
+                if "HTTP 405" not in exc.message and "HTTP 501" not in exc.message:
+                    raise
+                return _Remote(url=self.url, size=None, etag=None, last_modified=None, ranges=False)
+        if self.expected_size is not None and remote.size is not None and remote.size != self.expected_size:
+            raise IntegrityError(f"{self.url}: the server reports {remote.size} bytes, the manifest pins "
+                                 f"{self.expected_size}", hint="the file changed upstream or the manifest is wrong; "
+                                 "nothing was downloaded")
+        return remote
+
+    # ------------------------------------------------------------------------------------------ state
+    def _load_parts(self, remote: _Remote) -> list[_Part] | None:
+        """The parts recorded by an interrupted earlier run, if they still describe this remote file."""
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            return None
+        same = (state.get("version") == STATE_VERSION and state.get("url") == self.url
+                and remote.validator and state.get("validator") == remote.validator
+                and state.get("size") == remote.size and remote.ranges and self.data_path.exists()
+                and self.data_path.stat().st_size == remote.size)
+        if not same:
+            if state.get("validator") != remote.validator:
+                log.info("%s changed on the server since the interrupted download; starting over", self.url)
+            return None
+        parts = [_Part(int(s), int(e), int(d)) for s, e, d in state["parts"]]
+        log.info("resuming %s: %d of %d bytes already here", self.label, sum(p.done for p in parts), remote.size)
+        return parts
+
+    def _save(self, remote: _Remote, parts: list[_Part]) -> None:
+        if remote.size is None or not remote.ranges or not remote.validator:
+            return  # not resumable across runs
+        state: dict[str, Any] = {"version": STATE_VERSION, "url": self.url, "size": remote.size,
+                                 "validator": remote.validator,
+                                 "parts": [[p.start, p.end, p.done] for p in parts]}
+        tmp = self.state_path.with_name(f"state.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.state_path)
+
+    def _discard(self) -> None:
+        self.state_path.unlink(missing_ok=True)
+        self.data_path.unlink(missing_ok=True)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _request(session: requests.Session, method: str, url: str, headers: dict[str, str], options: FetchOptions,
+             *, stream: bool = False) -> requests.Response:
+    """Send one request; transient failures raise :class:`_Retry`, permanent ones NetworkError."""
+    try:
+        resp = session.request(method, url, headers=headers, stream=stream, allow_redirects=True,
+                               timeout=(options.connect_timeout, options.stall_timeout))
+    except requests.exceptions.TooManyRedirects as exc:
+        raise NetworkError(f"{url}: too many redirects", hint="the mirror is misconfigured") from exc
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise _Retry(_describe(exc)) from None
+    except requests.RequestException as exc:
+        raise NetworkError(f"{url}: {exc}") from exc
+    if resp.status_code in _RETRY_STATUS:
+        resp.close()
+        raise _Retry(f"HTTP {resp.status_code}", _retry_after(resp.headers.get("Retry-After")))
+    if resp.status_code == 416 and "Range" in headers:
+        resp.close()
+        raise _UpstreamChanged("416 Range Not Satisfiable: the file is shorter than recorded")
+    if resp.status_code >= 400:
+        resp.close()
+        raise NetworkError(f"{url}: HTTP {resp.status_code} {resp.reason}",
+                           hint="the URL may have moved; try another source (--source N)")
+    return _StreamGuard(resp)  # type: ignore[return-value]
+
+
+class _StreamGuard:
+    """Wrap a streaming response so read errors in ``iter_content`` become :class:`_Retry`."""
+
+    def __init__(self, resp: requests.Response) -> None:
+        self._resp = resp
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._resp, name)
+
+    def __enter__(self) -> _StreamGuard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._resp.close()
+
+    def iter_content(self, chunk_size: int) -> Any:
+        """Body chunks of up to ``chunk_size`` bytes as they arrive (``read1``: no waiting to fill a chunk, so
+        progress, part state and stall detection stay fine-grained on slow links)."""
+        raw = self._resp.raw
+        try:
+            while chunk := raw.read1(chunk_size):
+                yield chunk
+        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
+            raise _Retry(_describe(exc)) from None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    if "timed out" in text.lower() or isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError)):
+        return "stalled: no data within the stall timeout"
+    if "IncompleteRead" in text or "Connection broken" in text:
+        return "connection broken mid-body"
+    return f"connection error: {text[:200]}"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

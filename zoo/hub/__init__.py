@@ -1,0 +1,15 @@
+"""The Hub: export transformers-ready folders and mirror them to the Hugging Face Hub or a self-hosted mirror.
+
+    import zoo
+    zoo.export("albert_base_zh", "out/")                          # config.json, model.safetensors, tokenizer, card
+    zoo.mirror(["albert_base_zh"], "hf://my-org/albert_base_zh")  # one commit on the Hub
+    zoo.mirror(["albert_base_zh"], "/srv/hf-mirror")              # git repo at /srv/hf-mirror/models/zoo/albert_base_zh
+
+Pulling ``hf:`` sources lives in :mod:`zoo.fetch.hf`. Importing this package imports neither torch nor
+huggingface_hub.
+"""
+
+from zoo.hub.export import export
+from zoo.hub.mirror import FileAction, Mirrored, mirror
+
+__all__ = ["FileAction", "Mirrored", "export", "mirror"]

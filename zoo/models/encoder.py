@@ -1,0 +1,219 @@
+"""One encoder for BERT, Google ALBERT and brightmart ALBERT.
+
+The three architectures differ in three places only, and each is a plain branch below:
+
+1. how token embeddings reach width H: BERT looks them up at H; Google ALBERT adds positions/types at E,
+   normalises, then maps E→H with ``mapping_in``; brightmart projects E→H with a bias-free ``word_proj``
+   first and adds positions/types at H;
+2. which layer parameters are shared: ``ModelConfig.layer_schedule()`` names the parameter set run at each
+   step (BERT: a set per layer; Google ALBERT: groups × inner sets; brightmart: one set);
+3. where LayerNorm sits: post-LN (BERT, both ALBERTs) or brightmart's pre-LN, which has no final LayerNorm.
+
+Module and parameter names are zoo's canonical names (docs/architecture.md), so a converted
+``model.safetensors`` loads with ``load_state_dict`` and nothing else. Attention masks follow the TF code:
+``-10000`` is added to the scores of padded keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.config import ModelConfig
+from zoo.errors import UsageError
+from zoo.models import heads as H
+
+#: transformers' meanings: ``gelu`` is the exact erf form, ``gelu_new`` the tanh approximation TF code uses.
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_new": functools.partial(F.gelu, approximate="tanh"),
+}
+
+#: The TF code adds this to the attention scores of masked keys.
+MASK_VALUE = -10000.0
+
+
+@dataclasses.dataclass
+class ModelOutput:
+    """What :class:`Encoder` returns. Head outputs are ``None`` unless that head is loaded."""
+
+    last_hidden_state: torch.Tensor
+    pooler_output: torch.Tensor
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    mlm_logits: torch.Tensor | None = None
+    seq_relationship_logits: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    start_logits: torch.Tensor | None = None
+    end_logits: torch.Tensor | None = None
+
+
+def _embedding(num: int, dim: int, std: float) -> nn.Embedding:
+    """``nn.Embedding`` drawn from normal(0, std) like the TF initializer, and left uninitialised on the meta
+    device (``zoo.load`` builds there; nn.Embedding's own init on meta costs a second of imports)."""
+    weight = torch.empty(num, dim)
+    if not weight.is_meta:
+        nn.init.normal_(weight, std=std)
+    return nn.Embedding.from_pretrained(weight, freeze=False)
+
+
+class Embeddings(nn.Module):
+    """Token + position + token-type embeddings, LayerNorm, and the E→H step of the ALBERTs."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        e, d, h = config.word_embedding_size, config.embedding_width, config.hidden_size
+        std = config.initializer_range
+        self.word = _embedding(config.vocab_size, e, std)
+        if config.architecture == "albert-brightmart":
+            self.word_proj = nn.Linear(e, h, bias=False)  # applied before positions/types are added
+        self.position = _embedding(config.max_position_embeddings, d, std)
+        self.token_type = _embedding(config.type_vocab_size, d, std)
+        self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        if config.has_mapping_in:
+            self.mapping_in = nn.Linear(e, h)  # Google ALBERT, applied after the LayerNorm
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
+                position_ids: torch.Tensor) -> torch.Tensor:
+        x = self.word(input_ids)
+        if hasattr(self, "word_proj"):
+            x = self.word_proj(x)
+        x = x + self.position(position_ids) + self.token_type(token_type_ids)
+        x = self.norm(x)
+        if hasattr(self, "mapping_in"):
+            x = self.mapping_in(x)
+        return x
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``scaled_dot_product_attention``."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        h = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.query = nn.Linear(h, h)
+        self.key = nn.Linear(h, h)
+        self.value = nn.Linear(h, h)
+        self.output = nn.Linear(h, h)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, t, h = x.shape
+
+        def heads(y: torch.Tensor) -> torch.Tensor:  # [B, T, H] -> [B, N, T, H/N]
+            return y.view(b, t, self.num_heads, h // self.num_heads).transpose(1, 2)
+
+        y = F.scaled_dot_product_attention(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)),
+                                           attn_mask=mask)
+        return self.output(y.transpose(1, 2).reshape(b, t, h))
+
+
+class Layer(nn.Module):
+    """One transformer block: attention and feed-forward, each with a residual and a LayerNorm."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        h, i = config.hidden_size, config.intermediate_size
+        self.attention = Attention(config)
+        self.attention_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.intermediate = nn.Linear(h, i)
+        self.output = nn.Linear(i, h)
+        self.output_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
+        self.act = ACTIVATIONS[config.hidden_act]
+        self.pre_ln = config.ln_type == "preln"
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.pre_ln:  # brightmart's prelln_transformer_model: normalise the input of each sub-block
+            x = x + self.attention(self.attention_norm(x), mask)
+            return x + self.output(self.act(self.intermediate(self.output_norm(x))))
+        x = self.attention_norm(x + self.attention(x, mask))
+        return self.output_norm(x + self.output(self.act(self.intermediate(x))))
+
+
+class Encoder(nn.Module):
+    """The whole model: embeddings, shared-or-not layers, pooler, and the optional heads.
+
+    ``heads`` is ``None`` (encoder and pooler only), ``"mlm"``, ``"pretraining"`` (MLM + SOP/NSP) or a task
+    head: ``"sequence-classification"`` (``num_labels``), ``"token-classification"`` (``num_labels``),
+    ``"question-answering"``.
+    """
+
+    def __init__(self, config: ModelConfig, heads: str | None = None, num_labels: int = 2) -> None:
+        super().__init__()
+        if heads not in H.HEADS:
+            raise UsageError(f"unknown heads {heads!r}",
+                             hint=f"use one of: {', '.join(str(h) for h in H.HEADS)}")
+        self.config = config
+        self.heads = heads
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_layer_sets))
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
+        self.schedule = config.layer_schedule()
+        if heads in ("mlm", "pretraining"):
+            self.mlm = H.MaskedLMHead(config)
+        if heads == "pretraining":
+            self.seq_relationship = nn.Linear(config.hidden_size, 2)
+        if heads in ("sequence-classification", "token-classification"):
+            self.classifier = nn.Linear(config.hidden_size, num_labels)
+        if heads == "question-answering":
+            self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.eval()
+
+    def task_head_modules(self) -> list[nn.Module]:
+        """Heads that never come from a checkpoint (initialised by :meth:`init_task_heads`)."""
+        return [getattr(self, name) for name in H.TASK_HEAD_NAMES if hasattr(self, name)]
+
+    @torch.no_grad()
+    def init_task_heads(self) -> None:
+        """Initialise fresh task heads like the TF code: normal(0, initializer_range) weights, zero biases."""
+        for module in self.task_head_modules():
+            nn.init.normal_(module.weight, std=self.config.initializer_range)
+            nn.init.zeros_(module.bias)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
+                output_hidden_states: bool = False) -> ModelOutput:
+        b, t = input_ids.shape
+        if t > self.config.max_position_embeddings and position_ids is None:
+            raise UsageError(
+                f"input has {t} tokens but the model has {self.config.max_position_embeddings} positions",
+                hint="truncate the input (tokenizer(..., truncation=True)) or load with a larger "
+                     "max_position_embeddings")
+        if position_ids is None:
+            position_ids = torch.arange(t, device=input_ids.device).expand(b, t)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+
+        x = self.embeddings(input_ids, token_type_ids, position_ids)
+        mask = None
+        if attention_mask is not None:  # [B, T] of 1/0 -> additive [B, 1, 1, T], as in the TF code
+            mask = (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * MASK_VALUE
+
+        # hidden_states: the embedding output (at H), then the output of every step of the schedule (as the
+        # TF code's all_layer_outputs: an ALBERT layer contributes one state per inner-group set).
+        hidden_states = [x]
+        for k in self.schedule:
+            x = self.layers[k](x, mask)
+            hidden_states.append(x)
+
+        pooled = torch.tanh(self.pooler(x[:, 0]))
+        out = ModelOutput(last_hidden_state=x, pooler_output=pooled,
+                          hidden_states=tuple(hidden_states) if output_hidden_states else None)
+        if hasattr(self, "mlm"):
+            out.mlm_logits = self.mlm(x, self.embeddings)
+        if hasattr(self, "seq_relationship"):
+            out.seq_relationship_logits = self.seq_relationship(pooled)
+        if hasattr(self, "classifier"):
+            out.logits = self.classifier(pooled if self.heads == "sequence-classification" else x)
+        if hasattr(self, "qa_outputs"):
+            start, end = self.qa_outputs(x).unbind(-1)
+            out.start_logits, out.end_logits = start, end
+        return out
+
+
+__all__ = ["ACTIVATIONS", "Attention", "Embeddings", "Encoder", "Layer", "ModelOutput"]

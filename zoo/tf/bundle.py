@@ -1,0 +1,304 @@
+"""TensorFlow V2 checkpoints (TensorBundle): ``PREFIX.index`` + ``PREFIX.data-NNNNN-of-NNNNN`` shards.
+
+The index (an SSTable, see :mod:`zoo.tf.table`) maps ``""`` to a ``BundleHeaderProto`` and every variable
+name to a ``BundleEntryProto`` saying which shard holds its bytes, where, and their masked CRC32C. Tensor
+bytes are raw row-major values, so a variable is read by memory-mapping its shard and viewing the bytes
+as a torch tensor — no copy, nothing read until it is used.
+
+Listing variables needs neither torch nor the data files' contents; torch is imported on the first read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import mmap
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from zoo.errors import CheckpointError, IntegrityError, NotFoundError, UnsupportedError, UsageError
+from zoo.tf.proto import BundleEntry, BundleHeader, ProtoError
+from zoo.tf.table import Table, crc32c, mask_crc
+
+if TYPE_CHECKING:
+    import torch
+
+#: TensorFlow ``DataType`` enum values zoo reads, with their byte sizes.
+DTYPES: dict[int, tuple[str, int]] = {
+    1: ("float32", 4),
+    2: ("float64", 8),
+    3: ("int32", 4),
+    9: ("int64", 8),
+    14: ("bfloat16", 2),
+    19: ("float16", 2),
+}
+#: Names of other ``DataType`` values, so errors and listings can say what they are.
+OTHER_DTYPES: dict[int, str] = {
+    4: "uint8", 5: "int16", 6: "int8", 7: "string", 8: "complex64", 10: "bool", 11: "qint8", 12: "quint8",
+    13: "qint32", 15: "qint16", 16: "quint16", 17: "uint16", 18: "complex128", 20: "resource",
+    21: "variant", 22: "uint32", 23: "uint64",
+}
+_BIG_ENDIAN = 1
+_SUPPORTED_VERSION = 1  # kTensorBundleVersion
+_SUFFIX = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")
+
+
+def dtype_name(code: int) -> str:
+    if code in DTYPES:
+        return DTYPES[code][0]
+    return OTHER_DTYPES.get(code, f"DataType({code})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variable:
+    """One checkpoint variable: what it is and where its bytes are."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    shard: int
+    offset: int
+    size: int
+    crc32c: int  # masked, as stored
+    partitioned: bool = False
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def supported(self) -> bool:
+        return self.dtype in _ITEMSIZE and not self.partitioned
+
+
+_ITEMSIZE = dict(DTYPES.values())
+
+
+def resolve_prefix(path: str | Path) -> Path:
+    """The checkpoint prefix for a prefix, an ``.index``/``.data-*`` file, or a directory with one checkpoint.
+
+    A directory with several checkpoints is resolved through its ``checkpoint`` file when it names one of them.
+    """
+    p = Path(path)
+    if p.is_dir():
+        prefixes = sorted(index.with_suffix("") for index in p.glob("*.index"))
+        if len(prefixes) == 1:
+            return prefixes[0]
+        if not prefixes:
+            raise NotFoundError(f"{p}: no TensorFlow checkpoint here (no *.index file)",
+                                hint="pass the checkpoint prefix, e.g. DIR/bert_model.ckpt")
+        latest = _checkpoint_file_choice(p)
+        if latest is not None and latest in prefixes:
+            return latest
+        names = ", ".join(prefix.name for prefix in prefixes)
+        raise UsageError(f"{p}: holds {len(prefixes)} checkpoints ({names})",
+                         hint="pass the prefix of the one you want, e.g. " + str(prefixes[-1]))
+    p = p.with_name(_SUFFIX.sub("", p.name))
+    if not p.with_name(p.name + ".index").is_file():
+        raise NotFoundError(f"{p}.index: no such checkpoint index",
+                            hint="pass a checkpoint prefix (PATH where PATH.index exists) or its directory")
+    return p
+
+
+def _checkpoint_file_choice(directory: Path) -> Path | None:
+    """The prefix named by ``model_checkpoint_path`` in a TF ``checkpoint`` text file, if any."""
+    try:
+        text = (directory / "checkpoint").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    match = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', text, re.MULTILINE)
+    return directory / Path(match.group(1)).name if match else None
+
+
+def data_file(prefix: Path, shard: int, num_shards: int) -> Path:
+    return prefix.with_name(f"{prefix.name}.data-{shard:05d}-of-{num_shards:05d}")
+
+
+class TensorBundle(Mapping[str, "torch.Tensor"]):
+    """A TensorFlow checkpoint as a read-only mapping from variable name to tensor.
+
+    Opening parses the index and checks that every variable's bytes lie inside an existing shard. Tensors
+    are created on access, as zero-copy views of the memory-mapped shard (writes stay private to this
+    process), after verifying the stored CRC32C (``verify=False`` skips that).
+    """
+
+    def __init__(self, path: str | Path, *, verify: bool = True) -> None:
+        self.prefix = resolve_prefix(path)
+        self.index_path = self.prefix.with_name(self.prefix.name + ".index")
+        self.verify = verify
+        self.header, self.variables = self._read_index()
+        self.data_files = [data_file(self.prefix, i, self.header.num_shards) for i in range(self.header.num_shards)]
+        self._check_shards()
+        self._maps: dict[int, mmap.mmap] = {}
+
+    # ------------------------------------------------------------------------------------------ index
+    def _read_index(self) -> tuple[BundleHeader, dict[str, Variable]]:
+        header: BundleHeader | None = None
+        variables: dict[str, Variable] = {}
+        for key, value in Table(self.index_path):
+            try:
+                if key == b"":
+                    header = BundleHeader.parse(value)
+                    self._check_header(header)
+                    continue
+                if key[:1] == b"\x00":  # data of one slice of a partitioned variable (encoded slice key)
+                    continue
+                name = key.decode("utf-8")
+                variables[name] = self._variable(name, BundleEntry.parse(value))
+            except (ProtoError, UnicodeDecodeError) as exc:
+                raise CheckpointError(f"{self.index_path}: garbled entry for key {key!r} ({exc})") from None
+        if header is None:
+            raise CheckpointError(f"{self.index_path}: no bundle header entry; not a TensorFlow V2 checkpoint index")
+        return header, variables
+
+    def _check_header(self, header: BundleHeader) -> None:
+        if header.endianness == _BIG_ENDIAN:
+            raise UnsupportedError(f"{self.index_path}: checkpoint was written on a big-endian machine; "
+                                   "zoo reads little-endian checkpoints only",
+                                   hint="re-save it with TensorFlow on a little-endian (x86/ARM) machine")
+        if header.endianness != 0:
+            raise CheckpointError(f"{self.index_path}: unknown byte order {header.endianness} in the header")
+        if header.min_consumer > _SUPPORTED_VERSION:
+            raise UnsupportedError(f"{self.index_path}: bundle format version needs a reader >= "
+                                   f"{header.min_consumer}; zoo implements version {_SUPPORTED_VERSION}")
+        if header.num_shards < 1:
+            raise CheckpointError(f"{self.index_path}: header says {header.num_shards} data shards")
+
+    def _variable(self, name: str, entry: BundleEntry) -> Variable:
+        if entry.shape is None or any(d < 0 for d in entry.shape):
+            raise CheckpointError(f"{self.index_path}: variable {name!r} has an unknown shape")
+        var = Variable(name=name, dtype=dtype_name(entry.dtype), shape=entry.shape, shard=entry.shard_id,
+                       offset=entry.offset, size=entry.size, crc32c=entry.crc32c,
+                       partitioned=entry.num_slices > 0)
+        if var.dtype in _ITEMSIZE and not var.partitioned and var.size != var.numel * _ITEMSIZE[var.dtype]:
+            raise CheckpointError(f"{self.index_path}: variable {name!r} ({var.dtype}{list(var.shape)}) "
+                                  f"should take {var.numel * _ITEMSIZE[var.dtype]} bytes, the index says {var.size}")
+        if var.offset < 0 or var.size < 0:
+            raise CheckpointError(f"{self.index_path}: variable {name!r} has a negative offset or size")
+        return var
+
+    def _check_shards(self) -> None:
+        sizes = []
+        for path in self.data_files:
+            try:
+                sizes.append(path.stat().st_size)
+            except FileNotFoundError:
+                raise CheckpointError(f"{path}: data shard is missing ({len(self.data_files)} shards expected "
+                                      f"by {self.index_path.name})",
+                                      hint="copy every PREFIX.data-* file next to the .index file") from None
+        for var in self.variables.values():
+            if var.partitioned:
+                continue
+            if not 0 <= var.shard < len(sizes):
+                raise CheckpointError(f"{self.index_path}: variable {var.name!r} is in shard {var.shard}, "
+                                      f"but the checkpoint has {len(sizes)} shards")
+            if var.offset + var.size > sizes[var.shard]:
+                raise CheckpointError(f"{self.data_files[var.shard]}: truncated: variable {var.name!r} needs "
+                                      f"bytes {var.offset}..{var.offset + var.size}, the file has {sizes[var.shard]}",
+                                      hint="download or copy the checkpoint again")
+
+    # ---------------------------------------------------------------------------------------- mapping
+    def __len__(self) -> int:
+        return len(self.variables)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.variables)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.variables
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.read(self.variables[name])
+
+    def __repr__(self) -> str:
+        return f"TensorBundle({str(self.prefix)!r}, {len(self)} variables)"
+
+    # ---------------------------------------------------------------------------------------- reading
+    def raw(self, var: Variable) -> memoryview:
+        """The variable's stored bytes (a view of the mapped shard), CRC-checked when ``verify`` is set."""
+        if var.partitioned:
+            raise UnsupportedError(f"{self.index_path}: variable {var.name!r} is partitioned into slices; "
+                                   "zoo reads unpartitioned checkpoints only",
+                                   hint="re-save the variables unpartitioned with TensorFlow")
+        if var.size == 0:
+            return memoryview(b"")
+        view = memoryview(self._map(var.shard))[var.offset:var.offset + var.size]
+        if self.verify:
+            actual = mask_crc(crc32c(view))
+            if actual != var.crc32c:
+                raise IntegrityError(f"{self.data_files[var.shard]}: CRC32C mismatch for variable {var.name!r} "
+                                     f"(stored {var.crc32c:#010x}, computed {actual:#010x}); the data is damaged",
+                                     hint="download or copy the checkpoint again")
+        return view
+
+    def read(self, var: Variable | str) -> torch.Tensor:
+        """The variable as a tensor viewing the shard's bytes (zero-copy)."""
+        import torch
+
+        if isinstance(var, str):
+            var = self.variables[var]
+        if var.dtype not in _ITEMSIZE:
+            raise UnsupportedError(f"{self.index_path}: variable {var.name!r} has unsupported dtype {var.dtype} "
+                                   f"(zoo reads {', '.join(sorted(_ITEMSIZE))})")
+        dtype = getattr(torch, var.dtype)
+        view = self.raw(var)
+        if var.numel == 0:
+            return torch.empty(var.shape, dtype=dtype)
+        return torch.frombuffer(view, dtype=dtype, count=var.numel).reshape(var.shape)
+
+    def evict(self, var: Variable | str) -> None:
+        """Let the OS drop the variable's mapped pages from this process (they are re-read on next access).
+
+        Keeps resident memory flat when streaming a large checkpoint; a no-op where ``madvise`` is missing.
+        """
+        if isinstance(var, str):
+            var = self.variables[var]
+        mm = self._maps.get(var.shard)
+        if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        page = mmap.PAGESIZE
+        start = -(-var.offset // page) * page
+        end = (var.offset + var.size) // page * page
+        if end > start:
+            mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+
+    def _map(self, shard: int) -> mmap.mmap:
+        mm = self._maps.get(shard)
+        if mm is None:
+            with open(self.data_files[shard], "rb") as fh:
+                # private copy-on-write mapping: tensors are writable without touching the file
+                mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+            self._maps[shard] = mm
+        return mm
+
+    def close(self) -> None:
+        """Unmap the shards. Tensors still viewing them keep their mapping alive until they are freed."""
+        for mm in self._maps.values():
+            try:
+                mm.close()
+            except BufferError:  # a tensor still views it; the mapping goes when the tensor does
+                pass
+        self._maps.clear()
+
+    def __enter__(self) -> TensorBundle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def list_variables(path: str | Path) -> list[Variable]:
+    """Every variable of a checkpoint, sorted by name, without reading tensor data (no torch import)."""
+    bundle = TensorBundle(path)
+    return [bundle.variables[name] for name in sorted(bundle.variables)]
+
+
+def read_tf_checkpoint(path: str | Path) -> TensorBundle:
+    """Open a TensorFlow checkpoint as a lazy ``Mapping[str, torch.Tensor]``.
+
+    ``path`` is a checkpoint prefix (``DIR/bert_model.ckpt``), one of its files, or a directory holding
+    exactly one checkpoint. Tensors hold exactly the stored values and are read (and CRC-checked) on access.
+    """
+    return TensorBundle(path)

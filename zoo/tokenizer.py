@@ -1,0 +1,197 @@
+"""The WordPiece tokenizer of Chinese BERT/ALBERT checkpoints, built on Hugging Face ``tokenizers``.
+
+BERT normalisation (clean-up, CJK characters split apart, optional lowercasing and accent stripping),
+BERT pre-tokenisation (whitespace and punctuation), WordPiece with ``##`` continuations, and the
+``[CLS] A [SEP] B [SEP]`` template with token types 0/1. The call convention is transformers'::
+
+    tok = Tokenizer.from_file("vocab.txt")
+    batch = tok(["今天天气很好", "你好"], padding=True, return_tensors="pt")
+    batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+
+Vocab files may carry a second column (``token<TAB>count``, as some ALBERT releases do) and duplicate tokens;
+ids are line numbers and a duplicated token maps to its first line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer as _HFTokenizer
+from tokenizers import decoders
+from tokenizers.models import WordPiece
+from tokenizers.normalizers import BertNormalizer
+from tokenizers.pre_tokenizers import BertPreTokenizer
+from tokenizers.processors import TemplateProcessing
+
+from zoo.errors import CheckpointError, NotFoundError, UsageError
+
+SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+TextInput = str | Sequence[str]
+
+
+def read_vocab(path: str | Path) -> list[str]:
+    """The tokens of a vocab file, one per line (line number = id); a second column is dropped."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFoundError(f"vocab file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"vocab file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    tokens = []
+    for line in text.split("\n"):
+        token = line.rstrip("\r")
+        if "\t" in token:
+            token = token.split("\t", 1)[0]
+        elif " " in token.strip(" "):
+            token = token.split(" ", 1)[0]
+        tokens.append(token)
+    if tokens and tokens[-1] == "":  # the final newline
+        tokens.pop()
+    return tokens
+
+
+class Tokenizer:
+    """BERT WordPiece tokenizer. ``lowercase``/``strip_accents`` follow transformers' BertTokenizer
+    (``strip_accents=None`` strips accents exactly when lowercasing)."""
+
+    def __init__(self, vocab: Sequence[str], *, lowercase: bool = True, strip_accents: bool | None = None,
+                 model_max_length: int = 512, source: str = "vocab") -> None:
+        self.tokens: list[str] = list(vocab)
+        self.vocab: dict[str, int] = {}
+        for i, token in enumerate(self.tokens):
+            if token:
+                self.vocab.setdefault(token, i)  # duplicates: the first id wins
+        missing = [t for t in SPECIAL_TOKENS if t not in self.vocab]
+        if missing:
+            raise CheckpointError(f"{source} lacks the special token(s) {', '.join(missing)}",
+                                  hint="a BERT/ALBERT WordPiece vocab.txt has [PAD], [UNK], [CLS], [SEP], [MASK]")
+        self.lowercase = lowercase
+        self.model_max_length = model_max_length
+        self.pad_token_id, self.unk_token_id, self.cls_token_id, self.sep_token_id, self.mask_token_id = (
+            self.vocab[t] for t in SPECIAL_TOKENS)
+        self.special_ids = frozenset(self.vocab[t] for t in SPECIAL_TOKENS)
+
+        tok = _HFTokenizer(WordPiece(self.vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+        tok.normalizer = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents,
+                                        lowercase=lowercase)
+        tok.pre_tokenizer = BertPreTokenizer()
+        tok.post_processor = TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", self.cls_token_id), ("[SEP]", self.sep_token_id)])
+        tok.decoder = decoders.WordPiece(prefix="##")
+        tok.add_special_tokens(list(SPECIAL_TOKENS))  # "[MASK]" in text stays one token
+        self._tok = tok
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, lowercase: bool = True, strip_accents: bool | None = None,
+                  model_max_length: int = 512) -> Tokenizer:
+        return cls(read_vocab(path), lowercase=lowercase, strip_accents=strip_accents,
+                   model_max_length=model_max_length, source=str(path))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokens)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase}, " \
+               f"model_max_length={self.model_max_length})"
+
+    # --------------------------------------------------------------------------------------- encode
+    def __call__(self, text: TextInput, text_pair: TextInput | None = None, *, padding: bool | str = False,
+                 truncation: bool = False, max_length: int | None = None, return_tensors: str | None = None,
+                 return_offsets_mapping: bool = False) -> dict[str, Any]:
+        """Encode one text (or pair) or a batch. Returns ``input_ids``, ``token_type_ids``,
+        ``attention_mask`` (and ``offset_mapping``): lists for one text, lists of lists for a batch,
+        ``[B, T]`` tensors with ``return_tensors="pt"``.
+
+        ``padding``: ``False``, ``True``/``"longest"`` or ``"max_length"``. ``truncation=True`` cuts to
+        ``max_length`` (default: the model's positions), longest sequence of a pair first.
+        """
+        single = isinstance(text, str)
+        texts = [text] if single else list(text)
+        if text_pair is not None:
+            pairs = [text_pair] if isinstance(text_pair, str) else list(text_pair)
+            if len(pairs) != len(texts):
+                raise UsageError(f"got {len(texts)} texts but {len(pairs)} text_pair entries")
+            inputs: list[Any] = list(zip(texts, pairs))
+        else:
+            inputs = texts
+        if return_tensors not in (None, "pt"):
+            raise UsageError(f"return_tensors={return_tensors!r} is not supported", hint='use None or "pt"')
+        if padding not in (False, True, "longest", "max_length", "do_not_pad"):
+            raise UsageError(f"padding={padding!r} is not supported",
+                             hint='use False, True ("longest") or "max_length"')
+        limit = max_length or self.model_max_length
+
+        tok = self._tok
+        if truncation:
+            tok.enable_truncation(limit, strategy="longest_first")
+        else:
+            tok.no_truncation()
+        if padding in (True, "longest"):
+            tok.enable_padding(pad_id=self.pad_token_id, pad_token="[PAD]")
+        elif padding == "max_length":
+            tok.enable_padding(pad_id=self.pad_token_id, pad_token="[PAD]", length=limit)
+        else:
+            tok.no_padding()
+        encodings = tok.encode_batch(inputs)
+
+        out: dict[str, Any] = {
+            "input_ids": [e.ids for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+        }
+        if return_offsets_mapping:
+            out["offset_mapping"] = [e.offsets for e in encodings]
+        if return_tensors == "pt":
+            import torch
+
+            lengths = {len(ids) for ids in out["input_ids"]}
+            if len(lengths) > 1:
+                raise UsageError("texts encode to different lengths; cannot make one tensor",
+                                 hint="pass padding=True")
+            return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
+        if single:
+            return {k: v[0] for k, v in out.items()}
+        return out
+
+    def tokenize(self, text: str, text_pair: str | None = None) -> list[str]:
+        """Word pieces of ``text`` without the [CLS]/[SEP] template."""
+        return self._tok.encode(text, text_pair, add_special_tokens=False).tokens
+
+    def encode(self, text: str, text_pair: str | None = None) -> list[int]:
+        """Ids of ``text`` (or the pair) with [CLS]/[SEP]."""
+        return self._tok.encode(text, text_pair).ids
+
+    # --------------------------------------------------------------------------------------- decode
+    def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | list[int]:
+        if isinstance(tokens, str):
+            return self.vocab.get(tokens, self.unk_token_id)
+        return [self.vocab.get(t, self.unk_token_id) for t in tokens]
+
+    def convert_ids_to_tokens(self, ids: int | Sequence[int]) -> str | list[str]:
+        if isinstance(ids, int):
+            return self._token(ids)
+        return [self._token(int(i)) for i in ids]
+
+    def _token(self, i: int) -> str:
+        if not 0 <= i < len(self.tokens):
+            raise UsageError(f"token id {i} is outside the vocabulary (0..{len(self.tokens) - 1})")
+        return self.tokens[i]
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
+        """Join word pieces back into text (CJK characters come out space-separated, as in transformers)."""
+        ids = [int(i) for i in ids]
+        if skip_special_tokens:
+            ids = [i for i in ids if i not in self.special_ids]
+        return self._tok.decoder.decode(self.convert_ids_to_tokens(ids))
+
+
+__all__ = ["SPECIAL_TOKENS", "Tokenizer", "read_vocab"]
