@@ -28,7 +28,7 @@ def make(size: str, root: Path) -> tuple[Path, Path, int]:
     from safetensors.torch import save_file
 
     from zoo.config import ModelConfig
-    from zoo.convert import hf_names
+    from zoo.converters import hf_names
     from zoo.models.encoder import Encoder
 
     config = ModelConfig(**SIZES[size])

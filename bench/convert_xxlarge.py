@@ -51,9 +51,9 @@ def synthesize(src: Path) -> None:
     from zoo.config import ModelConfig
     from zoo.tf.writer import write_checkpoint
 
-    from zoo.convert import google_albert
-    from zoo.convert.canonical import encoder_shapes, head_shapes
-    from zoo.convert.names import HEADS, transposed
+    from zoo.converters import google_albert
+    from zoo.converters.canonical import encoder_shapes, head_shapes
+    from zoo.converters.names import HEADS, transposed
 
     config = ModelConfig.from_upstream(CONFIG, "albert")
     canonical = {**encoder_shapes(config), **head_shapes(config)["mlm"], **head_shapes(config)["seq_relationship"]}

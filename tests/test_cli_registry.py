@@ -130,3 +130,11 @@ def test_readme_model_table_is_current() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "update_readme.py"), "--check"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_public_functions_survive_importing_their_modules() -> None:
+    code = ("import zoo, zoo.loader, zoo.converters, zoo.hub, zoo.resolver, zoo.tf; "
+            "assert callable(zoo.load) and callable(zoo.convert) and callable(zoo.export) and callable(zoo.pull); "
+            "assert zoo.load.__module__ == 'zoo.loader' and zoo.convert.__module__ == 'zoo.converters.api'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

@@ -18,8 +18,8 @@ import zoo
 from zoo.cli import main
 from zoo.cache import converted_dir
 from zoo.config import ModelConfig
-from zoo.convert import CONVERTER_VERSION, convert, detect_scheme, ensure_converted
-from zoo.convert import api as convert_api
+from zoo.converters import CONVERTER_VERSION, convert, detect_scheme, ensure_converted
+from zoo.converters import api as convert_api
 from zoo.errors import CheckpointError, UnsupportedError, UsageError
 from zoo.tf import list_variables
 from zoo.tf.writer import write_checkpoint
@@ -28,7 +28,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "tf"
 SUMMARY = {f["name"]: f for f in json.loads((FIXTURES / "fixtures.json").read_text(encoding="utf-8"))["fixtures"]}
 ARCH = {"google-bert": "bert", "google-albert": "albert", "brightmart-albert": "albert-brightmart"}
 
-# canonical → TF name, written from docs/architecture.md independently of zoo/convert/*.py
+# canonical → TF name, written from docs/architecture.md independently of zoo/converters/*.py
 _LAYER = {
     "google-bert": {"attention.query": "attention/self/query", "attention.key": "attention/self/key",
                     "attention.value": "attention/self/value", "attention.output": "attention/output/dense",
@@ -158,7 +158,7 @@ def test_vocab_normalization(converted: dict[str, Path]) -> None:
 
 
 def test_vocab_duplicates_follow_the_upstream_tokenizer(tmp_path: Path) -> None:
-    from zoo.convert.vocab import read_vocab
+    from zoo.converters.vocab import read_vocab
 
     path = tmp_path / "vocab.txt"
     path.write_text("[PAD]\t0\n你 -1.5\n好\n你\n\n们\n\n", encoding="utf-8")
@@ -171,7 +171,7 @@ def test_vocab_duplicates_follow_the_upstream_tokenizer(tmp_path: Path) -> None:
 
 
 def test_casing_is_inferred_from_the_vocab() -> None:
-    from zoo.convert.vocab import looks_cased
+    from zoo.converters.vocab import looks_cased
 
     uncased = ["[PAD]", "[UNK]", "the", "##ing", "你", "好"] * 10
     assert not looks_cased(uncased)

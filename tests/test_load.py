@@ -16,9 +16,9 @@ from safetensors.torch import save_file  # noqa: E402
 
 import zoo  # noqa: E402
 from zoo.config import ModelConfig  # noqa: E402
-from zoo.convert import hf_names  # noqa: E402
+from zoo.converters import hf_names  # noqa: E402
 from zoo.errors import CheckpointError, NotFoundError, UsageError  # noqa: E402
-from zoo.load import resolve_dtype  # noqa: E402
+from zoo.loader import resolve_dtype  # noqa: E402
 from zoo.models.encoder import Encoder  # noqa: E402
 
 CHARS = list("今天天气很好不错坏冷热我你他们的是在了有和人这中大为上个国以要")

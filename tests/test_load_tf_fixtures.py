@@ -16,14 +16,11 @@ torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
 
 import zoo  # noqa: E402
-import zoo.convert  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf"
 META = json.loads((FIXTURES / "fixtures.json").read_text(encoding="utf-8"))["fixtures"]
 ATOL = 1e-5
 
-pytestmark = pytest.mark.skipif(not hasattr(zoo.convert, "ensure_converted"),
-                                reason="zoo.convert.ensure_converted is not available yet")
 
 
 @pytest.mark.parametrize("fixture", META, ids=[f["name"] for f in META])

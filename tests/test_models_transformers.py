@@ -1,6 +1,6 @@
 """zoo's encoder against transformers 5 (independent implementation) on the same random weights.
 
-Weights are random (LayerNorm too, so a swapped norm would show); names go through zoo.convert.hf_names;
+Weights are random (LayerNorm too, so a swapped norm would show); names go through zoo.converters.hf_names;
 outputs must agree to 1e-5 in float32.
 """
 
@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from zoo.config import ModelConfig  # noqa: E402
-from zoo.convert import hf_names  # noqa: E402
+from zoo.converters import hf_names  # noqa: E402
 from zoo.errors import CheckpointError, UnsupportedError  # noqa: E402
 from zoo.models.encoder import Encoder  # noqa: E402
 

@@ -168,3 +168,19 @@ def test_source_index_picks_one_source_and_is_checked(zoo_env: Path, tmp_path: P
     assert resolve(manifest, source=1).source.index == 1
     with pytest.raises(UsageError, match="sources 0..1, got --source 5"):
         resolve(manifest, source=5)
+
+
+def test_zoo_list_shows_cache_state_and_size(zoo_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from zoo.cli import main
+
+    with FaultServer() as srv:
+        write_manifest(zoo_env, "tst", [source(srv.add("/m.zip", ZIP))])
+        assert main(["list", "--json"]) == 0
+        row = next(r for r in json.loads(capsys.readouterr().out) if r["name"] == "tst")
+        assert row["cached"] is False and row["size"] is None
+        pull("tst")
+    assert main(["list", "--json"]) == 0
+    row = next(r for r in json.loads(capsys.readouterr().out) if r["name"] == "tst")
+    assert row["cached"] is True and row["size"] == len(ZIP)

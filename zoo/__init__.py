@@ -38,9 +38,9 @@ _LAZY: dict[str, str] = {
     "get_manifest": "zoo.registry:get_manifest",
     "pull": "zoo.resolver:pull",
     "read_tf_checkpoint": "zoo.tf:read_tf_checkpoint",
-    "convert": "zoo.convert:convert",
-    "load": "zoo.load:load",
-    "Loaded": "zoo.load:Loaded",
+    "convert": "zoo.converters:convert",
+    "load": "zoo.loader:load",
+    "Loaded": "zoo.loader:Loaded",
     "export": "zoo.hub:export",
     "mirror": "zoo.hub:mirror",
 }

@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 from zoo.errors import DiskSpaceError
 
 if TYPE_CHECKING:
-    from zoo.registry.schema import Source
+    from zoo.registry.schema import Manifest, Source
 
 log = logging.getLogger("zoo.cache")
 
@@ -250,6 +250,15 @@ def snapshots(model: str | None = None) -> list[Snapshot]:
             if snap is not None:
                 found.append(snap)
     return found
+
+
+def cached_snapshot(manifest: Manifest) -> Snapshot | None:
+    """The first of the manifest's sources with a completed snapshot in the cache (markers only, no hashing)."""
+    for source in manifest.sources:
+        snap = read_snapshot(manifest.name, source_key(source))
+        if snap is not None:
+            return snap
+    return None
 
 
 # ------------------------------------------------------------------------------------------------ blobs

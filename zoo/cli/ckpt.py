@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     ls.set_defaults(func=_ls)
     ckpt.set_defaults(func=lambda args: ckpt.print_help() or 2)
 
-    from zoo.convert.schemes import SCHEMES  # pure Python, no torch
+    from zoo.converters.schemes import SCHEMES  # pure Python, no torch
 
     convert = sub.add_parser(
         "convert", parents=[common], help="convert a TensorFlow checkpoint to safetensors (no TensorFlow needed)",
@@ -55,7 +55,7 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from zoo.convert import convert
+    from zoo.converters import convert
 
     out = convert(args.src, args.out, scheme=args.scheme, config=args.config, vocab=args.vocab, dtype=args.dtype)
     receipt = json.loads((out / "receipt.json").read_text(encoding="utf-8"))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from zoo.cli._common import emit_json, err_console, out_console, registry_from_args
 
 if TYPE_CHECKING:
-    from zoo.load import Loaded
+    from zoo.loader import Loaded
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def _load(args: argparse.Namespace, heads: str | None) -> Loaded:
-    from zoo.load import load
+    from zoo.loader import load
 
     target: Any = args.model
     if not Path(args.model).expanduser().exists():  # a name: honour --manifests

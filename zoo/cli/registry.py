@@ -47,16 +47,10 @@ def _human_params(n: int | None) -> str:
     return "?" if n is None else f"{n / 1e6:.1f}M"
 
 
-def _cached(manifest: Manifest) -> bool:
-    """Whether a ready snapshot of any source is in the cache (cheap: no hashing)."""
-    try:
-        from zoo.cache import is_cached
-    except ImportError:  # the cache layer predates this check
-        return False
-    return bool(is_cached(manifest))
-
-
 def _row(manifest: Manifest) -> dict[str, Any]:
+    from zoo.cache import cached_snapshot
+
+    cached = cached_snapshot(manifest)
     return {
         "name": manifest.name,
         "aliases": list(manifest.aliases),
@@ -64,9 +58,9 @@ def _row(manifest: Manifest) -> dict[str, Any]:
         "architecture": manifest.architecture,
         "language": manifest.language,
         "params": manifest.config.param_count(),
-        "size": manifest.download_size,
+        "size": cached.size if cached else manifest.download_size,
         "license": manifest.license,
-        "cached": _cached(manifest),
+        "cached": cached is not None,
         "description": manifest.description,
         "builtin": manifest.builtin,
     }

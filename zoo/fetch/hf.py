@@ -276,8 +276,8 @@ def _convert(snapshot: Path, target: Path, manifest: Manifest, source: Source, h
     from safetensors.torch import save_file
 
     from zoo import __version__
-    from zoo.convert import hf_names
-    from zoo.convert.vocab import read_vocab
+    from zoo.converters import hf_names
+    from zoo.converters.vocab import read_vocab
 
     config = manifest.config
     if config.architecture == "albert-brightmart":

@@ -4,7 +4,7 @@ The folder holds ``config.json`` (``model_type`` albert|bert), ``model.safetenso
 parameter names (pretraining heads included, so ``AutoModelForMaskedLM`` works), ``vocab.txt``,
 ``tokenizer_config.json`` + ``special_tokens_map.json`` (``BertTokenizer``, so ``AutoTokenizer`` works for
 Chinese ALBERT too) and a ``README.md`` model card. Renaming and the brightmart → ALBERT rewrite live in
-:mod:`zoo.convert.hf_names`; this module gathers the inputs and writes the files.
+:mod:`zoo.converters.hf_names`; this module gathers the inputs and writes the files.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def locate(name_or_path: str | os.PathLike[str] | Manifest, scratch: Path, *, so
     if path.is_dir():
         if (path / WEIGHTS).is_file() and (path / CONFIG).is_file():
             return read_weights_dir(path, Provenance(name=path.resolve().name))
-        from zoo.convert import convert
+        from zoo.converters import convert
 
         log.info("converting the TF release %s", path)
         converted = convert(path, scratch / "converted")
@@ -98,7 +98,7 @@ def from_registry(manifest: Manifest, *, source: int | None = None, offline: boo
     src = pulled.source
     root = Path(pulled.path)
     if src.format == "tf-checkpoint":  # converted once into the cache, shared with zoo.load
-        from zoo.convert import ensure_converted
+        from zoo.converters import ensure_converted
 
         directory = Path(ensure_converted(
             root, manifest_config=manifest.config, scheme=str(src.scheme),
@@ -120,7 +120,7 @@ def read_weights_dir(path: Path, prov: Provenance) -> Weights:
     """A directory with ``model.safetensors`` + ``config.json`` (+ ``vocab.txt``): zoo's layout or transformers'."""
     data = _read_json(path / CONFIG)
     receipt = _read_json(path / RECEIPT) if (path / RECEIPT).is_file() else None
-    from zoo.convert import hf_names
+    from zoo.converters import hf_names
 
     try:
         if "architecture" in data:
@@ -165,7 +165,7 @@ def canonical_state(weights: Weights) -> dict[str, torch.Tensor]:
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights.path / WEIGHTS} is not a readable safetensors file: {exc}") from None
     if weights.layout == "transformers":
-        from zoo.convert import hf_names
+        from zoo.converters import hf_names
 
         state = hf_names.from_transformers(state, weights.config)
     return state
@@ -182,7 +182,7 @@ def write_hf_folder(weights: Weights, out: Path, *, repo_id: str | None = None) 
     """Write the transformers folder for ``weights`` into ``out`` (atomically: staged, then renamed)."""
     from safetensors.torch import save_file
 
-    from zoo.convert import hf_names
+    from zoo.converters import hf_names
     from zoo.fetch.hf import check_shapes
 
     config = weights.config

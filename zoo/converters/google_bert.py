@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from zoo.config import ModelConfig
-from zoo.convert.names import NameMap, bert_layer, embeddings, pooler
+from zoo.converters.names import NameMap, bert_layer, embeddings, pooler
 
 SCHEME = "google-bert"
 ARCHITECTURE = "bert"

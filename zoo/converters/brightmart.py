@@ -5,7 +5,7 @@ names; only the model's forward pass differs."""
 from __future__ import annotations
 
 from zoo.config import ModelConfig
-from zoo.convert.names import NameMap, bert_layer, embeddings, pooler
+from zoo.converters.names import NameMap, bert_layer, embeddings, pooler
 
 SCHEME = "brightmart-albert"
 ARCHITECTURE = "albert-brightmart"

@@ -9,7 +9,7 @@ stored 2-D ``[H, N·D]``, so a plain transpose suffices), the FFN output is nest
 from __future__ import annotations
 
 from zoo.config import ModelConfig
-from zoo.convert.names import NameMap, embeddings, linear, norm, pooler
+from zoo.converters.names import NameMap, embeddings, linear, norm, pooler
 
 SCHEME = "google-albert"
 ARCHITECTURE = "albert"

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 from types import ModuleType
 
 from zoo.config import ModelConfig
-from zoo.convert import brightmart, google_albert, google_bert
-from zoo.convert.canonical import encoder_shapes, head_shapes
-from zoo.convert.names import HEADS, transposed
+from zoo.converters import brightmart, google_albert, google_bert
+from zoo.converters.canonical import encoder_shapes, head_shapes
+from zoo.converters.names import HEADS, transposed
 from zoo.errors import CheckpointError, UnsupportedError, UsageError
 
 _MODULES: dict[str, ModuleType] = {m.SCHEME: m for m in (google_albert, brightmart, google_bert)}

@@ -1,10 +1,10 @@
-"""``zoo.convert.convert``: an upstream TF release (or a bare checkpoint prefix) → zoo's converted directory.
+"""``zoo.converters.convert``: an upstream TF release (or a bare checkpoint prefix) → zoo's converted directory.
 
 Output (written to a temporary sibling directory, then renamed into place, so it is complete or absent)::
 
     model.safetensors   canonical parameter names; metadata: scheme, source sha256s, converter version
     config.json         ModelConfig.to_dict()
-    vocab.txt           normalized vocab (see zoo.convert.vocab)
+    vocab.txt           normalized vocab (see zoo.converters.vocab)
     receipt.json        inputs with hashes → outputs with hashes, versions, scheme, heads, skipped variables
 """
 
@@ -21,17 +21,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.config import ModelConfig
-from zoo.convert.receipt import file_record
-from zoo.convert.safetensors_out import Spec, header, write_tensor
-from zoo.convert.schemes import ARCHITECTURES, SCHEMES, Plan, check_scheme, detect_scheme, plan
-from zoo.convert.vocab import Vocab, looks_cased, read_vocab
+from zoo.converters.receipt import file_record
+from zoo.converters.safetensors_out import Spec, header, write_tensor
+from zoo.converters.schemes import ARCHITECTURES, SCHEMES, Plan, check_scheme, detect_scheme, plan
+from zoo.converters.vocab import Vocab, looks_cased, read_vocab
 from zoo.errors import CheckpointError, NotFoundError, UsageError
 from zoo.tf.bundle import TensorBundle, Variable, resolve_prefix
 
 if TYPE_CHECKING:
     import torch
 
-log = logging.getLogger("zoo.convert")
+log = logging.getLogger("zoo.converters")
 
 #: Bump when the output of a conversion changes: cached conversions are keyed by it.
 CONVERTER_VERSION = 1

@@ -19,8 +19,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import sys
-import types
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +33,7 @@ if TYPE_CHECKING:
     from zoo.models.encoder import Encoder, ModelOutput
     from zoo.registry import Manifest
 
-log = logging.getLogger("zoo.load")
+log = logging.getLogger("zoo.loader")
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -201,7 +199,7 @@ def load_model(weights: Path, config: ModelConfig, *, device: str | torch.device
     """Build :class:`~zoo.models.encoder.Encoder` on ``meta`` and assign the safetensors tensors to it.
 
     ``layout`` is ``"zoo"`` (canonical names, read tensor by tensor) or ``"transformers"`` (renamed through
-    :mod:`zoo.convert.hf_names`). Missing or unexpected weights and shape mismatches raise
+    :mod:`zoo.converters.hf_names`). Missing or unexpected weights and shape mismatches raise
     :class:`~zoo.errors.CheckpointError`.
     """
     import torch
@@ -293,7 +291,7 @@ def _open_weights(weights: Path, config: ModelConfig, device: torch.device, layo
         if layout == "transformers":
             from safetensors.torch import load_file
 
-            from zoo.convert import hf_names
+            from zoo.converters import hf_names
 
             yield _Weights(tensors=hf_names.from_transformers(load_file(str(weights), device=str(device)), config))
             return
@@ -350,7 +348,7 @@ def _from_registry(manifest: Manifest, *, source: int | None, offline: bool | No
                    ) -> tuple[Path, Manifest]:
     """Download (or find in the cache) the manifest's snapshot and convert it on first use."""
     from zoo import resolver
-    from zoo.convert import ensure_converted
+    from zoo.converters import ensure_converted
 
     snapshot = resolver.resolve(manifest, source=source, offline=offline)
     root, src = Path(snapshot.path), snapshot.source
@@ -374,7 +372,7 @@ def _convert_release(directory: Path) -> Path:
     from filelock import FileLock
 
     from zoo import cache
-    from zoo.convert import CONVERTER_VERSION, convert
+    from zoo.converters import CONVERTER_VERSION, convert
 
     stamp = hashlib.sha256(str(directory.resolve()).encode())
     for f in sorted(p for p in directory.iterdir() if p.is_file()):
@@ -403,7 +401,7 @@ def _read_config(directory: Path) -> tuple[ModelConfig, str]:
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} must hold a JSON object")
     if "model_type" in data and "architecture" not in data:
-        from zoo.convert import hf_names
+        from zoo.converters import hf_names
 
         return hf_names.config_from_transformers(data), "transformers"
     try:
@@ -437,13 +435,3 @@ def _tokenizer_options(directory: Path) -> tuple[bool, bool | None]:
 
 __all__ = ["Loaded", "load", "load_model", "resolve_device", "resolve_dtype"]
 
-
-class _CallableModule(types.ModuleType):
-    """``import zoo.load`` rebinds the package attribute ``zoo.load`` to this module, shadowing the lazily
-    exported function; making the module callable keeps ``zoo.load(...)`` working in either order."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Loaded:
-        return load(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
