@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 from zoo import cache  # noqa: E402
 from zoo.config import ModelConfig  # noqa: E402
 from zoo.errors import CheckpointError, IntegrityError  # noqa: E402
+from zoo.converters import transformers as transformers_weights  # noqa: E402
 from zoo.fetch import hf  # noqa: E402
 from zoo.registry.schema import FilePin, Source  # noqa: E402
 
@@ -40,7 +41,7 @@ def test_pickle_with_code_is_refused_without_running_it(tmp_path: Path) -> None:
     path = tmp_path / "pytorch_model.bin"
     torch.save({"bert.embeddings.word_embeddings.weight": torch.zeros(2), "evil": Payload()}, path)
     with pytest.raises(CheckpointError, match="not a readable pytorch checkpoint"):
-        hf.read_state(path, "pytorch")
+        transformers_weights.read_state(path, "pytorch")
     assert RAN == []
     torch.load(path, weights_only=False)  # the payload is real: a full unpickle runs it (harmlessly here)
     assert RAN == ["code ran"]
@@ -50,20 +51,20 @@ def test_legacy_gamma_beta_names_are_modernised(tmp_path: Path) -> None:
     path = tmp_path / "pytorch_model.bin"
     torch.save({"bert.embeddings.LayerNorm.gamma": torch.ones(8), "bert.embeddings.LayerNorm.beta": torch.zeros(8),
                 "cls.predictions.bias": torch.zeros(11)}, path)
-    assert sorted(hf.read_state(path, "pytorch")) == ["bert.embeddings.LayerNorm.bias",
+    assert sorted(transformers_weights.read_state(path, "pytorch")) == ["bert.embeddings.LayerNorm.bias",
                                                       "bert.embeddings.LayerNorm.weight", "cls.predictions.bias"]
 
 
 def test_shapes_are_checked_against_the_config() -> None:
-    shapes = hf.expected_shapes(CONFIG)
+    shapes = transformers_weights.expected_shapes(CONFIG)
     state = {name: torch.zeros(shape) for name, shape in shapes.items()}
-    hf.check_shapes(state, CONFIG, "ok")
+    transformers_weights.check_shapes(state, CONFIG, "ok")
     state["embeddings.word.weight"] = torch.zeros(12, 8)
     with pytest.raises(CheckpointError, match=r"embeddings.word.weight \[12, 8\] \(config implies \[11, 8\]\)"):
-        hf.check_shapes(state, CONFIG, "weights")
+        transformers_weights.check_shapes(state, CONFIG, "weights")
     del state["embeddings.word.weight"]
     with pytest.raises(CheckpointError, match="missing embeddings.word.weight"):
-        hf.check_shapes(state, CONFIG, "weights")
+        transformers_weights.check_shapes(state, CONFIG, "weights")
 
 
 def test_combined_sha256_is_the_hash_of_a_sha256sum_listing() -> None:

@@ -29,6 +29,7 @@ import zoo  # noqa: E402
 from zoo import cache  # noqa: E402
 from zoo.cli import main  # noqa: E402
 from zoo.config import ModelConfig  # noqa: E402
+from zoo.converters import transformers as transformers_weights  # noqa: E402
 from zoo.fetch import hf  # noqa: E402
 from zoo.hub.mirror import write_git_repo  # noqa: E402
 
@@ -182,7 +183,7 @@ def test_pull_of_an_hf_source_downloads_verifies_and_loads(via_hub, tmp_path: Pa
     snapshot = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert sorted(p.name for p in snapshot.iterdir()) == sorted(pins)
     manifest = zoo.get_manifest("tiny_albert_hf")
-    converted = hf.ensure_converted(snapshot, manifest=manifest, source=manifest.sources[0])
+    converted = transformers_weights.ensure_converted(snapshot, manifest=manifest, source=manifest.sources[0])
     _check_zoo_model(converted)
     receipt = json.loads((converted / "receipt.json").read_text())
     assert receipt["source_sha256"] == hf.combined_sha256({rel: pin["sha256"] for rel, pin in pins.items()})
@@ -218,8 +219,8 @@ def test_pytorch_format_is_read_once_with_weights_only_and_tofu_pinned(via_hub, 
     with caplog.at_level(logging.WARNING, logger="zoo"):
         snapshot = zoo.resolver.resolve(manifest).path
     assert any("not a 40-hex commit" in r.getMessage() for r in caplog.records)
-    first = hf.ensure_converted(snapshot, manifest=manifest, source=source)
-    again = hf.ensure_converted(snapshot, manifest=manifest, source=source)
+    first = transformers_weights.ensure_converted(snapshot, manifest=manifest, source=source)
+    again = transformers_weights.ensure_converted(snapshot, manifest=manifest, source=source)
     assert first == again and calls == [{"map_location": "cpu", "weights_only": True}]
     _check_zoo_model(first)
     pin = cache.get_pin(hf.pin_label(source, "pytorch_model.bin"))

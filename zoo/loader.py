@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -142,13 +141,15 @@ def load(name_or_path: str | Path | Manifest, *, device: str | torch.device = "a
     positions and fills the rest (``position_init="copy"`` repeats the learned table, ``"random"`` draws from
     normal(0, initializer_range)); the new positions need fine-tuning.
     """
-    directory, manifest = _resolve(name_or_path, source=source, offline=offline)
-    lowercase, strip_accents = True, None
+    from zoo.converters.ondemand import resolve_weights
+
+    resolved = resolve_weights(name_or_path, source=source, offline=offline)
+    directory, manifest = resolved.path, resolved.manifest
     if manifest is not None:
         lowercase, strip_accents = manifest.tokenizer.lowercase, manifest.tokenizer.strip_accents
     else:
-        lowercase, strip_accents = _tokenizer_options(directory)
-    config, layout = _read_config(directory)
+        lowercase, strip_accents = tokenizer_options(directory)
+    config, layout = read_config(directory)
     model = load_model(directory / WEIGHTS, config, device=device, dtype=dtype, heads=heads,
                        num_labels=num_labels, max_position_embeddings=max_position_embeddings,
                        position_init=position_init, layout=layout)
@@ -325,73 +326,9 @@ def _extend_positions(table: torch.Tensor, size: int, init: str, std: float) -> 
     return torch.cat([table, extra])
 
 
-# ------------------------------------------------------------------------------------------ resolution
-def _resolve(name_or_path: str | Path, *, source: int | None, offline: bool | None
-             ) -> tuple[Path, Manifest | None]:
-    """The converted directory to read, and the manifest when ``name_or_path`` is a registry name."""
-    if hasattr(name_or_path, "sources") and hasattr(name_or_path, "config"):  # a Manifest already looked up
-        return _from_registry(name_or_path, source=source, offline=offline)
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        if (path / WEIGHTS).is_file() and (path / CONFIG).is_file():
-            return path, None
-        return _convert_release(path), None
-    if isinstance(name_or_path, Path) or any(sep in str(name_or_path) for sep in ("/", "\\")) or path.exists():
-        raise NotFoundError(f"{name_or_path} is not a directory",
-                            hint="pass a registry name, a directory made by zoo convert, or a TF release directory")
-    from zoo import registry
-
-    return _from_registry(registry.get_manifest(str(name_or_path)), source=source, offline=offline)
-
-
-def _from_registry(manifest: Manifest, *, source: int | None, offline: bool | None
-                   ) -> tuple[Path, Manifest]:
-    """Download (or find in the cache) the manifest's snapshot and convert it on first use."""
-    from zoo import resolver
-    from zoo.converters import ensure_converted
-
-    snapshot = resolver.resolve(manifest, source=source, offline=offline)
-    root, src = Path(snapshot.path), snapshot.source
-    if src.format != "tf-checkpoint":  # transformers-named weights (hf sources): map names, check shapes
-        from zoo.fetch import hf
-
-        return Path(hf.ensure_converted(root, manifest=manifest, source=src)), manifest
-    converted = ensure_converted(
-        root, manifest_config=manifest.config, scheme=str(src.scheme),
-        checkpoint_prefix=src.find_checkpoint(root).relative_to(root).as_posix(),
-        vocab=src.find_vocab(root).relative_to(root).as_posix(), source_sha256=snapshot.sha256)
-    return Path(converted), manifest
-
-
-def _convert_release(directory: Path) -> Path:
-    """Convert an upstream TF release directory into the cache once; later loads reuse the result.
-
-    The cache key is the directory's path and its files' sizes and modification times (no hashing of
-    gigabytes on every load); changing a file converts again.
-    """
-    from filelock import FileLock
-
-    from zoo import cache
-    from zoo.converters import CONVERTER_VERSION, convert
-
-    stamp = hashlib.sha256(str(directory.resolve()).encode())
-    for f in sorted(p for p in directory.iterdir() if p.is_file()):
-        st = f.stat()
-        stamp.update(f"\0{f.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
-    target = cache.converted_dir(stamp.hexdigest(), CONVERTER_VERSION)
-    if (target / "receipt.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if not (target / "receipt.json").is_file():
-            log.info("converting %s into %s", directory, target)
-            convert(directory, target)
-    return target
-
-
-def _read_config(directory: Path) -> tuple[ModelConfig, str]:
-    """The directory's config and its layout: ``"zoo"`` (zoo convert) or ``"transformers"`` (zoo export)."""
-    path = directory / CONFIG
+# ------------------------------------------------------------------------------- reading a directory
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; a missing file or anything but an object is a clear error."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -400,6 +337,13 @@ def _read_config(directory: Path) -> tuple[ModelConfig, str]:
         raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} must hold a JSON object")
+    return data
+
+
+def read_config(directory: Path) -> tuple[ModelConfig, str]:
+    """The directory's config and its layout: ``"zoo"`` (zoo convert) or ``"transformers"`` (zoo export)."""
+    path = directory / CONFIG
+    data = read_json(path)
     if "model_type" in data and "architecture" not in data:
         from zoo.converters import hf_names
 
@@ -415,8 +359,9 @@ def _read_config(directory: Path) -> tuple[ModelConfig, str]:
     return config, "zoo"
 
 
-def _tokenizer_options(directory: Path) -> tuple[bool, bool | None]:
-    """Lowercasing for a plain directory: ``tokenizer_config.json`` or the receipt, else True (Chinese)."""
+def tokenizer_options(directory: Path) -> tuple[bool, bool | None]:
+    """Casing for a directory without a manifest: ``tokenizer_config.json`` (zoo export) or the receipt's
+    (zoo convert), else lower-case (Chinese)."""
     for name, keys in (("tokenizer_config.json", ("do_lower_case", "strip_accents")),
                        ("receipt.json", ("lowercase", "strip_accents"))):
         path = directory / name
@@ -433,5 +378,5 @@ def _tokenizer_options(directory: Path) -> tuple[bool, bool | None]:
     return True, None
 
 
-__all__ = ["Loaded", "load", "load_model", "resolve_device", "resolve_dtype"]
+__all__ = ["Loaded", "load", "load_model", "read_config", "resolve_device", "resolve_dtype", "tokenizer_options"]
 

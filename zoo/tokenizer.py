@@ -25,33 +25,11 @@ from tokenizers.normalizers import BertNormalizer
 from tokenizers.pre_tokenizers import BertPreTokenizer
 from tokenizers.processors import TemplateProcessing
 
-from zoo.errors import CheckpointError, NotFoundError, UsageError
+from zoo.errors import CheckpointError, UsageError
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 TextInput = str | Sequence[str]
-
-
-def read_vocab(path: str | Path) -> list[str]:
-    """The tokens of a vocab file, one per line (line number = id); a second column is dropped."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NotFoundError(f"vocab file {path} does not exist") from None
-    except UnicodeDecodeError as exc:
-        raise CheckpointError(f"vocab file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    tokens = []
-    for line in text.split("\n"):
-        token = line.rstrip("\r")
-        if "\t" in token:
-            token = token.split("\t", 1)[0]
-        elif " " in token.strip(" "):
-            token = token.split(" ", 1)[0]
-        tokens.append(token)
-    if tokens and tokens[-1] == "":  # the final newline
-        tokens.pop()
-    return tokens
 
 
 class Tokenizer:
@@ -89,7 +67,9 @@ class Tokenizer:
     @classmethod
     def from_file(cls, path: str | Path, *, lowercase: bool = True, strip_accents: bool | None = None,
                   model_max_length: int = 512) -> Tokenizer:
-        return cls(read_vocab(path), lowercase=lowercase, strip_accents=strip_accents,
+        from zoo.converters.vocab import read_vocab
+
+        return cls(read_vocab(Path(path)).tokens, lowercase=lowercase, strip_accents=strip_accents,
                    model_max_length=model_max_length, source=str(path))
 
     @property
@@ -194,4 +174,4 @@ class Tokenizer:
         return self._tok.decoder.decode(self.convert_ids_to_tokens(ids))
 
 
-__all__ = ["SPECIAL_TOKENS", "Tokenizer", "read_vocab"]
+__all__ = ["SPECIAL_TOKENS", "Tokenizer"]

@@ -282,25 +282,14 @@ def ensure_converted(snapshot_dir: str | os.PathLike[str], *, manifest_config: M
     concurrent callers and a complete directory (renamed into place atomically) is reused as is, so a second
     call never converts again while a new converter version converts afresh.
     """
-    from filelock import FileLock
-
     from zoo import cache
+    from zoo.converters.ondemand import convert_once
 
-    target = cache.converted_dir(source_sha256, CONVERTER_VERSION)
-    if (target / "receipt.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if (target / "receipt.json").is_file():
-            return target
-        if target.exists():  # not ours: complete outputs always hold receipt.json
-            raise CheckpointError(f"{target}: exists but holds no receipt.json",
-                                  hint="remove it; zoo will convert again")
-        snapshot = Path(snapshot_dir)
-        log.info("converting %s once into %s", snapshot, target)
-        _convert(snapshot / checkpoint_prefix, target, scheme=scheme, config=manifest_config,
-                 vocab=snapshot / vocab, dtype=None, source_sha256=source_sha256)
-    return target
-
+    snapshot = Path(snapshot_dir)
+    return convert_once(
+        cache.converted_dir(source_sha256, CONVERTER_VERSION),
+        lambda target: _convert(snapshot / checkpoint_prefix, target, scheme=scheme, config=manifest_config,
+                                vocab=snapshot / vocab, dtype=None, source_sha256=source_sha256),
+        what=str(snapshot))
 
 __all__ = ["CONVERTER_VERSION", "SCHEMES", "convert", "ensure_converted", "load_config", "locate"]

@@ -8,16 +8,13 @@ whose ``sha256`` is the *combined hash*: the sha256 of the ``sha256sum``-style l
 
     printf '%s  %s\\n' <sha256> <path> ...   (sorted by path)  | sha256sum
 
-:func:`ensure_converted` turns a snapshot (transformers names, ``format: safetensors`` or ``pytorch``) into
-zoo's converted layout once: ``pytorch_model.bin`` is read with ``torch.load(weights_only=True)`` — never
-unpickled with code execution — and stored as safetensors under canonical names, its shapes checked against
-the manifest's config.
+Turning the snapshot's transformers-named weights into zoo's converted layout is
+:mod:`zoo.converters.transformers`'s job.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -28,20 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo import cache
-from zoo.config import ModelConfig
-from zoo.errors import CheckpointError, IntegrityError, NetworkError, OfflineError, UnsupportedError
+from zoo.errors import IntegrityError, NetworkError, OfflineError
 from zoo.fetch.base import ProgressCallback, ProgressEvent
 
 if TYPE_CHECKING:
-    import torch
-
     from zoo.registry.schema import Manifest, Source
 
 log = logging.getLogger("zoo.fetch.hf")
-
-#: Bump when the output of :func:`ensure_converted` changes: conversions are cached by it.
-CONVERTER_VERSION = 1
-
 
 def wanted_files(source: Source) -> list[str]:
     """Every repo file the source needs: its pinned ``files`` plus checkpoint and vocab."""
@@ -173,155 +163,3 @@ def _forwarding_tqdm(emit: ProgressCallback, label: str, rel: str) -> type:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-# --------------------------------------------------------------------------------------------- convert
-def ensure_converted(snapshot_dir: str | os.PathLike[str], *, manifest: Manifest, source: Source) -> Path:
-    """zoo's converted directory for a pulled hf snapshot (transformers names), converting it on first use.
-
-    Lives in ``zoo.cache.converted_dir(<combined sha256>, CONVERTER_VERSION)``: ``model.safetensors``
-    (canonical names), ``config.json`` (the manifest's config), ``vocab.txt`` and ``receipt.json``.
-    """
-    from filelock import FileLock
-
-    snapshot = Path(snapshot_dir)
-    hashes = _snapshot_hashes(manifest, source, snapshot)
-    combined = combined_sha256(hashes)
-    target = cache.converted_dir(combined, CONVERTER_VERSION)
-    if (target / "receipt.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(target) + ".lock"):
-        if (target / "receipt.json").is_file():
-            return target
-        if target.exists():
-            shutil.rmtree(target)  # a crashed conversion: complete outputs always hold receipt.json
-        _convert(snapshot, target, manifest, source, hashes, combined)
-    return target
-
-
-def _snapshot_hashes(manifest: Manifest, source: Source, snapshot: Path) -> dict[str, str]:
-    """``{path: sha256}`` of the snapshot's files: from the cache marker when it is this snapshot, else hashed."""
-    snap = cache.read_snapshot(manifest.name, cache.source_key(source))
-    if snap is not None and snap.path == snapshot and cache.check_snapshot(snap):
-        return {rel: record.sha256 for rel, record in snap.files.items()}
-    return {rel: cache.hash_file(snapshot / rel)[0] for rel in wanted_files(source) if (snapshot / rel).is_file()}
-
-
-def read_state(path: Path, fmt: str) -> dict[str, torch.Tensor]:
-    """A transformers checkpoint file as a state dict: safetensors, or a pickle read with ``weights_only``."""
-    import pickle
-
-    import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        if fmt == "safetensors":
-            return load_file(str(path))
-        # weights_only: tensors and plain containers only; anything else (code) is refused, never run
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable {fmt} checkpoint: {_first_line(exc)}",
-                              hint="a pytorch_model.bin holding anything but tensors is refused on purpose"
-                              if fmt == "pytorch" else "the file is damaged or truncated") from None
-    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a mapping of parameter names to tensors")
-    return {_modern_name(str(k)): v for k, v in state.items()}
-
-
-def _modern_name(name: str) -> str:
-    """pytorch-pretrained-bert era checkpoints call LayerNorm parameters gamma/beta."""
-    for old, new in ((".gamma", ".weight"), (".beta", ".bias")):
-        if "LayerNorm" in name and name.endswith(old):
-            return name.removesuffix(old) + new
-    return name
-
-
-def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Canonical name → shape for ``config`` with the pretraining heads (built on the meta device)."""
-    import torch
-
-    from zoo.models.encoder import Encoder
-
-    with torch.device("meta"):
-        model = Encoder(config, heads="pretraining")
-    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
-
-
-def check_shapes(state: Mapping[str, torch.Tensor], config: ModelConfig, origin: str) -> None:
-    """Every encoder tensor present with the shape ``config`` implies; heads may be absent, nothing extra."""
-    expected = expected_shapes(config)
-    heads = ("mlm.", "seq_relationship.")
-    missing = sorted(k for k in expected if k not in state and not k.startswith(heads))
-    unexpected = sorted(k for k in state if k not in expected)
-    wrong = [f"{k} {list(state[k].shape)} (config implies {list(shape)})"
-             for k, shape in expected.items() if k in state and tuple(state[k].shape) != shape]
-    problems = []
-    if missing:
-        problems.append(f"missing {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
-    if unexpected:
-        problems.append(f"unexpected {', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}")
-    if wrong:
-        problems.append(f"wrong shapes: {'; '.join(wrong[:5])}{' …' if len(wrong) > 5 else ''}")
-    if problems:
-        raise CheckpointError(f"{origin}: the weights do not match the {config.architecture} config: "
-                              + "; ".join(problems), hint="the manifest's config describes another model")
-
-
-def _convert(snapshot: Path, target: Path, manifest: Manifest, source: Source, hashes: dict[str, str],
-             combined: str) -> None:
-    from safetensors.torch import save_file
-
-    from zoo import __version__
-    from zoo.converters import hf_names
-    from zoo.converters.vocab import read_vocab
-
-    config = manifest.config
-    if config.architecture == "albert-brightmart":
-        raise UnsupportedError(f"{manifest.name}: an hf source holds a transformers ALBERT or BERT, not brightmart's "
-                               "architecture", hint="describe it with scheme-free family albert and "
-                                                    "embedding_size = hidden_size (as zoo export writes it)")
-    weights = source.find_checkpoint(snapshot)
-    log.info("converting %s (%s) once into %s", weights, source.format, target)
-    state = hf_names.from_transformers(read_state(weights, source.format), config)
-    check_shapes(state, config, str(weights))
-    vocab_file = source.find_vocab(snapshot)
-    vocab = read_vocab(vocab_file)
-    if len(vocab.tokens) > config.vocab_size:
-        raise CheckpointError(f"{vocab_file}: {len(vocab.tokens)} tokens, but the manifest's vocab_size is "
-                              f"{config.vocab_size}", hint="the vocab belongs to another model")
-    if len(vocab.tokens) < config.vocab_size:
-        log.warning("%s: %d tokens for vocab_size %d; ids above %d are never produced", vocab_file,
-                    len(vocab.tokens), config.vocab_size, len(vocab.tokens) - 1)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        tensors = {name: t.contiguous() for name, t in state.items()}
-        save_file(tensors, str(tmp / "model.safetensors"),
-                  metadata={"format": "pt", "zoo.source": source.label, "zoo.source_sha256": combined})
-        (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
-        (tmp / "vocab.txt").write_text(vocab.text(), encoding="utf-8")
-        receipt = {
-            "zoo_version": __version__,
-            "converter_version": CONVERTER_VERSION,
-            "format": source.format,
-            "architecture": config.architecture,
-            "source": source.label,
-            "source_sha256": combined,
-            "inputs": [{"path": rel, "sha256": sha} for rel, sha in sorted(hashes.items())],
-            "outputs": [{"path": name, "sha256": cache.hash_file(tmp / name)[0]}
-                        for name in ("model.safetensors", "config.json", "vocab.txt")],
-            "parameters": sum(t.numel() for t in tensors.values()),
-            "tensors": len(tensors),
-            "heads": sorted({name.split(".")[0] for name in tensors if name.startswith(("mlm.", "seq_relationship."))}),
-            "tokenizer": {"lowercase": manifest.tokenizer.lowercase,
-                          "strip_accents": manifest.tokenizer.strip_accents},
-        }
-        (tmp / "receipt.json").write_text(json.dumps(receipt, indent=2, ensure_ascii=False) + "\n",
-                                          encoding="utf-8")
-        os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

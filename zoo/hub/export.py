@@ -9,14 +9,12 @@ Chinese ALBERT too) and a ``README.md`` model card. Renaming and the brightmart 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -62,96 +60,40 @@ def export(name_or_path: str | os.PathLike[str] | Manifest, out_dir: str | os.Pa
     out = Path(out_dir)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise UsageError(f"{out}: already exists and is not empty", hint="remove it or choose another directory")
-    with _scratch() as scratch:
-        weights = locate(name_or_path, scratch, source=source, offline=offline)
-        return write_hf_folder(weights, out, repo_id=repo_id)
+    return write_hf_folder(locate(name_or_path, source=source, offline=offline), out, repo_id=repo_id)
 
 
 # ------------------------------------------------------------------------------------------ the inputs
-def locate(name_or_path: str | os.PathLike[str] | Manifest, scratch: Path, *, source: int | None = None,
+def locate(name_or_path: str | os.PathLike[str] | Manifest, *, source: int | None = None,
            offline: bool | None = None) -> Weights:
-    """Find (pulling and converting into ``scratch`` where needed) the weights behind ``name_or_path``."""
-    if not isinstance(name_or_path, (str, os.PathLike)):  # a Manifest already looked up
-        return from_registry(name_or_path, source=source, offline=offline)
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        if (path / WEIGHTS).is_file() and (path / CONFIG).is_file():
-            return read_weights_dir(path, Provenance(name=path.resolve().name))
-        from zoo.converters import convert
+    """The weights behind ``name_or_path``, pulled and converted (once, into the cache) where needed."""
+    from zoo.converters.ondemand import resolve_weights
 
-        log.info("converting the TF release %s", path)
-        converted = convert(path, scratch / "converted")
-        return read_weights_dir(converted, Provenance(name=path.resolve().name, origin=str(path.resolve())))
-    if isinstance(name_or_path, Path) or os.sep in str(name_or_path) or "/" in str(name_or_path):
-        raise NotFoundError(f"{name_or_path} is not a directory",
-                            hint="pass a registry name, a directory made by zoo convert, or a TF release directory")
-    from zoo.registry import get_manifest
-
-    return from_registry(get_manifest(str(name_or_path)), source=source, offline=offline)
-
-
-def from_registry(manifest: Manifest, *, source: int | None = None, offline: bool | None = None) -> Weights:
-    """Pull a registered model (verified by the resolver) and convert it to zoo's layout on first use."""
-    from zoo import resolver
-
-    pulled = resolver.resolve(manifest, source=source, offline=offline)
-    src = pulled.source
-    root = Path(pulled.path)
-    if src.format == "tf-checkpoint":  # converted once into the cache, shared with zoo.load
-        from zoo.converters import ensure_converted
-
-        directory = Path(ensure_converted(
-            root, manifest_config=manifest.config, scheme=str(src.scheme),
-            checkpoint_prefix=src.find_checkpoint(root).relative_to(root).as_posix(),
-            vocab=src.find_vocab(root).relative_to(root).as_posix(), source_sha256=pulled.sha256))
-    else:
-        from zoo.fetch import hf
-
-        directory = hf.ensure_converted(root, manifest=manifest, source=src)
+    resolved = resolve_weights(name_or_path, source=source, offline=offline)
+    manifest, pulled = resolved.manifest, resolved.pulled
+    if manifest is None:
+        given = Path(name_or_path).expanduser().resolve()
+        return read_weights_dir(resolved.path, Provenance(name=given.name, origin=None if resolved.path == given
+                                                          else str(given)))
     prov = Provenance(name=manifest.name, description=manifest.description, family=manifest.family,
                       language=manifest.language, license=manifest.license, homepage=manifest.homepage,
-                      citation=manifest.citation, origin=src.label, source_sha256=pulled.sha256)
-    weights = read_weights_dir(directory, prov)  # converted with the manifest's config
+                      citation=manifest.citation, origin=pulled.source.label if pulled else None,
+                      source_sha256=pulled.sha256 if pulled else None)
+    weights = read_weights_dir(resolved.path, prov)  # converted with the manifest's config
     return dataclasses.replace(weights, lowercase=manifest.tokenizer.lowercase,
                                strip_accents=manifest.tokenizer.strip_accents)
 
 
 def read_weights_dir(path: Path, prov: Provenance) -> Weights:
-    """A directory with ``model.safetensors`` + ``config.json`` (+ ``vocab.txt``): zoo's layout or transformers'."""
-    data = _read_json(path / CONFIG)
-    receipt = _read_json(path / RECEIPT) if (path / RECEIPT).is_file() else None
-    from zoo.converters import hf_names
+    """A directory with ``model.safetensors`` + ``config.json`` + ``vocab.txt``: zoo's layout or transformers'."""
+    from zoo.loader import read_config, read_json, tokenizer_options
 
-    try:
-        if "architecture" in data:
-            config, layout = ModelConfig.from_dict(data), "zoo"
-        elif "model_type" in data:
-            config, layout = hf_names.config_from_transformers(data), "transformers"
-        else:
-            raise CheckpointError(f"{path / CONFIG}: neither zoo's config (no 'architecture') nor transformers' "
-                                  "(no 'model_type')", hint="pass a directory written by zoo convert or zoo export")
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path / CONFIG}: unexpected or missing keys ({exc})") from None
-    problems = config.problems()
-    if problems:
-        raise CheckpointError(f"{path / CONFIG}: {problems[0][0]}: {problems[0][1]}")
+    config, layout = read_config(path)
     if not (path / VOCAB).is_file():
         raise NotFoundError(f"{path / VOCAB} does not exist", hint="the vocab belongs next to the weights")
-    lowercase, strip_accents = _tokenizer_options(path, receipt)
-    if receipt is not None and prov.receipt is None:
-        prov = dataclasses.replace(prov, receipt=receipt)
-    return Weights(path, config, layout, prov, lowercase, strip_accents)
-
-
-def _tokenizer_options(path: Path, receipt: dict[str, Any] | None) -> tuple[bool, bool | None]:
-    tok_config = path / "tokenizer_config.json"
-    if tok_config.is_file():
-        data = _read_json(tok_config)
-        return bool(data.get("do_lower_case", True)), data.get("strip_accents")
-    tokenizer = (receipt or {}).get("tokenizer")
-    if isinstance(tokenizer, dict) and "lowercase" in tokenizer:
-        return bool(tokenizer["lowercase"]), tokenizer.get("strip_accents")
-    return True, None  # Chinese vocabularies are uncased; registry names carry the manifest's setting
+    if prov.receipt is None and (path / RECEIPT).is_file():
+        prov = dataclasses.replace(prov, receipt=read_json(path / RECEIPT))
+    return Weights(path, config, layout, prov, *tokenizer_options(path))
 
 
 # ------------------------------------------------------------------------------------------- the output
@@ -183,7 +125,7 @@ def write_hf_folder(weights: Weights, out: Path, *, repo_id: str | None = None) 
     from safetensors.torch import save_file
 
     from zoo.converters import hf_names
-    from zoo.fetch.hf import check_shapes
+    from zoo.converters.transformers import check_shapes
 
     config = weights.config
     hf_names.hf_equivalent(config)  # pre-LN brightmart: UnsupportedError before any work
@@ -239,24 +181,3 @@ def _special_ids(tokens: list[str]) -> dict[str, int]:
     if "pad_token_id" not in ids:
         raise CheckpointError("the vocab has no [PAD] token", hint="a BERT/ALBERT WordPiece vocab.txt has [PAD]")
     return ids
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NotFoundError(f"{path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object")
-    return data
-
-
-@contextlib.contextmanager
-def _scratch() -> Iterator[Path]:
-    path = cache.staging_dir()
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
