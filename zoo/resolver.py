@@ -79,9 +79,13 @@ def resolve(manifest: Manifest, *, source: int | None = None, connections: int =
                                      "ZOO_REQUIRE_HASHES)", hint="pin it: `zoo pin NAME` prints the lines to add")
             pulled = _pull_source(manifest, src, opts, emit, offline)
         except _SOURCE_FAILURES as exc:
-            log.warning("%s: source %d (%s) failed: %s", manifest.name, src.index, src.label, exc.message)
+            # the final error lists every failure; say more only when a later source rescues the pull
+            log.info("%s: source %d (%s) failed: %s", manifest.name, src.index, src.label, exc.message)
             failures.append((src, exc))
             continue
+        for failed, exc in failures:
+            log.warning("%s: source %d (%s) failed (%s); used source %d (%s)", manifest.name, failed.index,
+                        failed.label, exc.message, src.index, src.label)
         emit(ProgressEvent("done", manifest.name, message=str(pulled.path)))
         return pulled
     raise _all_failed(manifest, failures)
@@ -151,7 +155,7 @@ def _pull_source(manifest: Manifest, src: Source, opts: FetchOptions, emit: Call
             blob, size = found
             sha = str(expected)
         elif offline:
-            raise OfflineError(f"{src.label} is not in the cache and offline mode is on")
+            raise OfflineError(f"{src.label}: not in the cache")
         else:
             blob, sha, size = _download(manifest, src, expected, pin, opts, emit)
         pulled = _build_snapshot(manifest, src, key, blob, sha, size, emit)
@@ -270,7 +274,8 @@ def _link_or_copy(blob: Path, target: Path) -> None:
 
 
 def _all_failed(manifest: Manifest, failures: list[tuple[Source, ZooError]]) -> ZooError:
-    lines = "\n".join(f"  source {src.index} ({src.label}): {exc.message}" for src, exc in failures)
+    lines = "\n".join(f"  source {src.index} ({src.label}): {exc.message.removeprefix(f'{src.label}: ')}"
+                      for src, exc in failures)
     message = f"could not pull {manifest.name}; every source failed:\n{lines}"
     hints = list(dict.fromkeys(exc.hint for _, exc in failures if exc.hint))
     hint = " | ".join(hints) or None

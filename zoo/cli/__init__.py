@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -64,6 +65,10 @@ def _setup_logging(verbosity: int) -> None:
     logger = logging.getLogger("zoo")
     logger.handlers[:] = [handler]
     logger.setLevel(level)
+    # huggingface_hub logs every connection retry as a warning and sets its own level when imported (later);
+    # zoo's own error says what failed
+    if verbosity <= 0:
+        os.environ.setdefault("HF_HUB_VERBOSITY", "error")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

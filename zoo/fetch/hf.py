@@ -74,12 +74,13 @@ def download(source: Source, target: Path, *, progress: ProgressCallback | None 
             try:
                 path = Path(hf_hub_download(repo, rel, revision=source.revision, endpoint=endpoint,
                                             local_dir=scratch, tqdm_class=_forwarding_tqdm(emit, label, rel)))
+            except LocalEntryNotFoundError as exc:  # a subclass of EntryNotFoundError: catch it first
+                raise NetworkError(f"{source.label}: cannot reach {endpoint or 'the Hub'} for {rel}: "
+                                   f"{_first_line(exc)}",
+                                   hint="check the network, HF_ENDPOINT and proxy settings") from None
             except EntryNotFoundError:
                 raise NetworkError(f"{source.label}: the repo has no file {rel!r}",
                                    hint="check the manifest's files/checkpoint/vocab and revision") from None
-            except LocalEntryNotFoundError as exc:
-                raise NetworkError(f"{source.label}: cannot reach {endpoint or 'the Hub'} for {rel}: {exc}",
-                                   hint="check the network, HF_ENDPOINT and proxy settings") from None
             except HfHubHTTPError as exc:
                 raise NetworkError(f"{source.label}: {rel}: {_first_line(exc)}",
                                    hint="a private or gated repo needs HF_TOKEN; check the repo id and "
@@ -125,7 +126,7 @@ def pull(manifest: Manifest, source: Source, key: str, *, offline: bool = False,
          progress: ProgressCallback | None = None) -> cache.Snapshot:
     """Download and verify an hf source into a new cache snapshot (the caller holds the snapshot lock)."""
     if offline:
-        raise OfflineError(f"{source.label} is not in the cache and offline mode is on")
+        raise OfflineError(f"{source.label}: not in the cache")
     staging = cache.staging_dir()
     try:
         target = staging / "snapshot"
