@@ -47,7 +47,12 @@ _LAZY: dict[str, str] = {
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from zoo.config import ModelConfig
+    from zoo.converters import convert
+    from zoo.hub import export, mirror
+    from zoo.loader import Loaded, load
     from zoo.registry import Manifest, Source, get_manifest, list_models
+    from zoo.resolver import pull
+    from zoo.tf import read_tf_checkpoint
 
 
 def __getattr__(name: str) -> Any:

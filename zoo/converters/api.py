@@ -210,7 +210,7 @@ def _convert(src: str | os.PathLike[str], out: str | os.PathLike[str], *, scheme
     if len(vocab_data.tokens) > model_config.vocab_size:
         raise CheckpointError(f"{release.vocab_file}: {len(vocab_data.tokens)} tokens, but the model has "
                               f"vocab_size {model_config.vocab_size}; this vocab belongs to another model")
-    if len(vocab_data.tokens) < model_config.vocab_size:
+    if len(vocab_data.tokens) + (len(vocab_data.duplicates) if vocab_data.compact else 0) < model_config.vocab_size:
         log.warning("%s: %d tokens for vocab_size %d; ids above %d are never produced", release.vocab_file,
                     len(vocab_data.tokens), model_config.vocab_size, len(vocab_data.tokens) - 1)
     log.info("converting %s (%s, %d variables, %d skipped: %s)", release.prefix, scheme, len(bundle),
