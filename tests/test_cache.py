@@ -97,6 +97,17 @@ def test_cache_prune_removes_least_recently_used(two_models, capsys) -> None:
     assert run(capsys, "cache", "prune", "--max-size", "lots")[0] == 2
 
 
+def test_cache_prune_clears_conversions_a_killed_process_left_staged(two_models, capsys) -> None:
+    run(capsys, "pull", "alpha", "-q")
+    staged = cache.home() / "converted" / f".{'ab' * 32}-c1.tmp-x1y2"
+    (staged / "part").mkdir(parents=True)
+    finished = cache.converted_dir("cd" * 32, 1)
+    finished.mkdir(parents=True)
+    code, _, _ = run(capsys, "cache", "prune", "--max-size", "20G")
+    assert code == 0 and not staged.exists() and finished.is_dir()
+    assert [s.model for s in cache.snapshots()] == ["alpha"]
+
+
 def test_verify_detects_a_flipped_byte_and_pull_repairs(two_models, capsys) -> None:
     run(capsys, "pull", "alpha", "-q")
     code, out, _ = run(capsys, "verify")

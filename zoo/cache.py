@@ -411,6 +411,9 @@ def prune(max_size: int) -> list[Snapshot]:
     root = home()
     for leftover in ("tmp", "quarantine"):
         _rmtree(root / leftover)
+    # conversions staged by a process that was killed before renaming them into place
+    for staged in (root / "converted").glob(".*.tmp-*") if (root / "converted").is_dir() else []:
+        _rmtree(staged)
     used = {s.sha256 for s in snapshots()}
     blobs = root / "blobs" / "sha256"
     for blob in blobs.iterdir() if blobs.is_dir() else []:
