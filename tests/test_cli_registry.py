@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,22 @@ def test_list_does_not_import_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)
+
+
+def test_commands_without_models_do_not_import_torch(tmp_path: Path) -> None:
+    fixture = ROOT / "tests" / "fixtures" / "tf" / "bert"
+    code = f"""
+import contextlib, io, sys, zoo.cli
+for argv in (["info", "bert_base_zh"], ["pull", "no_such_model"], ["cache", "ls"], ["verify"],
+             ["ckpt", "ls", {str(fixture)!r}], ["--help"]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        rc = zoo.cli.main(argv)
+    assert rc in (0, 3), (argv, rc)
+    assert "torch" not in sys.modules, argv
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "ZOO_HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_import_zoo_is_lazy() -> None:

@@ -1,4 +1,4 @@
-"""Dispatch a manifest source to the fetcher for its kind."""
+"""Dispatch a URL source (http, https, file) to the fetcher for its scheme."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ def fetch(source: Source, workdir: Path, *, options: FetchOptions | None = None,
     :mod:`zoo.fetch.hf`, and this single-file entry point refuses them.
     """
     if source.kind == "hf":
-        raise UnsupportedError("hf sources arrive with the Hub support",
-                               hint="hf sources are fetched file by file by zoo.fetch.hf (through zoo.resolver)")
+        raise UnsupportedError(f"{source.label}: an hf source is a set of repo files, not one download",
+                               hint="fetch it with zoo.fetch.hf.pull, as zoo.resolver does")
     url = str(source.url)
     label = url.rsplit("/", 1)[-1] or url
     fetcher = file.download if url.startswith("file://") else http.download
