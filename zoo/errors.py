@@ -87,6 +87,11 @@ class UnsafeArchiveError(ZooError):
     exit_code = 11
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of a third-party exception's message (or its type name), for zoo's own messages."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 __all__ = [
     "CheckpointError",
     "DiskSpaceError",
@@ -99,4 +104,5 @@ __all__ = [
     "UnsupportedError",
     "UsageError",
     "ZooError",
+    "first_line",
 ]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.config import ModelConfig
+from zoo.converters.ondemand import CONFIG, VOCAB, WEIGHTS
 from zoo.errors import CheckpointError, NotFoundError, UsageError
 from zoo.tokenizer import Tokenizer
 
@@ -34,9 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zoo.loader")
 
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
-VOCAB = "vocab.txt"
 POSITION_INITS = ("copy", "random")
 _PRETRAINING_PREFIXES = ("mlm.", "seq_relationship.")
 

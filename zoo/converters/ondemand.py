@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zoo.converters")
 
-WEIGHTS, CONFIG, RECEIPT = "model.safetensors", "config.json", "receipt.json"
+#: The files of a converted directory (zoo convert, convert-on-demand) and of an export.
+WEIGHTS, CONFIG, VOCAB, RECEIPT = "model.safetensors", "config.json", "vocab.txt", "receipt.json"
 
 
 @dataclasses.dataclass(frozen=True)

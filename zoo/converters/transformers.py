@@ -22,7 +22,7 @@ from zoo.config import ModelConfig
 from zoo.converters import hf_names
 from zoo.converters.canonical import encoder_shapes, head_shapes
 from zoo.converters.vocab import read_vocab
-from zoo.errors import CheckpointError, UnsupportedError
+from zoo.errors import CheckpointError, UnsupportedError, first_line
 from zoo.fetch.hf import combined_sha256, wanted_files
 
 if TYPE_CHECKING:
@@ -35,9 +35,6 @@ log = logging.getLogger("zoo.converters")
 #: Bump when the output of :func:`ensure_converted` changes: conversions are cached by it.
 CONVERTER_VERSION = 1
 
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def ensure_converted(snapshot_dir: str | os.PathLike[str], *, manifest: Manifest, source: Source) -> Path:
@@ -77,7 +74,7 @@ def read_state(path: Path, fmt: str) -> dict[str, torch.Tensor]:
         # weights_only: tensors and plain containers only; anything else (code) is refused, never run
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"{path}: not a readable {fmt} checkpoint: {_first_line(exc)}",
+        raise CheckpointError(f"{path}: not a readable {fmt} checkpoint: {first_line(exc)}",
                               hint="a pytorch_model.bin holding anything but tensors is refused on purpose"
                               if fmt == "pytorch" else "the file is damaged or truncated") from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo import cache
-from zoo.errors import IntegrityError, NetworkError, OfflineError
+from zoo.errors import IntegrityError, NetworkError, OfflineError, first_line
 from zoo.fetch.base import ProgressCallback, ProgressEvent
 
 if TYPE_CHECKING:
@@ -76,13 +76,13 @@ def download(source: Source, target: Path, *, progress: ProgressCallback | None 
                                             local_dir=scratch, tqdm_class=_forwarding_tqdm(emit, label, rel)))
             except LocalEntryNotFoundError as exc:  # a subclass of EntryNotFoundError: catch it first
                 raise NetworkError(f"{source.label}: cannot reach {endpoint or 'the Hub'} for {rel}: "
-                                   f"{_first_line(exc)}",
+                                   f"{first_line(exc)}",
                                    hint="check the network, HF_ENDPOINT and proxy settings") from None
             except EntryNotFoundError:
                 raise NetworkError(f"{source.label}: the repo has no file {rel!r}",
                                    hint="check the manifest's files/checkpoint/vocab and revision") from None
             except HfHubHTTPError as exc:
-                raise NetworkError(f"{source.label}: {rel}: {_first_line(exc)}",
+                raise NetworkError(f"{source.label}: {rel}: {first_line(exc)}",
                                    hint="a private or gated repo needs HF_TOKEN; check the repo id and "
                                         "revision") from None
             emit(ProgressEvent("verify", label, message=rel))
@@ -161,6 +161,3 @@ def _forwarding_tqdm(emit: ProgressCallback, label: str, rel: str) -> type:
 
     return Forwarding
 
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from zoo import cache
 from zoo.config import ModelConfig
+from zoo.converters.ondemand import CONFIG, RECEIPT, VOCAB, WEIGHTS
 from zoo.errors import CheckpointError, NotFoundError, UsageError
 from zoo.hub.card import Provenance, model_card, tokenizer_files
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("zoo.hub")
 
 FORMATS = ("hf",)
-WEIGHTS, CONFIG, VOCAB, RECEIPT = "model.safetensors", "config.json", "vocab.txt", "receipt.json"
 
 
 @dataclasses.dataclass(frozen=True)
