@@ -12,8 +12,9 @@ and, where there is one, a hint telling the user what to do next::
     ├── IntegrityError                exit 6   hash / size / CRC mismatch, pin changed upstream, damage found
     ├── CheckpointError (ValueError)  exit 8   truncated or garbled checkpoint, config/weights disagreement
     ├── UnsupportedError              exit 9   a valid input zoo deliberately does not handle
-    ├── DiskSpaceError (OSError)      exit 10  not enough free space for a download or extraction
-    └── UnsafeArchiveError            exit 11  hostile archive member (path escape, link, device, bomb)
+    ├── DiskSpaceError (OSError)      exit 10  not enough free space, or the disk filled up while writing
+    ├── UnsafeArchiveError            exit 11  hostile archive member (path escape, link, device, bomb)
+    └── DataError (ValueError)        exit 12  unusable training data: empty corpus, bad bytes, damaged TFRecord
 
 The classes multiply-inherit standard exceptions where it is natural, so ``except LookupError`` and similar
 clauses in user code keep working.
@@ -87,6 +88,12 @@ class UnsafeArchiveError(ZooError):
     exit_code = 11
 
 
+class DataError(ZooError, ValueError):
+    """Training data zoo cannot use; the message names the file and the line or record."""
+
+    exit_code = 12
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of a third-party exception's message (or its type name), for zoo's own messages."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -94,6 +101,7 @@ def first_line(exc: BaseException) -> str:
 
 __all__ = [
     "CheckpointError",
+    "DataError",
     "DiskSpaceError",
     "IntegrityError",
     "ManifestError",

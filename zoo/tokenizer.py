@@ -10,10 +10,17 @@ BERT pre-tokenisation (whitespace and punctuation), WordPiece with ``##`` contin
 
 Vocab files may carry a second column (``token<TAB>count``, as some ALBERT releases do) and duplicate tokens;
 ids are line numbers and a duplicated token maps to its first line.
+
+Every call behaves as if the tokenizer were fresh: truncation and padding are options of the call, never state
+left behind by an earlier one, and calls from several threads at once are safe. (The Rust tokenizer keeps
+truncation/padding as mutable settings, so each combination of options gets its own configured copy, made once
+and never changed afterwards.)
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +32,11 @@ from tokenizers.normalizers import BertNormalizer
 from tokenizers.pre_tokenizers import BertPreTokenizer
 from tokenizers.processors import TemplateProcessing
 
-from zoo.errors import CheckpointError, UsageError
+from zoo.errors import CheckpointError, NotFoundError, UsageError
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+#: Configured copies kept per tokenizer (one per distinct truncation/padding combination in use).
+_MAX_CONFIGURED = 8
 
 TextInput = str | Sequence[str]
 
@@ -62,14 +71,15 @@ class Tokenizer:
             special_tokens=[("[CLS]", self.cls_token_id), ("[SEP]", self.sep_token_id)])
         tok.decoder = decoders.WordPiece(prefix="##")
         tok.add_special_tokens(list(SPECIAL_TOKENS))  # "[MASK]" in text stays one token
-        self._tok = tok
+        self._tok = tok  # never truncates or pads; configured copies below do
+        self._lock = threading.Lock()
+        self._configured: OrderedDict[tuple[int | None, str | None, int | None], _HFTokenizer] = OrderedDict()
 
     @classmethod
     def from_file(cls, path: str | Path, *, lowercase: bool = True, strip_accents: bool | None = None,
                   model_max_length: int = 512) -> Tokenizer:
-        from zoo.converters.vocab import read_vocab
-
-        return cls(read_vocab(Path(path)).tokens, lowercase=lowercase, strip_accents=strip_accents,
+        """Read a WordPiece ``vocab.txt``: one token per line (first column), the line number is the id."""
+        return cls(read_vocab_tokens(Path(path)), lowercase=lowercase, strip_accents=strip_accents,
                    model_max_length=model_max_length, source=str(path))
 
     @property
@@ -109,18 +119,10 @@ class Tokenizer:
             raise UsageError(f"padding={padding!r} is not supported",
                              hint='use False, True ("longest") or "max_length"')
         limit = max_length or self.model_max_length
-
-        tok = self._tok
-        if truncation:
-            tok.enable_truncation(limit, strategy="longest_first")
-        else:
-            tok.no_truncation()
-        if padding in (True, "longest"):
-            tok.enable_padding(pad_id=self.pad_token_id, pad_token="[PAD]")
-        elif padding == "max_length":
-            tok.enable_padding(pad_id=self.pad_token_id, pad_token="[PAD]", length=limit)
-        else:
-            tok.no_padding()
+        if limit < 1:
+            raise UsageError(f"max_length must be at least 1, got {limit}")
+        pad_mode = "longest" if padding in (True, "longest") else "max_length" if padding == "max_length" else None
+        tok = self._configured_for(limit if truncation else None, pad_mode, limit if pad_mode == "max_length" else None)
         encodings = tok.encode_batch(inputs)
 
         out: dict[str, Any] = {
@@ -141,6 +143,33 @@ class Tokenizer:
         if single:
             return {k: v[0] for k, v in out.items()}
         return out
+
+    def _configured_for(self, truncate: int | None, pad_mode: str | None, pad_length: int | None) -> _HFTokenizer:
+        """The Rust tokenizer set up for these options: the plain one, or a copy configured once and cached."""
+        if truncate is None and pad_mode is None:
+            return self._tok
+        key = (truncate, pad_mode, pad_length)
+        with self._lock:
+            tok = self._configured.get(key)
+            if tok is None:
+                tok = _HFTokenizer.from_str(self._tok.to_str())
+                if truncate is not None:
+                    tok.enable_truncation(truncate, strategy="longest_first")
+                if pad_mode is not None:
+                    tok.enable_padding(pad_id=self.pad_token_id, pad_token="[PAD]", length=pad_length)
+                self._configured[key] = tok
+                while len(self._configured) > _MAX_CONFIGURED:
+                    self._configured.popitem(last=False)
+            else:
+                self._configured.move_to_end(key)
+            return tok
+
+    def batch_ids(self, texts: Sequence[str], *, special_tokens: bool = False) -> list[list[int]]:
+        """Token ids of many texts at once (the Rust tokenizer works in parallel); no truncation, no padding.
+
+        Without ``special_tokens`` no ``[CLS]``/``[SEP]`` is added: the ids of the text alone.
+        """
+        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=special_tokens)]
 
     def tokenize(self, text: str, text_pair: str | None = None) -> list[str]:
         """Word pieces of ``text`` without the [CLS]/[SEP] template."""
@@ -174,4 +203,33 @@ class Tokenizer:
         return self._tok.decoder.decode(self.convert_ids_to_tokens(ids))
 
 
-__all__ = ["SPECIAL_TOKENS", "Tokenizer"]
+def read_vocab_tokens(path: Path) -> list[str]:
+    """The tokens of a vocab file, one per line (first whitespace-separated column; id = line number).
+
+    An empty line, and a repeated token after its first line, keep their ids with a placeholder no text can
+    produce, so ids always match the embedding rows of the checkpoint the vocab came with and a repeated token
+    maps to its first id.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: vocab file does not exist") from None
+    except IsADirectoryError:
+        raise NotFoundError(f"{path}: is a directory, not a vocab file") from None
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path}: vocab is not UTF-8 text (byte {exc.start})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    tokens: list[str] = []
+    seen: set[str] = set()
+    for i, line in enumerate(lines):
+        token = (line.split() or [f"[zoo-empty-{i}]"])[0]
+        tokens.append(token if token not in seen else f"[zoo-dup-{i}]")
+        seen.add(token)
+    if not tokens:
+        raise CheckpointError(f"{path}: vocab file is empty")
+    return tokens
+
+
+__all__ = ["SPECIAL_TOKENS", "Tokenizer", "read_vocab_tokens"]
