@@ -1,9 +1,10 @@
-"""Shared fixtures: an isolated cache and manifest path for every test."""
+"""Shared fixtures: an isolated cache and manifest path for every test; test helpers live in tests/support/."""
 
 from __future__ import annotations
 
 import pytest
 
+from support.disk import small_disk  # noqa: F401 - a fixture
 from zoo.registry import clear_cache
 
 
@@ -11,7 +12,8 @@ from zoo.registry import clear_cache
 def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """No test reads the user's cache or manifests, or the network settings of the machine."""
     monkeypatch.setenv("ZOO_HOME", str(tmp_path_factory.mktemp("zoo_home")))
-    for var in ("ZOO_MANIFEST_PATH", "ZOO_OFFLINE", "ZOO_REQUIRE_HASHES", "HF_TOKEN"):
+    for var in ("ZOO_MANIFEST_PATH", "ZOO_OFFLINE", "ZOO_REQUIRE_HASHES", "HF_TOKEN", "ZOO_PROGRESS",
+                "ZOO_STALL_TIMEOUT", "ZOO_MAX_ATTEMPTS", "ZOO_MIN_SPEED", "ZOO_CACHE_MODE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     clear_cache()
@@ -21,7 +23,7 @@ def _isolated_env(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """In CI (``ZOO_NO_SKIPS=1``, set by .ci/run) a skipped test is a failure: every prerequisite (nginx, olah,
-    git, the ``hf`` extra) is installed there, so a skip can only hide a broken set-up."""
+    git, root for tmpfs mounts, the ``hf`` extra) is there, so a skip can only hide a broken set-up."""
     import os
 
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

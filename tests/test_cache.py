@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import os
 import time
 from pathlib import Path
@@ -42,7 +43,7 @@ def test_pull_prints_the_directory_last_and_progress_on_stderr(two_models, capsy
     assert code == 0
     path = Path(out.splitlines()[-1])
     assert path.is_dir() and (path / "m" / "vocab.txt").read_bytes() == FILES["m/vocab.txt"]
-    assert "downloading m.zip" in err and str(path) not in err  # plain lines: stderr is not a terminal
+    assert "m.zip: download started (100.0 KiB)" in err and str(path) not in err  # plain lines: not a terminal
     code, out, err = run(capsys, "pull", "gamma", "-q", "--offline")
     assert code == 0 and out.strip() == str(path) and err == ""
 
@@ -89,23 +90,39 @@ def test_cache_prune_removes_least_recently_used(two_models, capsys) -> None:
     beta = cache.snapshots("beta")[0]
     os.utime(beta.marker, (time.time() - 3600, time.time() - 3600))  # beta used an hour ago
     run(capsys, "pull", "alpha", "-q")  # alpha used now
-    alpha_size = cache.entries("alpha")[0].size
+    alpha_size = next(e.size for e in cache.entries() if e.kind == "snapshot" and e.name == "alpha")
     code, out, _ = run(capsys, "cache", "prune", "--max-size", str(alpha_size + 50_000))
-    assert code == 0 and "removed beta" in out
+    assert code == 0 and "removed snapshot beta" in out
     assert [s.model for s in cache.snapshots()] == ["alpha"]
     assert cache.total_size() <= alpha_size + 50_000
     assert run(capsys, "cache", "prune", "--max-size", "lots")[0] == 2
 
 
-def test_cache_prune_clears_conversions_a_killed_process_left_staged(two_models, capsys) -> None:
+def test_cache_prune_clears_leftovers_but_not_what_is_in_use(two_models, capsys) -> None:
+    from zoo.converters.layout import CONVERTER_VERSION
+
     run(capsys, "pull", "alpha", "-q")
-    staged = cache.home() / "converted" / f".{'ab' * 32}-c1.tmp-x1y2"
-    (staged / "part").mkdir(parents=True)
-    finished = cache.converted_dir("cd" * 32, 1)
-    finished.mkdir(parents=True)
-    code, _, _ = run(capsys, "cache", "prune", "--max-size", "20G")
-    assert code == 0 and not staged.exists() and finished.is_dir()
+    half = cache.converted_path("ab" * 32, CONVERTER_VERSION)  # a conversion whose marker was never written
+    (half / "part").mkdir(parents=True)
+    done = cache.converted_path("cd" * 32, CONVERTER_VERSION)
+    old = cache.converted_path("ef" * 32, CONVERTER_VERSION - 1)  # made by an older converter
+    for path in (done, old):
+        staged = cache.staging_dir() / "out"
+        staged.mkdir()
+        (staged / "w").write_bytes(b"w")
+        cache.commit_conversion(staged, path, origin="alpha", source="x",
+                                files={"w": cache.FileRecord(sha256(b"w"), 1)})
+    dead = cache.home() / "tmp" / f"{socket.gethostname()}-999999999-{'0' * 12}"
+    dead.mkdir(parents=True)
+    alive = cache.staging_dir()  # this process's: in use
+    empty_partial = cache.home() / "partial" / ("0" * 32)
+    empty_partial.mkdir(parents=True)
+    code, out, _ = run(capsys, "cache", "prune", "--max-size", "20G")
+    assert code == 0
+    assert not half.exists() and not old.exists() and not dead.exists() and not empty_partial.exists()
+    assert done.is_dir() and alive.is_dir()
     assert [s.model for s in cache.snapshots()] == ["alpha"]
+    assert not list((cache.home() / "locks").glob("*.lock"))  # nobody holds them: removed
 
 
 def test_verify_detects_a_flipped_byte_and_pull_repairs(two_models, capsys) -> None:

@@ -16,16 +16,16 @@ from safetensors.torch import load_file
 
 import zoo
 from zoo.cli import main
-from zoo.cache import converted_dir
 from zoo.config import ModelConfig
-from zoo.converters import CONVERTER_VERSION, convert, detect_scheme, ensure_converted
-from zoo.converters import api as convert_api
-from zoo.errors import CheckpointError, UnsupportedError, UsageError
+from zoo.converters import CONVERTER_VERSION, convert, detect_scheme
+from zoo.errors import CheckpointError, DiskSpaceError, UnsupportedError, UsageError
 from zoo.tf import list_variables
 from zoo.tf.writer import write_checkpoint
+from zoo.weights import convert_release_dir
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf"
 SUMMARY = {f["name"]: f for f in json.loads((FIXTURES / "fixtures.json").read_text(encoding="utf-8"))["fixtures"]}
+# written from docs/architecture.md, independently of zoo.config.SCHEME_ARCHITECTURE
 ARCH = {"google-bert": "bert", "google-albert": "albert", "brightmart-albert": "albert-brightmart"}
 
 # canonical → TF name, written from docs/architecture.md independently of zoo/converters/*.py
@@ -118,27 +118,31 @@ def test_receipt_and_metadata(converted: dict[str, Path]) -> None:
     out = converted["albert_google_adam"]
     receipt = json.loads((out / "receipt.json").read_text())
     assert receipt["scheme"] == "google-albert" and receipt["converter_version"] == CONVERTER_VERSION
-    assert receipt["zoo_version"] == zoo.__version__
+    assert receipt["zoo_version"] == zoo.__version__ and receipt["kind"] == "conversion"
     assert receipt["skipped"]["by_kind"] == {"adam_m": 32, "adam_v": 32, "global_step": 1}
     assert receipt["skipped"]["count"] == 65 and "global_step" in receipt["skipped"]["names"]
-    assert receipt["heads"] == {"mlm": True, "seq_relationship": True}
+    assert receipt["heads"] == ["mlm", "seq_relationship"]
     source = FIXTURES / "albert_google_adam"
     inputs = {r["path"]: r for r in receipt["inputs"]}
     assert set(inputs) == {"model.ckpt-1000.index", "model.ckpt-1000.data-00000-of-00001", "albert_config.json",
                            "vocab_chinese.txt"}
     for path, record in inputs.items():
         assert record["sha256"] == hashlib.sha256((source / path).read_bytes()).hexdigest()
-    for record in receipt["outputs"]:
-        assert record["sha256"] == hashlib.sha256((out / record["path"]).read_bytes()).hexdigest()
+    for path, record in inputs.items():
+        assert record["size"] == (source / path).stat().st_size
+    assert {r["path"] for r in receipt["outputs"]} == {"config.json", "model.safetensors", "vocab.txt"}
+    for record in receipt["outputs"]:  # hashed while written: must equal a fresh hash of the file
+        data = (out / record["path"]).read_bytes()
+        assert record["sha256"] == hashlib.sha256(data).hexdigest() and record["size"] == len(data)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "receipt.json", "vocab.txt"]
     with safe_open(out / "model.safetensors", "pt") as f:
         meta = f.metadata()
     assert meta["zoo.scheme"] == "google-albert" and meta["zoo.converter_version"] == str(CONVERTER_VERSION)
-    assert json.loads(meta["zoo.source_sha256"]) == {p: r["sha256"] for p, r in inputs.items()}
+    assert "zoo.source_sha256" not in meta  # a release directory on disk has no source hash; the receipt has inputs
     lamb = json.loads((converted["albert_brightmart_lamb"] / "receipt.json").read_text())
     assert lamb["skipped"]["by_kind"] == {"global_step": 1, "lamb_m": 31, "lamb_v": 31}
     headless = json.loads((converted["bert_fp16_headless"] / "receipt.json").read_text())
-    assert headless["heads"] == {"mlm": False, "seq_relationship": False}
+    assert headless["heads"] == []
 
 
 def test_vocab_normalization(converted: dict[str, Path]) -> None:
@@ -296,14 +300,13 @@ def test_zoo_config_json_is_accepted(tmp_path: Path, converted: dict[str, Path])
     assert (out / "config.json").read_bytes() == (converted["albert_google_groups"] / "config.json").read_bytes()
 
 
-def test_output_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def boom(*args, **kwargs):
-        raise RuntimeError("disk on fire")
-
-    monkeypatch.setattr(convert_api, "_receipt", boom)
-    with pytest.raises(RuntimeError, match="disk on fire"):
-        convert(FIXTURES / "bert", tmp_path / "out")
-    assert list(tmp_path.iterdir()) == []  # neither the output nor the temporary directory is left behind
+def test_output_is_atomic_when_the_disk_fills_up(small_disk) -> None:
+    disk = small_disk(512 << 10)
+    (disk / "filler").write_bytes(b"\0" * ((512 << 10) - (60 << 10)))  # ~60 KiB left: the weights need more
+    with pytest.raises(DiskSpaceError, match="filled up while writing"):
+        convert(FIXTURES / "bert", disk / "out")
+    assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # neither the output nor its staging is left
+    assert main(["convert", str(FIXTURES / "bert"), str(disk / "out")]) == DiskSpaceError.exit_code
 
 
 def test_existing_output_is_refused_but_an_empty_directory_is_filled(tmp_path: Path) -> None:
@@ -328,22 +331,15 @@ def test_release_layout_errors(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------- on demand
-def test_ensure_converted_converts_once_per_converter_version(monkeypatch: pytest.MonkeyPatch) -> None:
-    upstream = json.loads((FIXTURES / "albert_google" / "albert_config.json").read_text())
-    config = ModelConfig.from_upstream(upstream, "albert")
-    calls = []
-    real = convert_api._convert
-    monkeypatch.setattr(convert_api, "_convert", lambda *a, **k: calls.append(a) or real(*a, **k))
-    kwargs = dict(manifest_config=config, scheme="google-albert", checkpoint_prefix="model.ckpt-best",
-                  vocab="vocab_chinese.txt", source_sha256="ab" * 32)
-    first = ensure_converted(FIXTURES / "albert_google", **kwargs)
-    assert first == converted_dir("ab" * 32, CONVERTER_VERSION)
-    assert json.loads((first / "receipt.json").read_text())["source_sha256"] == "ab" * 32
-    second = ensure_converted(FIXTURES / "albert_google", **kwargs)
-    assert second == first and len(calls) == 1
-    monkeypatch.setattr(convert_api, "CONVERTER_VERSION", CONVERTER_VERSION + 1)
-    third = ensure_converted(FIXTURES / "albert_google", **kwargs)
-    assert third != first and third.name.endswith(f"-c{CONVERTER_VERSION + 1}") and len(calls) == 2
+def test_a_release_directory_is_converted_once_into_the_cache(tmp_path: Path) -> None:
+    release = tmp_path / "albert_google"
+    shutil.copytree(FIXTURES / "albert_google", release)
+    first = convert_release_dir(release)
+    assert first.name.endswith(f"-c{CONVERTER_VERSION}") and first.parent.name == "converted"
+    inode = (first / "model.safetensors").stat().st_ino
+    assert convert_release_dir(release) == first and (first / "model.safetensors").stat().st_ino == inode
+    (release / "albert_config.json").touch()  # the release changed (mtime): converted afresh
+    assert convert_release_dir(release) != first
 
 
 # ---------------------------------------------------------------------------------------------- CLI

@@ -184,7 +184,7 @@ def test_5xx_and_429_are_retried_honouring_retry_after(zoo_env: Path) -> None:
 def test_persistent_errors_give_up_with_a_network_error(zoo_env: Path) -> None:
     with FaultServer() as srv:
         manifest = pull_from(zoo_env, srv, faults=[Fault("status", status=502) for _ in range(200)])
-        with pytest.raises(NetworkError, match="gave up after 4 attempts"):
+        with pytest.raises(NetworkError, match="gave up after 4 failed attempts"):
             resolve(manifest, options=FAST)
     assert_clean_failure("tst")
 

@@ -73,19 +73,3 @@ def test_combined_sha256_is_the_hash_of_a_sha256sum_listing() -> None:
     assert hf.combined_sha256(files) == hashlib.sha256(listing.encode()).hexdigest()
 
 
-def test_manifest_pins_and_tofu_pins_are_enforced(tmp_path: Path) -> None:
-    good = tmp_path / "vocab.txt"
-    good.write_text("[PAD]\n")
-    sha, size = cache.hash_file(good)
-    pinned = _source({"vocab.txt": FilePin("0" * 64, size)})
-    with pytest.raises(IntegrityError, match="vocab.txt: sha256 .*, expected 0000"):
-        hf._check_pin(pinned, "vocab.txt", good, sha, size)
-    assert not good.exists()  # quarantined, never used
-
-    good.write_text("[PAD]\n")
-    unpinned = _source()
-    hf._check_pin(unpinned, "vocab.txt", good, sha, size)  # first use: nothing to compare with
-    cache.record_pin(hf.pin_label(unpinned, "vocab.txt"), sha, size)
-    good.write_text("[UNK]\n")
-    with pytest.raises(IntegrityError, match="changed upstream"):
-        hf._check_pin(unpinned, "vocab.txt", good, *cache.hash_file(good))

@@ -36,7 +36,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("export")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ZOO_HOME", str(out / "zoo_home"))
-        return {name: export(FIXTURES / name, out / name) for name in KINDS}
+        return {name: export(FIXTURES / name, out / name).path for name in KINDS}
 
 
 @pytest.mark.parametrize("fixture", sorted(KINDS))
@@ -82,8 +82,12 @@ def test_transformers_reproduces_tensorflow(exported: dict[str, Path], fixture: 
 def test_folder_files_and_model_card(exported: dict[str, Path]) -> None:
     folder = exported["albert_google"]
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors",
-                                                        "special_tokens_map.json", "tokenizer_config.json",
-                                                        "vocab.txt"]
+                                                        "receipt.json", "special_tokens_map.json",
+                                                        "tokenizer_config.json", "vocab.txt"]
+    receipt = json.loads((folder / "receipt.json").read_text())
+    assert receipt["kind"] == "export" and receipt["transformers_class"] == "AlbertForPreTraining"
+    for item in receipt["outputs"]:
+        assert item["sha256"] == hashlib.sha256((folder / item["path"]).read_bytes()).hexdigest()
     tok = json.loads((folder / "tokenizer_config.json").read_text())
     assert tok["tokenizer_class"] == "BertTokenizer" and tok["do_lower_case"] is True
     card = (folder / "README.md").read_text()
@@ -100,7 +104,7 @@ def test_export_of_an_export_is_identical(exported: dict[str, Path], tmp_path: P
     from safetensors.torch import load_file
 
     first = exported["albert_brightmart"]
-    again = export(first, tmp_path / "again")
+    again = export(first, tmp_path / "again").path
     a, b = load_file(str(first / "model.safetensors")), load_file(str(again / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((first / "config.json").read_text()) == json.loads((again / "config.json").read_text())

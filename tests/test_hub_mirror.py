@@ -122,7 +122,8 @@ def _response(status: int, path: str):
     return http.Response(status, request=http.Request("GET", f"https://huggingface.co{path}"))
 
 
-EXPORTED = ["README.md", "config.json", "model.safetensors", "special_tokens_map.json", "tokenizer_config.json",
+EXPORTED = ["README.md", "config.json", "model.safetensors", "receipt.json", "special_tokens_map.json",
+            "tokenizer_config.json",
             "vocab.txt"]
 
 

@@ -29,9 +29,9 @@ import zoo  # noqa: E402
 from zoo import cache  # noqa: E402
 from zoo.cli import main  # noqa: E402
 from zoo.config import ModelConfig  # noqa: E402
-from zoo.converters import transformers as transformers_weights  # noqa: E402
 from zoo.fetch import hf  # noqa: E402
 from zoo.hub.mirror import write_git_repo  # noqa: E402
+from zoo.weights import prepare  # noqa: E402
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tf" / "albert_google"
 OLAH = Path(sys.executable).with_name("olah-cli")
@@ -183,7 +183,8 @@ def test_pull_of_an_hf_source_downloads_verifies_and_loads(via_hub, tmp_path: Pa
     snapshot = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert sorted(p.name for p in snapshot.iterdir()) == sorted(pins)
     manifest = zoo.get_manifest("tiny_albert_hf")
-    converted = transformers_weights.ensure_converted(snapshot, manifest=manifest, source=manifest.sources[0])
+    converted = prepare("tiny_albert_hf").path
+    assert converted.parent == cache.home() / "converted"
     _check_zoo_model(converted)
     receipt = json.loads((converted / "receipt.json").read_text())
     assert receipt["source_sha256"] == hf.combined_sha256({rel: pin["sha256"] for rel, pin in pins.items()})
@@ -191,7 +192,7 @@ def test_pull_of_an_hf_source_downloads_verifies_and_loads(via_hub, tmp_path: Pa
 
     from zoo.hub import export  # an hf source exports again, its card naming the repo, commit and combined hash
 
-    card = (export("tiny_albert_hf", tmp_path / "again") / "README.md").read_text()
+    card = (export("tiny_albert_hf", tmp_path / "again").path / "README.md").read_text()
     assert f"hf:zoo/tiny_albert@{via_hub.commit}" in card and receipt["source_sha256"] in card
 
 
@@ -219,11 +220,12 @@ def test_pytorch_format_is_read_once_with_weights_only_and_tofu_pinned(via_hub, 
     with caplog.at_level(logging.WARNING, logger="zoo"):
         snapshot = zoo.resolver.resolve(manifest).path
     assert any("not a 40-hex commit" in r.getMessage() for r in caplog.records)
-    first = transformers_weights.ensure_converted(snapshot, manifest=manifest, source=source)
-    again = transformers_weights.ensure_converted(snapshot, manifest=manifest, source=source)
+    first = prepare(manifest).path
+    again = prepare(manifest).path
     assert first == again and calls == [{"map_location": "cpu", "weights_only": True}]
+    assert snapshot.is_dir()
     _check_zoo_model(first)
-    pin = cache.get_pin(hf.pin_label(source, "pytorch_model.bin"))
+    pin = cache.get_pin(f"{source.label}/pytorch_model.bin")  # hf pins are kept per file (docs)
     assert pin is not None and pin.sha256 == hashlib.sha256((folder / "pytorch_model.bin").read_bytes()).hexdigest()
 
     # the branch moves to different bytes: the trust-on-first-use pin catches it

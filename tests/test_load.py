@@ -18,7 +18,7 @@ import zoo  # noqa: E402
 from zoo.config import ModelConfig  # noqa: E402
 from zoo.converters import hf_names  # noqa: E402
 from zoo.errors import CheckpointError, NotFoundError, UsageError  # noqa: E402
-from zoo.loader import resolve_dtype  # noqa: E402
+from zoo.loader import torch_dtype  # noqa: E402
 from zoo.models.encoder import Encoder  # noqa: E402
 
 CHARS = list("今天天气很好不错坏冷热我你他们的是在了有和人这中大为上个国以要")
@@ -91,7 +91,7 @@ def test_half_precision_is_close_to_float32(converted: tuple[Path, dict], dtype,
     path, _ = converted
     full = zoo.load(path, device="cpu", heads="mlm")
     half = zoo.load(path, device="cpu", dtype=dtype, heads="mlm")
-    assert all(p.dtype == resolve_dtype(dtype) for p in half.model.parameters())
+    assert all(p.dtype == torch_dtype(dtype) for p in half.model.parameters())
     a, b = full(TEXTS), half(TEXTS)
     real = full.encode(TEXTS)["attention_mask"].bool()
     assert b.last_hidden_state.dtype == half.model.embeddings.word.weight.dtype
@@ -105,7 +105,7 @@ def test_position_extension_keeps_learned_rows(converted: tuple[Path, dict], cap
     learned = state["embeddings.position.weight"]
     with caplog.at_level(logging.WARNING, logger="zoo"):
         copy = zoo.load(path, device="cpu", max_position_embeddings=60)
-    assert "fine-tune" in caplog.text and "24 to 60" in caplog.text
+    assert "not trained" in caplog.text and "24 to 60" in caplog.text
     table = copy.model.embeddings.position.weight
     assert table.shape == (60, CONFIG.embedding_width)
     assert torch.equal(table[:24], learned) and torch.equal(table[24:48], learned) and torch.equal(table[48:], learned[:12])
@@ -172,8 +172,21 @@ def test_fill_mask_ranks_like_transformers(converted: tuple[Path, dict]) -> None
         assert all(abs(r["score"] - float(s)) < 1e-5 for r, s in zip(ranked, want.values))
     with pytest.raises(UsageError, match="no \\[MASK\\]"):
         loaded.fill_mask("今天天气很好")
-    with pytest.raises(UsageError, match='heads="mlm"'):
-        zoo.load(path, device="cpu").fill_mask(text)
+    plain = zoo.load(path, device="cpu")  # no head asked for: fill_mask loads it from the same file, lazily
+    assert not hasattr(plain.model, "mlm")
+    assert plain.fill_mask(text, top_k=4) == result and hasattr(plain.model, "mlm")
+    assert plain.fill_mask(text, top_k=10_000)[0][-1]["id"] < len(VOCAB)  # top_k beyond the vocab: all of it
+
+
+def test_fill_mask_without_an_mlm_head_and_beyond_the_positions(tmp_path: Path) -> None:
+    headless = zoo.load(write_converted(tmp_path / "headless", heads=None), device="cpu")
+    with pytest.raises(UsageError, match="has no MLM head: fill-mask needs one"):
+        headless.fill_mask("今天天气很[MASK]")
+    loaded = zoo.load(write_converted(tmp_path / "heads"), device="cpu")  # 24 positions
+    with pytest.raises(UsageError, match=r"1 of the 2 \[MASK\] tokens lie beyond the model's 24 positions"):
+        loaded.fill_mask("[MASK]" + "好" * 40 + "[MASK]")
+    with pytest.raises(UsageError, match="top_k"):
+        loaded.fill_mask("[MASK]", top_k=0)
 
 
 def test_embed_cls_and_mean(converted: tuple[Path, dict]) -> None:
@@ -190,6 +203,23 @@ def test_embed_cls_and_mean(converted: tuple[Path, dict]) -> None:
     assert pairs.last_hidden_state.shape[0] == 2
     with pytest.raises(UsageError, match="pooling"):
         loaded.embed(TEXTS, pooling="max")
+    assert loaded.embed([]).shape == (0, 32)
+
+
+def test_embed_warns_when_it_truncates(converted: tuple[Path, dict], caplog: pytest.LogCaptureFixture) -> None:
+    loaded = zoo.load(converted[0], device="cpu")
+    with caplog.at_level(logging.WARNING, logger="zoo"):
+        vectors = loaded.embed(["好" * 40, "你好"])
+    assert vectors.shape == (2, 32) and "truncated a text of 42 tokens to the model's 24 positions" in caplog.text
+
+
+def test_a_device_this_machine_lacks_is_a_usage_error(converted: tuple[Path, dict]) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")  # pragma: no cover - CI machines have none
+    with pytest.raises(UsageError, match="device 'cuda' is not available: this machine has no usable CUDA GPU"):
+        zoo.load(converted[0], device="cuda")
+    with pytest.raises(UsageError, match="unknown device"):
+        zoo.load(converted[0], device="tpu9")
 
 
 def test_weights_that_do_not_match_config_are_rejected(tmp_path: Path) -> None:
@@ -205,7 +235,7 @@ def test_weights_that_do_not_match_config_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"pooler\.weight has shape \[32, 31\], config.json implies \[32, 32\]"):
         zoo.load(write_converted(tmp_path / "shape", state=state), device="cpu")
     headless = write_converted(tmp_path / "headless", heads=None)
-    with pytest.raises(CheckpointError, match="no pretraining heads"):
+    with pytest.raises(CheckpointError, match="has no mlm head"):
         zoo.load(headless, device="cpu", heads="mlm")
     (tmp_path / "garbage").mkdir()
     write_converted(tmp_path / "garbage")
@@ -222,6 +252,8 @@ def test_bad_arguments(converted: tuple[Path, dict], tmp_path: Path) -> None:
         zoo.load(path, device="cpu", heads="mlm-and-more")
     with pytest.raises(UsageError, match="position_init"):
         zoo.load(path, device="cpu", max_position_embeddings=48, position_init="zeros")
-    with pytest.raises(NotFoundError, match="not a directory"):
+    with pytest.raises(NotFoundError, match="no such directory"):
         zoo.load(tmp_path / "nowhere")
+    with pytest.raises(NotFoundError, match="not a directory"):
+        zoo.load(path / "config.json")
     assert zoo.load(path).device.type == ("cuda" if torch.cuda.is_available() else "cpu")

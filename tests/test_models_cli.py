@@ -53,7 +53,7 @@ def test_run_table_and_errors(converted: Path, capsys: pytest.CaptureFixture[str
     assert main(["run", str(converted), "今天天气很[MASK]。", "--device", "cpu"]) == 0
     captured = capsys.readouterr()
     top = zoo.load(converted, device="cpu", heads="mlm").fill_mask("今天天气很[MASK]。")[0][0]["token"]
-    assert top in captured.out and "score" in captured.out and "loading" in captured.err
+    assert top in captured.out and "score" in captured.out and "loading on cpu" in captured.err
     assert main(["run", str(converted), "没有掩码"]) == 2
     assert "no [MASK]" in capsys.readouterr().err
     assert main(["run", str(converted), "很[MASK]", "--dtype", "float64"]) == 2  # argparse usage error

@@ -13,7 +13,7 @@ import torch
 
 import zoo
 from zoo.errors import CheckpointError, IntegrityError, NotFoundError, UnsupportedError, UsageError
-from zoo.tf import TensorBundle, list_variables, read_tf_checkpoint, resolve_prefix
+from zoo.tf import TensorBundle, list_variables, read_tf_checkpoint, find_prefix
 from zoo.tf.writer import entry_proto, header_proto, table_bytes, write_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf"
@@ -111,17 +111,17 @@ def test_mapping_protocol_and_public_entry_point() -> None:
 def test_path_resolution(tmp_path: Path) -> None:
     prefix = FIXTURES / "bert" / "bert_model.ckpt"
     for given in (FIXTURES / "bert", prefix, f"{prefix}.index", f"{prefix}.data-00000-of-00001"):
-        assert resolve_prefix(given) == prefix
+        assert find_prefix(given) == prefix
     # several checkpoints: the `checkpoint` file decides, otherwise it is ambiguous
     for name in ("a", "b"):
         write_checkpoint(tmp_path / name, {"x": np.zeros(2, np.float32)})
     with pytest.raises(UsageError, match="holds 2 checkpoints"):
-        resolve_prefix(tmp_path)
+        find_prefix(tmp_path)
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "b"\n')
-    assert resolve_prefix(tmp_path) == tmp_path / "b"
+    assert find_prefix(tmp_path) == tmp_path / "b"
     (tmp_path / "empty").mkdir()
     with pytest.raises(NotFoundError, match="no TensorFlow checkpoint"):
-        resolve_prefix(tmp_path / "empty")
+        find_prefix(tmp_path / "empty")
     with pytest.raises(NotFoundError, match="no such checkpoint index"):
         read_tf_checkpoint(tmp_path / "missing")
 

@@ -1,9 +1,9 @@
-"""zoo: a registry and downloader for Chinese ALBERT and BERT checkpoints.
+"""zoo: a registry, verified downloader, converter and trainer for Chinese ALBERT and BERT checkpoints.
 
 The public API is re-exported here lazily, so ``import zoo`` stays fast and never imports torch::
 
     import zoo
-    zoo.list_models()                       # registered checkpoints
+    zoo.list_models()                       # registered checkpoint names
     path = zoo.pull("albert_large_zh")      # download, verify, extract; returns the local directory
     loaded = zoo.load("albert_base_zh")     # ready-to-run model + tokenizer
 """
@@ -13,8 +13,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from zoo._version import __version__
 from zoo.errors import (
     CheckpointError,
+    DataError,
     DiskSpaceError,
     IntegrityError,
     ManifestError,
@@ -27,32 +29,39 @@ from zoo.errors import (
     ZooError,
 )
 
-__version__ = "0.1.0"
-
-# public name -> "module:attribute"; resolved on first access
+# The one list of the public API: name -> "module:attribute", resolved on first access. __all__ is made from
+# it and from the eagerly imported errors above.
 _LAZY: dict[str, str] = {
     "ModelConfig": "zoo.config:ModelConfig",
     "Manifest": "zoo.registry:Manifest",
     "Source": "zoo.registry:Source",
     "list_models": "zoo.registry:list_models",
+    "list_manifests": "zoo.registry:list_manifests",
     "get_manifest": "zoo.registry:get_manifest",
     "pull": "zoo.resolver:pull",
     "read_tf_checkpoint": "zoo.tf:read_tf_checkpoint",
     "convert": "zoo.converters:convert",
     "load": "zoo.loader:load",
     "Loaded": "zoo.loader:Loaded",
+    "Tokenizer": "zoo.tokenizer:Tokenizer",
+    "ProgressEvent": "zoo.progress:ProgressEvent",
     "export": "zoo.hub:export",
+    "Exported": "zoo.hub:Exported",
     "mirror": "zoo.hub:mirror",
+    "pretrain": "zoo.training:pretrain",
 }
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from zoo.config import ModelConfig
     from zoo.converters import convert
-    from zoo.hub import export, mirror
+    from zoo.hub import Exported, export, mirror
     from zoo.loader import Loaded, load
-    from zoo.registry import Manifest, Source, get_manifest, list_models
+    from zoo.progress import ProgressEvent
+    from zoo.registry import Manifest, Source, get_manifest, list_manifests, list_models
     from zoo.resolver import pull
     from zoo.tf import read_tf_checkpoint
+    from zoo.tokenizer import Tokenizer
+    from zoo.training import pretrain
 
 
 def __getattr__(name: str) -> Any:
@@ -69,29 +78,6 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = [
-    "CheckpointError",
-    "DiskSpaceError",
-    "IntegrityError",
-    "Loaded",
-    "Manifest",
-    "ManifestError",
-    "ModelConfig",
-    "NetworkError",
-    "NotFoundError",
-    "OfflineError",
-    "Source",
-    "UnsafeArchiveError",
-    "UnsupportedError",
-    "UsageError",
-    "ZooError",
-    "__version__",
-    "convert",
-    "export",
-    "get_manifest",
-    "list_models",
-    "load",
-    "mirror",
-    "pull",
-    "read_tf_checkpoint",
-]
+_ERRORS = [CheckpointError, DataError, DiskSpaceError, IntegrityError, ManifestError, NetworkError, NotFoundError,
+           OfflineError, UnsafeArchiveError, UnsupportedError, UsageError, ZooError]
+__all__ = sorted([*_LAZY, *(e.__name__ for e in _ERRORS), "__version__"])

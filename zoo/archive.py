@@ -25,7 +25,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from zoo.cache import is_disk_full, require_free_space
+from zoo._fs import file_mode, is_disk_full, require_free_space
 from zoo.errors import DiskSpaceError, UnsafeArchiveError, UnsupportedError
 
 GiB = 1 << 30
@@ -75,8 +75,9 @@ def extract(archive: Path, dest: Path, kind: str, *, limits: Limits = Limits()) 
         return files
     except OSError as exc:
         if is_disk_full(exc):
-            raise DiskSpaceError(f"disk full while extracting {archive.name} into {dest.parent}",
-                                 hint="free some space (zoo cache prune) and pull again") from exc
+            raise DiskSpaceError(f"the disk filled up while extracting {archive.name} into {dest.parent}",
+                                 hint="free some space (`zoo cache prune`) and pull again: the verified download "
+                                      "is kept, so only the extraction is repeated") from None
         raise
     finally:
         if staging.exists():
@@ -136,7 +137,7 @@ def _write(root: Path, rel: str, stream: IO[bytes], declared: int, archive: Path
     target.parent.mkdir(parents=True, exist_ok=True)
     if not target.parent.resolve().is_relative_to(root.resolve()):
         raise _refuse(archive, rel, "resolves outside the extraction directory")
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), file_mode())
     sha, size = hashlib.sha256(), 0
     with os.fdopen(fd, "wb") as out:
         while block := stream.read(_COPY_BLOCK):

@@ -25,8 +25,52 @@ from typing import Any, Literal
 
 Architecture = Literal["bert", "albert", "albert-brightmart"]
 ARCHITECTURES: tuple[str, ...] = ("bert", "albert", "albert-brightmart")
+#: Activation names, with transformers' meaning (``gelu`` is the erf form, ``gelu_new`` the tanh form).
 ACTIVATIONS: tuple[str, ...] = ("relu", "gelu", "gelu_new")
 LN_TYPES: tuple[str, ...] = ("postln", "preln")
+
+#: The upstream TF naming schemes and the architecture each one writes.
+SCHEME_ARCHITECTURE: dict[str, str] = {"google-albert": "albert", "brightmart-albert": "albert-brightmart",
+                                       "google-bert": "bert"}
+SCHEMES: tuple[str, ...] = tuple(SCHEME_ARCHITECTURE)
+
+#: ``heads=`` values everywhere (``zoo.load``, ``Encoder``, ``zoo export``): ``None`` (encoder and pooler),
+#: the pretraining heads from the checkpoint, or a task head initialised fresh.
+HEADS: tuple[str | None, ...] = (None, "mlm", "pretraining", "sequence-classification", "token-classification",
+                                 "question-answering")
+#: ``heads`` values whose weights come from the checkpoint.
+PRETRAINING_HEADS: tuple[str, ...] = ("mlm", "pretraining")
+#: Parameter groups a checkpoint may hold besides the encoder (``mlm.*``, ``seq_relationship.*``).
+CHECKPOINT_HEADS: tuple[str, ...] = ("mlm", "seq_relationship")
+
+#: dtype names everywhere (``zoo.load``, ``zoo convert``, ``zoo pretrain``): canonical names and short forms.
+DTYPES: dict[str, str] = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
+                          "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def normalize_dtype(name: str) -> str:
+    """``float32``/``float16``/``bfloat16`` for any accepted spelling (``fp32``, ``fp16``, ``bf16``).
+
+    ``half`` still works for one release, with a DeprecationWarning. Anything else is a UsageError.
+    """
+    from zoo.errors import UsageError
+
+    key = str(name).strip().lower().removeprefix("torch.")
+    if key == "half":
+        import warnings
+
+        warnings.warn('dtype "half" is deprecated; use "float16" (or "fp16")', DeprecationWarning, stacklevel=3)
+        return "float16"
+    if key not in DTYPES:
+        raise UsageError(f"unknown dtype {name!r}", hint="use float32, float16 or bfloat16 (or fp32, fp16, bf16)")
+    return DTYPES[key]
+
+
+def heads_in(present: set[str] | frozenset[str]) -> str | None:
+    """The ``heads`` value a checkpoint with these :data:`CHECKPOINT_HEADS` supports best."""
+    if "mlm" in present:
+        return "pretraining" if "seq_relationship" in present else "mlm"
+    return None
 
 #: Config keys that only ALBERT architectures accept.
 ALBERT_ONLY_KEYS: frozenset[str] = frozenset({"embedding_size", "num_hidden_groups", "inner_group_num"})
@@ -51,11 +95,24 @@ class ModelConfig:
     ln_type: str = "postln"
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
+    #: Dropout in training mode; ``None`` means the upstream default (0.1 for BERT, 0 for both ALBERTs).
+    hidden_dropout_prob: float | None = None
+    attention_probs_dropout_prob: float | None = None
 
     # ----------------------------------------------------------------------------------------- derived
     @property
     def is_albert(self) -> bool:
         return self.architecture != "bert"
+
+    @property
+    def hidden_dropout(self) -> float:
+        return self.hidden_dropout_prob if self.hidden_dropout_prob is not None else (0.0 if self.is_albert else 0.1)
+
+    @property
+    def attention_dropout(self) -> float:
+        if self.attention_probs_dropout_prob is not None:
+            return self.attention_probs_dropout_prob
+        return 0.0 if self.is_albert else 0.1
 
     @property
     def word_embedding_size(self) -> int:
@@ -170,6 +227,10 @@ class ModelConfig:
             found.append(("layer_norm_eps", f"must be > 0, got {self.layer_norm_eps}"))
         if self.initializer_range <= 0:
             found.append(("initializer_range", f"must be > 0, got {self.initializer_range}"))
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, key)
+            if value is not None and not 0 <= value < 1:
+                found.append((key, f"must be in [0, 1), got {value}"))
         return found
 
     # -------------------------------------------------------------------------------- (de)serialise
@@ -179,7 +240,21 @@ class ModelConfig:
         if not self.is_albert:
             for key in ALBERT_ONLY_KEYS:
                 data.pop(key)
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if data[key] is None:
+                data.pop(key)
         return data
+
+    def with_default_dropout(self) -> ModelConfig:
+        """The same config, with dropout probabilities equal to the architecture's default written as ``None``
+        (so a config read back from transformers or upstream JSON equals the manifest's)."""
+        values = {}
+        if self.hidden_dropout_prob is not None and self.hidden_dropout_prob == (0.0 if self.is_albert else 0.1):
+            values["hidden_dropout_prob"] = None
+        if self.attention_probs_dropout_prob is not None and \
+                self.attention_probs_dropout_prob == (0.0 if self.is_albert else 0.1):
+            values["attention_probs_dropout_prob"] = None
+        return dataclasses.replace(self, **values) if values else self
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], architecture: str | None = None) -> ModelConfig:
@@ -198,7 +273,7 @@ class ModelConfig:
         """Read an upstream ``*config*.json`` (google-research/bert, /albert, brightmart) with upstream meaning.
 
         The TF code computes GELU with the tanh approximation, so upstream ``"gelu"`` becomes ``gelu_new``.
-        Keys zoo does not use (dropouts, pooler_*, directionality, ...) are ignored.
+        Keys zoo does not use (pooler_*, directionality, ...) are ignored; dropout probabilities are kept.
         """
         act = data.get("hidden_act", "gelu")
         act = {"gelu": "gelu_new"}.get(act, act)
@@ -207,4 +282,4 @@ class ModelConfig:
         if architecture == "bert":
             for key in ALBERT_ONLY_KEYS:
                 values.pop(key, None)
-        return cls(architecture=architecture, hidden_act=act, **values)  # type: ignore[arg-type]
+        return cls(architecture=architecture, hidden_act=act, **values).with_default_dropout()  # type: ignore[arg-type]

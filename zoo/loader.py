@@ -1,31 +1,34 @@
-"""``zoo.load``: a registry name, a converted directory or an upstream TF release → a ready model.
+"""``zoo.load``: a registry name, a converted directory or an upstream TF release → a ready model + tokenizer.
 
 ::
 
-    loaded = zoo.load("albert_base_zh", heads="mlm")
+    loaded = zoo.load("albert_base_zh")
     loaded.fill_mask("今天天气很[MASK]。")        # ranked tokens and scores for each [MASK]
     loaded.embed(["你好", "今天天气很好"])          # [2, H] sentence vectors
     out = loaded(["你好"])                         # ModelOutput on the model's device
 
 Weights are read from ``model.safetensors`` straight into a model built on the ``meta`` device: tensors are
 assigned (``load_state_dict(assign=True)``), so no parameter is randomly initialised and then overwritten,
-and no second copy of the weights is made.
+and no second copy of the weights is made. The MLM head is loaded only when asked for — by ``heads=`` or, lazily
+from the same file, by the first :meth:`Loaded.fill_mask` — so embedding costs nothing extra.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.config import ModelConfig
-from zoo.converters.ondemand import CONFIG, VOCAB, WEIGHTS
-from zoo.errors import CheckpointError, NotFoundError, UsageError
+from zoo.config import CHECKPOINT_HEADS, PRETRAINING_HEADS, ModelConfig, normalize_dtype
+from zoo.converters.layout import VOCAB, WEIGHTS, missing_file, read_config, tokenizer_options
+from zoo.errors import CheckpointError, UsageError, ZooError
+from zoo.progress import Progress, ProgressEvent, reporting
 from zoo.tokenizer import Tokenizer
+from zoo.weights import Model, after_load_failure, prepare
 
 if TYPE_CHECKING:
     import torch
@@ -36,7 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("zoo.loader")
 
 POSITION_INITS = ("copy", "random")
-_PRETRAINING_PREFIXES = ("mlm.", "seq_relationship.")
 
 TextOrPair = str | tuple[str, str]
 
@@ -51,6 +53,7 @@ class Loaded:
     config: ModelConfig
     manifest: Manifest | None
     path: Path
+    layout: str = "zoo"
 
     @property
     def device(self) -> torch.device:
@@ -58,6 +61,10 @@ class Loaded:
 
     def encode(self, texts: TextOrPair | Sequence[TextOrPair]) -> dict[str, torch.Tensor]:
         """Tokenize texts or ``(text, pair)`` tuples into padded, truncated tensors on the model's device."""
+        batch = self.tokenizer_batch(texts, truncation=True)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def tokenizer_batch(self, texts: TextOrPair | Sequence[TextOrPair], *, truncation: bool) -> dict[str, Any]:
         if isinstance(texts, (str, tuple)):
             texts = [texts]
         texts = list(texts)
@@ -67,11 +74,9 @@ class Loaded:
         if pairs and len(pairs) != len(texts):
             raise UsageError("mix of single texts and (text, pair) tuples", hint="pass one kind per call")
         if pairs:
-            batch = self.tokenizer([a for a, _ in pairs], [b for _, b in pairs], padding=True, truncation=True,
-                                   return_tensors="pt")
-        else:
-            batch = self.tokenizer(texts, padding=True, truncation=True, return_tensors="pt")
-        return {k: v.to(self.device) for k, v in batch.items()}
+            return self.tokenizer([a for a, _ in pairs], [b for _, b in pairs], padding=True,
+                                  truncation=truncation, return_tensors="pt")
+        return self.tokenizer(texts, padding=True, truncation=truncation, return_tensors="pt")
 
     def __call__(self, texts: TextOrPair | Sequence[TextOrPair], **forward: Any) -> ModelOutput:
         """Run the model on texts (or ``(text, pair)`` tuples); outputs stay on the model's device."""
@@ -82,16 +87,26 @@ class Loaded:
 
     def embed(self, texts: str | Sequence[str], pooling: str = "cls", batch_size: int = 32) -> torch.Tensor:
         """One float32 vector per text: the last layer's [CLS] state (``"cls"``) or the mean over real
-        tokens (``"mean"``). Shape ``[len(texts), hidden_size]``, on the model's device."""
+        tokens (``"mean"``). Shape ``[len(texts), hidden_size]``, on the model's device. Texts longer than the
+        model's positions are truncated, with a warning."""
         import torch
 
         if pooling not in ("cls", "mean"):
             raise UsageError(f"pooling={pooling!r} is not supported", hint='use "cls" or "mean"')
         texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            return torch.empty(0, self.config.hidden_size, device=self.device)
         vectors = []
+        limit = self.tokenizer.model_max_length
         with torch.inference_mode():
             for start in range(0, len(texts), batch_size):
-                batch = self.encode(texts[start:start + batch_size])
+                chunk = texts[start:start + batch_size]
+                full = self.tokenizer(chunk)["input_ids"]
+                for text, ids in zip(chunk, full):
+                    if len(ids) > limit:
+                        log.warning("truncated a text of %d tokens to the model's %d positions: %s",
+                                    len(ids), limit, text[:30] + ("…" if len(text) > 30 else ""))
+                batch = self.encode(chunk)
                 hidden = self.model(**batch).last_hidden_state.float()
                 if pooling == "cls":
                     vectors.append(hidden[:, 0])
@@ -102,47 +117,97 @@ class Loaded:
 
     def fill_mask(self, text: str, top_k: int = 5) -> list[list[dict[str, Any]]]:
         """For each ``[MASK]`` in ``text``, in order, the ``top_k`` most likely tokens as
-        ``{"token", "id", "score"}`` (score = softmax probability)."""
+        ``{"token", "id", "score"}`` (score = softmax probability). Loads the MLM head on first use."""
         import torch
 
-        if not hasattr(self.model, "mlm"):
-            raise UsageError("fill_mask needs the MLM head, which this model was loaded without",
-                             hint='load with zoo.load(..., heads="mlm")')
+        if top_k < 1:
+            raise UsageError(f"top_k must be at least 1, got {top_k}")
+        self._ensure_mlm_head()
+        full = self.tokenizer(text)["input_ids"]
+        wanted = sum(1 for i in full if i == self.tokenizer.mask_token_id)
         batch = self.encode(text)
         positions = (batch["input_ids"][0] == self.tokenizer.mask_token_id).nonzero().flatten()
-        if len(positions) == 0:
-            raise UsageError(f"no [MASK] token in {text!r}", hint="write [MASK] where a token should be predicted")
+        if wanted == 0:
+            raise UsageError(f"no [MASK] token in {text[:60]!r}",
+                             hint="write [MASK] where a token should be predicted")
+        if len(positions) < wanted:
+            raise UsageError(f"{wanted - len(positions)} of the {wanted} [MASK] tokens lie beyond the model's "
+                             f"{self.tokenizer.model_max_length} positions: the text has {len(full)} tokens",
+                             hint="shorten the text so that every [MASK] is within the limit")
         with torch.inference_mode():
-            logits = self.model(**batch).mlm_logits[0, positions].float()
+            hidden = self.model(**batch).last_hidden_state[0, positions]
+            logits = self.model.mlm_logits(hidden).float()[:, : self.tokenizer.vocab_size]
         probs = logits.softmax(-1)
         scores, ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
         return [[{"token": self.tokenizer.convert_ids_to_tokens(int(i)), "id": int(i), "score": float(s)}
                  for s, i in zip(row_scores, row_ids)] for row_scores, row_ids in zip(scores, ids)]
 
+    def _ensure_mlm_head(self) -> None:
+        """Attach the checkpoint's MLM head to a model loaded without it (read from the same weights file)."""
+        if hasattr(self.model, "mlm"):
+            return
+        import torch
+
+        from zoo.models.heads import MaskedLMHead
+
+        weights = self.path / WEIGHTS
+        with _open_weights(weights, self.config, self.device, self.layout) as f:
+            names = [n for n in f.keys() if n.startswith("mlm.")]
+            if not names:
+                raise UsageError(f"{self.path} has no MLM head: fill-mask needs one",
+                                 hint="use a checkpoint released with its pretraining heads (`zoo info` shows "
+                                      "them); for sentence vectors use embed")
+            state = {n.removeprefix("mlm."): f.get(n) for n in names}
+        with torch.device("meta"):
+            head = MaskedLMHead(self.config)
+        dtype = next(self.model.parameters()).dtype
+        head.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
+        self.model.mlm = head.eval().requires_grad_(False)
+
 
 # ------------------------------------------------------------------------------------------------ load
-def load(name_or_path: str | Path | Manifest, *, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
+def load(model: Model, *, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None,
          heads: str | None = None, num_labels: int = 2, max_position_embeddings: int | None = None,
-         position_init: str = "copy", source: int | None = None, offline: bool | None = None) -> Loaded:
+         position_init: str = "copy", source: int | None = None, offline: bool | None = None,
+         manifests: Sequence[str | os.PathLike[str]] = (), progress: Progress = None) -> Loaded:
     """Load a model and its tokenizer.
 
-    ``name_or_path``: a registry name/alias (or a :class:`~zoo.registry.Manifest`); a directory written by ``zoo convert`` (``model.safetensors``
-    with canonical names + ``config.json`` + ``vocab.txt``) or by ``zoo export`` (transformers layout); or an
-    upstream TF release directory, converted into the cache on first use. ``source``/``offline`` choose the
-    download source and forbid network access for registry names.
+    ``model``: a registry name or alias (or a :class:`~zoo.registry.Manifest`); or a path — a
+    :class:`pathlib.Path` or a string with a ``/`` (``"./albert_base_zh"``) — to a directory written by
+    ``zoo convert``, ``zoo export`` or ``zoo pretrain``, or to an upstream TF release (converted into the cache
+    on first use). A bare name is always a registry name, even where a folder of that name exists.
+    ``source``/``offline`` choose the download source and forbid network access; ``manifests`` adds user
+    manifest directories; ``progress`` shows downloads and conversions (``None``: when a person is watching).
 
     ``device``: ``"auto"`` (cuda if available, else cpu) or any torch device. ``dtype``: ``None`` (float32),
-    ``"float16"``, ``"bfloat16"``, ``"float32"`` or a ``torch.dtype``. ``heads``: ``None``, ``"mlm"``,
-    ``"pretraining"`` (MLM + SOP/NSP, from the checkpoint), or a freshly initialised task head:
-    ``"sequence-classification"`` (``num_labels``), ``"token-classification"`` (``num_labels``),
-    ``"question-answering"``. ``max_position_embeddings`` larger than the checkpoint's keeps the learned
-    positions and fills the rest (``position_init="copy"`` repeats the learned table, ``"random"`` draws from
-    normal(0, initializer_range)); the new positions need fine-tuning.
+    ``"float32"``, ``"float16"``, ``"bfloat16"`` (or ``fp32``, ``fp16``, ``bf16``) or a ``torch.dtype``.
+    ``heads``: ``None``, ``"mlm"``, ``"pretraining"`` (MLM + SOP/NSP, from the checkpoint), or a freshly
+    initialised task head: ``"sequence-classification"`` (``num_labels``), ``"token-classification"``
+    (``num_labels``), ``"question-answering"``. ``max_position_embeddings`` larger than the checkpoint's keeps
+    the learned positions and fills the rest (``position_init="copy"`` repeats the learned table, ``"random"``
+    draws from normal(0, initializer_range)); the new positions need training (``zoo pretrain``).
     """
-    from zoo.converters.ondemand import resolve_weights
+    dev = pick_device(device)
+    with reporting(progress) as emit:
+        prepared = prepare(model, source=source, offline=offline, manifests=manifests, progress=emit)
+        try:
+            return _load_prepared(prepared, dev, dtype, heads, num_labels, max_position_embeddings, position_init,
+                                  emit)
+        except ZooError as exc:
+            if not after_load_failure(prepared, exc):
+                raise
+            prepared = prepare(model, source=source, offline=offline, manifests=manifests, progress=emit)
+            return _load_prepared(prepared, dev, dtype, heads, num_labels, max_position_embeddings, position_init,
+                                  emit)
 
-    resolved = resolve_weights(name_or_path, source=source, offline=offline)
-    directory, manifest = resolved.path, resolved.manifest
+
+def _load_prepared(prepared: Any, device: torch.device, dtype: str | torch.dtype | None, heads: str | None,
+                   num_labels: int, max_position_embeddings: int | None, position_init: str,
+                   emit: Any = None) -> Loaded:
+    directory, manifest = prepared.path, prepared.manifest
+    if emit is not None:
+        name = manifest.name if manifest is not None else (prepared.release or directory).name
+        emit(ProgressEvent("note", name, message=f"loading on {device}"))
     if manifest is not None:
         lowercase, strip_accents = manifest.tokenizer.lowercase, manifest.tokenizer.strip_accents
     else:
@@ -153,7 +218,7 @@ def load(name_or_path: str | Path | Manifest, *, device: str | torch.device = "a
                        position_init=position_init, layout=layout)
     vocab = directory / VOCAB
     if not vocab.is_file():
-        raise NotFoundError(f"{vocab} does not exist", hint="a converted directory holds vocab.txt next to the weights")
+        raise missing_file(directory, VOCAB)
     tokenizer = Tokenizer.from_file(vocab, lowercase=lowercase, strip_accents=strip_accents,
                                     model_max_length=model.config.max_position_embeddings)
     # Fewer tokens than embedding rows is legitimate (ALBERT's vocab loader drops repeated lines);
@@ -161,21 +226,37 @@ def load(name_or_path: str | Path | Manifest, *, device: str | torch.device = "a
     if tokenizer.vocab_size > config.vocab_size:
         raise CheckpointError(f"{vocab} has {tokenizer.vocab_size} tokens but the model's vocab_size is only "
                               f"{config.vocab_size}", hint="the vocab file does not belong to these weights")
-    return Loaded(model=model, tokenizer=tokenizer, config=model.config, manifest=manifest, path=directory)
+    return Loaded(model=model, tokenizer=tokenizer, config=model.config, manifest=manifest, path=directory,
+                  layout=layout)
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """A torch device that exists here: ``"auto"`` is cuda when available, else cpu. Asking for a GPU this
+    machine does not have is a :class:`~zoo.errors.UsageError` saying what is available."""
     import torch
 
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
-    except RuntimeError as exc:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
         raise UsageError(f"unknown device {device!r}: {exc}", hint='use "auto", "cpu", "cuda" or "cuda:N"') from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise UsageError(f"device {str(device)!r} is not available: this machine has no usable CUDA GPU "
+                             f"(torch {torch.__version__}, {build})", hint='use device "cpu" (or "auto")')
+        if dev.index is not None and dev.index >= count:
+            raise UsageError(f"device {str(device)!r} is not available: this machine has {count} GPU(s), "
+                             f"cuda:0..cuda:{count - 1}", hint=f'use "cuda:0" … "cuda:{count - 1}"')
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise UsageError(f"device {str(device)!r} is not available on this machine", hint='use device "cpu"')
+    return dev
 
 
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+def torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    """The torch dtype for a dtype name (:func:`zoo.config.normalize_dtype`), a torch dtype, or None (float32)."""
     import torch
 
     if dtype is None:
@@ -184,29 +265,25 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
         if not dtype.is_floating_point:
             raise UsageError(f"dtype {dtype} is not a floating-point type")
         return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype not in names:
-        raise UsageError(f"unknown dtype {dtype!r}", hint="use float32, float16 or bfloat16")
-    return names[dtype]
+    return getattr(torch, normalize_dtype(dtype))  # type: ignore[no-any-return]
 
 
 def load_model(weights: Path, config: ModelConfig, *, device: str | torch.device = "auto",
                dtype: str | torch.dtype | None = None, heads: str | None = None, num_labels: int = 2,
                max_position_embeddings: int | None = None, position_init: str = "copy",
-               layout: str = "zoo") -> Encoder:
+               layout: str = "zoo", init_missing_heads: bool = False) -> Encoder:
     """Build :class:`~zoo.models.encoder.Encoder` on ``meta`` and assign the safetensors tensors to it.
 
     ``layout`` is ``"zoo"`` (canonical names, read tensor by tensor) or ``"transformers"`` (renamed through
     :mod:`zoo.converters.hf_names`). Missing or unexpected weights and shape mismatches raise
-    :class:`~zoo.errors.CheckpointError`.
+    :class:`~zoo.errors.CheckpointError`; with ``init_missing_heads`` a pretraining head the checkpoint lacks is
+    initialised fresh instead (for training), with a warning.
     """
     import torch
 
     from zoo.models.encoder import Encoder
-    from zoo.models.heads import PRETRAINING_HEADS
 
-    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    dev, dt = pick_device(device), torch_dtype(dtype)
     if position_init not in POSITION_INITS:
         raise UsageError(f"position_init={position_init!r} is not supported", hint="use 'copy' or 'random'")
     learned_positions = config.max_position_embeddings
@@ -216,34 +293,41 @@ def load_model(weights: Path, config: ModelConfig, *, device: str | torch.device
                              f"checkpoint's {learned_positions}", hint="truncate inputs instead")
         config = dataclasses.replace(config, max_position_embeddings=max_position_embeddings)
     if not weights.is_file():
-        raise NotFoundError(f"{weights} does not exist", hint="convert the checkpoint first (zoo convert)")
+        raise missing_file(weights.parent, weights.name)
 
     with torch.device("meta"):
         model = Encoder(config, heads=heads, num_labels=num_labels)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    task = {name for name in expected if name.split(".")[0] in ("classifier", "qa_outputs")}
+    fresh = {name for name in expected if name.split(".")[0] in ("classifier", "qa_outputs")}
 
     state: dict[str, torch.Tensor] = {}
     with _open_weights(weights, config, dev, layout) as f:
         available = set(f.keys())
-        unused_heads = {k for k in available - set(expected) if k.startswith(_PRETRAINING_PREFIXES)}
-        missing = sorted(set(expected) - task - available)
+        unused_heads = {k for k in available - set(expected) if k.split(".")[0] in CHECKPOINT_HEADS}
+        missing = sorted(set(expected) - fresh - available)
         unexpected = sorted(available - set(expected) - unused_heads)
+        missing_heads = {m.split(".")[0] for m in missing if m.split(".")[0] in CHECKPOINT_HEADS}
         if missing and heads in PRETRAINING_HEADS and not unexpected \
-                and all(m.startswith(_PRETRAINING_PREFIXES) for m in missing):
-            raise CheckpointError(f"{weights} has no pretraining heads (missing {', '.join(missing[:3])} …)",
-                                  hint="load with heads=None or a task head")
+                and all(m.split(".")[0] in CHECKPOINT_HEADS for m in missing):
+            if not init_missing_heads:
+                raise CheckpointError(f"{weights} has no {' or '.join(sorted(missing_heads))} head "
+                                      f"(missing {', '.join(missing[:3])} …)",
+                                      hint="this checkpoint was released without its pretraining heads; only the "
+                                           "encoder (embeddings, pooled vectors) can be used")
+            log.warning("%s has no %s head: initialising it fresh", weights, " or ".join(sorted(missing_heads)))
+            fresh |= {m for m in missing}
+            missing = []
         if missing or unexpected:
             raise CheckpointError(_mismatch(weights, missing, unexpected),
-                                  hint="the weights do not match config.json; re-run zoo convert")
+                                  hint="the weights do not match config.json; convert the checkpoint again")
         for name, shape in expected.items():
-            if name in task:
+            if name in fresh:
                 continue
             got = f.shape(name)
             extending = name == "embeddings.position.weight" and got == (learned_positions, *shape[1:])
             if got != shape and not extending:
                 raise CheckpointError(f"{weights}: {name} has shape {list(got)}, config.json implies {list(shape)}",
-                                      hint="config.json and the weights disagree; re-run zoo convert")
+                                      hint="config.json and the weights disagree; convert the checkpoint again")
             tensor = f.get(name)
             state[name] = tensor.to(dt) if tensor.is_floating_point() else tensor
 
@@ -252,14 +336,32 @@ def load_model(weights: Path, config: ModelConfig, *, device: str | torch.device
             state["embeddings.position.weight"], config.max_position_embeddings, position_init,
             config.initializer_range)
     model.load_state_dict(state, strict=False, assign=True)
-    for module in model.task_head_modules():
-        module.to_empty(device=dev)
-    model.init_task_heads()
+    _init_fresh(model, fresh, dev)
     model.to(dt)
     leftover = [name for name, t in model.state_dict().items() if t.is_meta]
-    if leftover:  # a bug, not a user error: every tensor is either loaded or a task head
+    if leftover:  # a bug, not a user error: every tensor is either loaded or initialised fresh
         raise RuntimeError(f"parameters left on the meta device: {leftover}")
     return model.eval().requires_grad_(False)
+
+
+def _init_fresh(model: Encoder, fresh: set[str], device: torch.device) -> None:
+    """Materialise and initialise the parameters no checkpoint provides, like the TF code: normal(0,
+    initializer_range) weights, zero biases, LayerNorm 1/0."""
+    import torch
+    from torch import nn
+
+    modules = {name.rsplit(".", 1)[0] for name in fresh}
+    for name in sorted(modules):
+        module = model.get_submodule(name)
+        module.to_empty(device=device, recurse=False)
+        with torch.no_grad():
+            for pname, param in module.named_parameters(recurse=False):
+                if isinstance(module, nn.LayerNorm):
+                    param.fill_(1.0 if pname == "weight" else 0.0)
+                elif pname == "weight":
+                    param.normal_(0, model.config.initializer_range)
+                else:
+                    param.zero_()
 
 
 class _Weights:
@@ -279,7 +381,7 @@ class _Weights:
     def get(self, name: str) -> torch.Tensor:
         if self._tensors is not None:
             return self._tensors.pop(name)
-        return self._handle.get_tensor(name)
+        return self._handle.get_tensor(name)  # type: ignore[no-any-return]
 
 
 @contextlib.contextmanager
@@ -298,7 +400,7 @@ def _open_weights(weights: Path, config: ModelConfig, device: torch.device, layo
             yield _Weights(handle=handle)
     except SafetensorError as exc:
         raise CheckpointError(f"{weights} is not a readable safetensors file: {exc}",
-                              hint="the file is damaged or truncated; convert again") from None
+                              hint="the file is damaged or truncated; convert it again") from None
 
 
 def _mismatch(weights: Path, missing: list[str], unexpected: list[str]) -> str:
@@ -316,7 +418,8 @@ def _extend_positions(table: torch.Tensor, size: int, init: str, std: float) -> 
 
     learned = table.shape[0]
     log.warning("extending position embeddings from %d to %d (%s init): positions %d-%d are not trained; "
-                "fine-tune before relying on them", learned, size, init, learned, size - 1)
+                "train them (zoo pretrain --max-position-embeddings) before relying on them", learned, size, init,
+                learned, size - 1)
     if init == "copy":
         rows = torch.arange(size, device=table.device) % learned
         return table[rows].clone()
@@ -324,57 +427,4 @@ def _extend_positions(table: torch.Tensor, size: int, init: str, std: float) -> 
     return torch.cat([table, extra])
 
 
-# ------------------------------------------------------------------------------- reading a directory
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``; a missing file or anything but an object is a clear error."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NotFoundError(f"{path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} must hold a JSON object")
-    return data
-
-
-def read_config(directory: Path) -> tuple[ModelConfig, str]:
-    """The directory's config and its layout: ``"zoo"`` (zoo convert) or ``"transformers"`` (zoo export)."""
-    path = directory / CONFIG
-    data = read_json(path)
-    if "model_type" in data and "architecture" not in data:
-        from zoo.converters import hf_names
-
-        return hf_names.config_from_transformers(data), "transformers"
-    try:
-        config = ModelConfig.from_dict(data)
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: unexpected or missing keys ({exc})",
-                              hint="config.json must be zoo's ModelConfig (written by zoo convert)") from None
-    problems = config.problems()
-    if problems:
-        raise CheckpointError(f"{path}: {problems[0][0]}: {problems[0][1]}")
-    return config, "zoo"
-
-
-def tokenizer_options(directory: Path) -> tuple[bool, bool | None]:
-    """Casing for a directory without a manifest: ``tokenizer_config.json`` (zoo export) or the receipt's
-    (zoo convert), else lower-case (Chinese)."""
-    for name, keys in (("tokenizer_config.json", ("do_lower_case", "strip_accents")),
-                       ("receipt.json", ("lowercase", "strip_accents"))):
-        path = directory / name
-        if not path.is_file():
-            continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if name == "receipt.json":
-            data = data.get("tokenizer", {}) if isinstance(data, dict) else {}
-        if isinstance(data, dict) and keys[0] in data:
-            return bool(data[keys[0]]), data.get(keys[1])
-    return True, None
-
-
-__all__ = ["Loaded", "load", "load_model", "read_config", "resolve_device", "resolve_dtype", "tokenizer_options"]
-
+__all__ = ["Loaded", "POSITION_INITS", "load", "load_model", "pick_device", "torch_dtype"]

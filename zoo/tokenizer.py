@@ -57,6 +57,7 @@ class Tokenizer:
             raise CheckpointError(f"{source} lacks the special token(s) {', '.join(missing)}",
                                   hint="a BERT/ALBERT WordPiece vocab.txt has [PAD], [UNK], [CLS], [SEP], [MASK]")
         self.lowercase = lowercase
+        self.strip_accents = strip_accents
         self.model_max_length = model_max_length
         self.pad_token_id, self.unk_token_id, self.cls_token_id, self.sep_token_id, self.mask_token_id = (
             self.vocab[t] for t in SPECIAL_TOKENS)

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from zoo import __version__
+from zoo._version import __version__
 from zoo.cli import ckpt, fetch, hub, models, registry
 from zoo.cli._common import err_console
 from zoo.errors import ZooError
@@ -27,10 +27,11 @@ examples:
   zoo pull albert_large_zh                download, verify and extract; prints the local directory
   zoo convert ./albert_base_zh ./out      TensorFlow checkpoint -> safetensors, no TensorFlow needed
   zoo run albert_base_zh "今天天气很[MASK]。"  fill-mask
+  zoo pretrain albert_base_zh --corpus my.txt --out ./adapted --steps 1000   continued pretraining
 
 exit codes: 0 ok, 1 internal error, 2 usage, 3 not found, 4 bad manifest, 5 network, 6 integrity,
-7 offline miss, 8 bad checkpoint, 9 unsupported, 10 disk space, 11 unsafe archive, 130 interrupted
-(docs/cli.md)."""
+7 offline miss, 8 bad checkpoint, 9 unsupported, 10 disk space, 11 unsafe archive, 12 bad training data,
+130 interrupted (docs/cli.md)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also read *.yaml manifests from DIR (repeatable; adds to ZOO_MANIFEST_PATH)")
     common.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
                         help="log more (repeat for debug output)")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress output (also ZOO_PROGRESS=0)")
 
     parser = argparse.ArgumentParser(
         prog="zoo",
@@ -52,23 +55,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--manifests", metavar="DIR", action="append", default=[],
                         help="also read *.yaml manifests from DIR (repeatable; adds to ZOO_MANIFEST_PATH)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (repeat for debug output)")
+    parser.add_argument("-q", "--quiet", action="store_true", default=False,
+                        help="no progress output (also ZOO_PROGRESS=0)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _COMMAND_MODULES:
         module.register(sub, common)
     return parser
 
 
-def _setup_logging(verbosity: int) -> None:
+def _setup_logging(verbosity: int) -> tuple[list[logging.Handler], int]:
+    """Log zoo's messages to stderr for this command; returns what to restore afterwards."""
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("zoo")
+    saved = (list(logger.handlers), logger.level)
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     # huggingface_hub logs every connection retry as a warning and sets its own level when imported (later);
     # zoo's own error says what failed
     if verbosity <= 0:
         os.environ.setdefault("HF_HUB_VERBOSITY", "error")
+    return saved
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    _setup_logging(args.verbose)
+    saved_handlers, saved_level = _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
     except ZooError as exc:
@@ -95,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # `zoo list | head`
         return 0
+    finally:
+        logger = logging.getLogger("zoo")
+        logger.handlers[:] = saved_handlers
+        logger.setLevel(saved_level)
 
 
 def entrypoint() -> None:

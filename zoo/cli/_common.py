@@ -33,6 +33,22 @@ def stdout_is_tty() -> bool:
     return sys.stdout.isatty()
 
 
+def progress(args: argparse.Namespace) -> Any:
+    """The progress callback for a command: bars on a terminal, plain periodic lines otherwise (stderr);
+    nothing with ``--quiet`` or ``ZOO_PROGRESS=0``. Use as a context manager."""
+    import os
+
+    from zoo.progress import reporting
+
+    setting = os.environ.get("ZOO_PROGRESS", "").strip().lower()
+    quiet = getattr(args, "quiet", False) or setting in ("0", "false", "no", "off")
+    return reporting(False if quiet else True)
+
+
+def manifest_dirs(args: argparse.Namespace) -> tuple[Path, ...]:
+    return tuple(Path(d) for d in getattr(args, "manifests", None) or ())
+
+
 def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
@@ -48,7 +64,7 @@ def registry_from_args(args: argparse.Namespace) -> Registry:
     global _override_notes_shown
     from zoo.registry import load_registry
 
-    registry = load_registry(tuple(Path(d) for d in getattr(args, "manifests", None) or ()))
+    registry = load_registry(manifest_dirs(args))
     if registry.overrides and not _override_notes_shown:
         _override_notes_shown = True
         for name, path in registry.overrides:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from zoo.cli._common import emit_json, err_console
+from zoo.cli._common import emit_json, err_console, progress
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     ls.set_defaults(func=_ls)
     ckpt.set_defaults(func=lambda args: ckpt.print_help() or 2)
 
-    from zoo.converters.schemes import SCHEMES  # pure Python, no torch
+    from zoo.config import DTYPES, SCHEMES  # pure Python, no torch
 
     convert = sub.add_parser(
         "convert", parents=[common], help="convert a TensorFlow checkpoint to safetensors (no TensorFlow needed)",
@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     convert.add_argument("--config", metavar="CONFIG.json", help="model config (upstream or zoo format); "
                                                                  "default: the *config*.json next to the checkpoint")
     convert.add_argument("--vocab", metavar="VOCAB", help="vocab file; default: the vocab*.txt next to the checkpoint")
-    convert.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="cast weights (default: as stored)")
+    convert.add_argument("--dtype", choices=tuple(DTYPES), metavar="DTYPE",
+                         help="cast weights: float32, float16, bfloat16 (or fp32, fp16, bf16); default: as stored")
     convert.set_defaults(func=_convert)
 
 
@@ -55,11 +56,15 @@ def _ls(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from zoo.converters import convert
 
-    out = convert(args.src, args.out, scheme=args.scheme, config=args.config, vocab=args.vocab, dtype=args.dtype)
+    with progress(args) as emit:
+        out = convert(args.src, Path(args.out), scheme=args.scheme, config=args.config, vocab=args.vocab,
+                      dtype=args.dtype, progress=emit)
     receipt = json.loads((out / "receipt.json").read_text(encoding="utf-8"))
-    heads = [name for name, present in receipt["heads"].items() if present]
+    heads = receipt["heads"]
     skipped = receipt["skipped"]
     kinds = ", ".join(f"{k} {n}" for k, n in skipped["by_kind"].items())
     err_console().print(f"{receipt['scheme']}: {receipt['tensors']} tensors, {receipt['parameters']:,} parameters; "

@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
-from zoo.cli._common import emit_json, err_console, out_console, registry_from_args
+from zoo.cli._common import emit_json, err_console, out_console, progress, registry_from_args
 from zoo.errors import IntegrityError, NotFoundError, UsageError
-
-if TYPE_CHECKING:
-    from zoo.fetch import ProgressEvent
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -23,7 +21,6 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     _source_options(p)
     p.add_argument("--connections", type=int, default=8, metavar="N",
                    help="parallel connections for large files (default 8)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_pull)
 
     p = sub.add_parser("pin", parents=[common], help="print the sha256/size lines to pin a source in its manifest",
@@ -31,26 +28,30 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                    "files) to paste into its manifest's source entry.")
     p.add_argument("name", metavar="NAME")
     _source_options(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_pin)
 
     p = sub.add_parser("verify", parents=[common], help="re-hash cached files against their recorded hashes",
-                       description="Re-hash every cached blob and extracted file (of NAME) against the hashes "
-                                   "recorded when they were verified. Damaged entries are invalidated so the next "
-                                   "pull repairs them; exits 6 when anything is damaged.")
+                       description="Re-hash every cached download, extracted file and conversion (of NAME) against "
+                                   "the hashes recorded when they were verified or written. Damaged entries are "
+                                   "invalidated: the next pull or load rebuilds them (a conversion from the cached "
+                                   "download, without network). Exits 6 when anything was damaged.")
     p.add_argument("name", metavar="NAME", nargs="?")
     p.set_defaults(func=_verify)
 
-    cache_p = sub.add_parser("cache", parents=[common], help="list, remove and prune cached checkpoints")
+    cache_p = sub.add_parser("cache", parents=[common], help="list, remove and prune what the cache holds")
     cache_sub = cache_p.add_subparsers(dest="cache_command", metavar="COMMAND")
-    p = cache_sub.add_parser("ls", parents=[common], help="cached snapshots: name, source, size, last used")
+    p = cache_sub.add_parser("ls", parents=[common], help="everything in the cache: kind, name, source, size, "
+                                                          "last used")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cache_ls)
-    p = cache_sub.add_parser("rm", parents=[common], help="remove a model's snapshots, downloads and conversions")
-    p.add_argument("name", metavar="NAME")
+    p = cache_sub.add_parser("rm", parents=[common],
+                             help="remove a model's snapshots, downloads and conversions (or a release directory's "
+                                  "conversions)")
+    p.add_argument("name", metavar="NAME_OR_PATH")
     p.set_defaults(func=_cache_rm)
-    p = cache_sub.add_parser("prune", parents=[common], help="remove least recently used entries down to a size")
-    p.add_argument("--max-size", required=True, metavar="SIZE", help="target cache size, e.g. 20G, 500M")
+    p = cache_sub.add_parser("prune", parents=[common],
+                             help="remove leftovers, then least recently used entries down to a size")
+    p.add_argument("--max-size", required=True, metavar="SIZE", help="target cache size, e.g. 20G, 500M, 0")
     p.set_defaults(func=_cache_prune)
     cache_p.set_defaults(func=lambda args: (cache_p.print_help(sys.stderr), 2)[1])
 
@@ -68,14 +69,9 @@ def _resolve(args: argparse.Namespace) -> Any:
     from zoo.resolver import resolve
 
     manifest = registry_from_args(args).get(args.name)
-    reporter = None if args.quiet else _Reporter()
-    try:
+    with progress(args) as emit:
         return resolve(manifest, source=args.source, connections=getattr(args, "connections", 8),
-                       require_hashes=args.require_hashes, offline=args.offline,
-                       progress=reporter)
-    finally:
-        if reporter is not None:
-            reporter.close()
+                       require_hashes=args.require_hashes, offline=args.offline, progress=emit)
 
 
 def _pull(args: argparse.Namespace) -> int:
@@ -87,79 +83,16 @@ def _pull(args: argparse.Namespace) -> int:
 
 
 def _pin(args: argparse.Namespace) -> int:
-    from zoo import cache
-
-    args.connections = 8
     pulled = _resolve(args)
-    snap = cache.read_snapshot(pulled.manifest.name, cache.source_key(pulled.source))
-    lines = [f"# {pulled.manifest.name}, source {pulled.source.index}: {pulled.source.label}",
-             f"sha256: {pulled.sha256}"]
-    if snap is not None:
-        lines.append(f"size: {snap.size}")
-        if snap.archive != "none" and snap.files:
-            lines.append("files:")
-            lines += [f"  {rel}: {{sha256: {r.sha256}, size: {r.size}}}" for rel, r in sorted(snap.files.items())]
+    snap = pulled.snapshot
+    lines = [f"# {pulled.manifest.name}, source {pulled.source.index}: {pulled.source.label}"]
+    if pulled.source.kind == "url":
+        lines += [f"sha256: {pulled.sha256}", f"size: {snap.size}"]
+    if snap.files and (snap.archive != "none" or pulled.source.kind == "hf"):
+        lines.append("files:")
+        lines += [f"  {rel}: {{sha256: {r.sha256}, size: {r.size}}}" for rel, r in sorted(snap.files.items())]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
-
-
-class _Reporter:
-    """Turns progress events into a rich bar on a terminal, or sparse log lines otherwise (stderr)."""
-
-    def __init__(self) -> None:
-        self.console = err_console()
-        self.bar: Any = None
-        self.tasks: dict[str, Any] = {}
-        self.lines: dict[str, tuple[float, float, int]] = {}  # label -> (start, last line, bytes then)
-        self.finished: set[str] = set()
-        if self.console.is_terminal:
-            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                       TransferSpeedColumn)
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                TransferSpeedColumn(), TimeRemainingColumn(), console=self.console, transient=False)
-            self.bar.start()
-
-    def __call__(self, event: ProgressEvent) -> None:
-        if event.stage == "download":
-            self._download(event)
-        elif event.message and event.stage != "done":
-            (self.bar.console if self.bar else self.console).print(f"{event.label}: {event.message}")
-
-    def _download(self, event: ProgressEvent) -> None:
-        if self.bar is not None:
-            task = self.tasks.get(event.label)
-            if task is None:
-                task = self.tasks[event.label] = self.bar.add_task(event.label, total=event.total)
-            self.bar.update(task, completed=event.done, total=event.total)
-            return
-        now = time.monotonic()
-        if event.label not in self.lines:
-            self.lines[event.label] = (now, now, event.done)
-            self.console.print(f"downloading {event.label} ({_size(event.total)})")
-        start, last_t, last_done = self.lines[event.label]
-        if event.total is not None and event.done >= event.total:
-            if event.label not in self.finished:
-                self.finished.add(event.label)
-                secs = max(now - start, 1e-3)
-                self.console.print(f"{event.label}: {_size(event.done)} in {secs:.1f}s "
-                                   f"({_size(event.done / secs)}/s)")
-        elif now - last_t >= 5:
-            rate = (event.done - last_done) / (now - last_t)
-            pct = f"{100 * event.done / event.total:.0f}% " if event.total else ""
-            self.console.print(f"{event.label}: {pct}{_size(event.done)} of {_size(event.total)} "
-                               f"({_size(rate)}/s)")
-            self.lines[event.label] = (start, now, event.done)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-def _size(n: float | None) -> str:
-    from zoo.cache import human_size
-
-    return "unknown size" if n is None else human_size(n)
 
 
 # ---------------------------------------------------------------------------------------------- verify
@@ -173,8 +106,9 @@ def _verify(args: argparse.Namespace) -> int:
     from zoo import cache
 
     model = _cached_name(args, args.name) if args.name else None
-    entries = cache.snapshots(model)
-    if model and not entries:
+    snaps = cache.snapshots(model)
+    convs = [c for c in cache.conversions() if model is None or c.origin == model]
+    if model and not snaps and not convs:
         raise NotFoundError(f"{model} is not in the cache ({cache.home()})", hint=f"zoo pull {model}")
     count = 0
 
@@ -184,22 +118,24 @@ def _verify(args: argparse.Namespace) -> int:
 
     problems = cache.verify(model, on_file=on_file)
     for problem in problems:
-        err_console().print(f"damaged: {problem.path}: {problem.problem}")
+        err_console().print(f"damaged: {problem.path}: {problem.problem}", markup=False)
     if problems:
         raise IntegrityError(f"{len(problems)} damaged file(s) in the cache; the affected entries were invalidated",
-                             hint=f"`zoo pull {model or 'NAME'}` repairs them")
-    sys.stdout.write(f"ok: {len(entries)} snapshot(s), {count} file(s) re-hashed, no damage\n")
+                             hint=f"the next `zoo pull {model or 'NAME'}` or load rebuilds them (conversions from "
+                                  "the cached download; a damaged download is downloaded again)")
+    sys.stdout.write(f"ok: {len(snaps)} snapshot(s), {len(convs)} conversion(s), {count} file(s) re-hashed, "
+                     "no damage\n")
     return 0
 
 
 # ----------------------------------------------------------------------------------------------- cache
 def _cache_ls(args: argparse.Namespace) -> int:
     from zoo import cache
+    from zoo._fs import human_size
 
-    rows = [{"name": e.snapshot.model, "source": e.snapshot.source, "key": e.snapshot.key,
-             "sha256": e.snapshot.sha256, "size": e.size,
-             "last_used": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e.snapshot.last_used)),
-             "path": str(e.snapshot.path)} for e in cache.entries()]
+    rows = [{"kind": e.kind, "name": e.name, "source": e.detail, "size": e.size,
+             "last_used": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e.last_used)),
+             "paths": [str(p) for p in e.paths]} for e in cache.entries()]
     if args.json:
         emit_json(rows)
         return 0
@@ -209,40 +145,52 @@ def _cache_ls(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False)
-    for column in ("name", "source", "size", "last used"):
+    for column in ("kind", "name", "source", "size", "last used"):
         table.add_column(column, justify="right" if column == "size" else "left")
     for row in rows:
-        table.add_row(row["name"], row["source"], cache.human_size(row["size"]), row["last_used"].replace("T", " "))
+        table.add_row(row["kind"], row["name"], row["source"], human_size(row["size"]),
+                      row["last_used"].replace("T", " "))
     out_console().print(table)
-    err_console().print(f"total {cache.human_size(cache.total_size())} in {cache.home()}")
+    err_console().print(f"total {human_size(cache.total_size())} in {cache.home()}")
     return 0
 
 
 def _cache_rm(args: argparse.Namespace) -> int:
     from zoo import cache
+    from zoo._fs import human_size
+    from zoo.weights import looks_like_path
 
-    model = _cached_name(args, args.name)
+    if looks_like_path(args.name):
+        name, sources = str(Path(args.name).expanduser().resolve()), []
+    else:
+        registry = registry_from_args(args)
+        manifest = registry.get(args.name) if args.name in registry else None
+        name = manifest.name if manifest else args.name
+        sources = [s.label for s in manifest.sources] if manifest else []
     before = cache.total_size()
-    removed = cache.remove(model)
+    removed = cache.remove(name, sources=sources)
     if not removed:
-        raise NotFoundError(f"{model} is not in the cache ({cache.home()})", hint="`zoo cache ls` lists what is")
+        raise NotFoundError(f"{name} is not in the cache ({cache.home()})", hint="`zoo cache ls` lists what is")
     freed = before - cache.total_size()
-    sys.stdout.write(f"removed {model} ({len(removed)} snapshot(s), {cache.human_size(freed)} freed)\n")
+    kinds = ", ".join(f"{sum(1 for e in removed if e.kind == k)} {k}(s)" for k in cache.KINDS
+                      if any(e.kind == k for e in removed))
+    sys.stdout.write(f"removed {name} ({kinds}, {human_size(freed)} freed)\n")
     return 0
 
 
 def _cache_prune(args: argparse.Namespace) -> int:
     from zoo import cache
+    from zoo._fs import human_size, parse_size
+    from zoo.converters.layout import CONVERTER_VERSION
 
     try:
-        limit = cache.parse_size(args.max_size)
+        limit = parse_size(args.max_size)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     before = cache.total_size()
-    removed = cache.prune(limit)
-    for snap in removed:
-        sys.stdout.write(f"removed {snap.model} ({snap.source})\n")
+    removed = cache.prune(limit, converter_version=CONVERTER_VERSION)
+    for entry in removed:
+        sys.stdout.write(f"removed {entry.kind} {entry.name}" + (f" ({entry.detail})" if entry.detail else "") + "\n")
     after = cache.total_size()
-    sys.stdout.write(f"cache: {cache.human_size(before)} -> {cache.human_size(after)} "
-                     f"(limit {cache.human_size(limit)})\n")
+    sys.stdout.write(f"cache: {human_size(before)} -> {human_size(after)} (limit {human_size(limit)})\n")
     return 0

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zoo.cli._common import emit_json, err_console, registry_from_args
+from zoo.cli._common import emit_json, err_console, manifest_dirs, progress, registry_from_args
 from zoo.errors import UsageError
 
 if TYPE_CHECKING:
@@ -47,7 +46,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                    "DIR/models/ORG/NAME that a self-hosted Hub mirror such as olah serves. "
                                    "Prints one line per model.",
                        epilog=_MIRROR_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("names", metavar="NAME", nargs="*")
+    p.add_argument("names", metavar="NAME_OR_PATH", nargs="*")
     p.add_argument("--all", action="store_true", help="every registered model")
     p.add_argument("--to", metavar="TARGET", help="hf://org/repo (one model) or a directory")
     p.add_argument("--repo-prefix", metavar="ORG/", help="mirror each model to the Hub repo ORG/<prefix><name>")
@@ -67,28 +66,30 @@ def _source_options(p: argparse.ArgumentParser) -> None:
 def _export(args: argparse.Namespace) -> int:
     from zoo.hub.export import export
 
-    target: object = args.name
-    if not Path(args.name).expanduser().is_dir():
-        target = registry_from_args(args).get(args.name)
-    with err_console().status(f"exporting {args.name}"):
-        out = export(target, args.out, format=args.format,  # type: ignore[arg-type]
-                     source=args.source, offline=args.offline)
-    sys.stdout.write(f"{out}\n")
+    registry_from_args(args)  # notes about user manifests that override built-ins
+    with progress(args) as emit:
+        exported = export(args.name, args.out, format=args.format, source=args.source, offline=args.offline,
+                          manifests=manifest_dirs(args), progress=emit)
+    sys.stdout.write(f"{exported.path}\n")
     return 0
 
 
 def _mirror(args: argparse.Namespace) -> int:
     from zoo.hub.mirror import mirror
 
+    from zoo.weights import target_of
+
     registry = registry_from_args(args)
     if args.all and args.names:
         raise UsageError("give model names or --all, not both")
-    models = list(registry) if args.all else [registry.get(name) for name in args.names]
+    models = list(registry) if args.all else [target_of(name, manifest_dirs(args)) for name in args.names]
     if not models:
         raise UsageError("no models to mirror", hint="name one or more models, or use --all")
-    results = mirror(models, args.to, repo_prefix=args.repo_prefix, org=args.org, private=args.private,
-                     dry_run=args.dry_run, source=args.source, offline=args.offline,
-                     on_model=None if args.json else _print_result)
+    with progress(args) as emit:
+        results = mirror(models, args.to, repo_prefix=args.repo_prefix, org=args.org, private=args.private,
+                         dry_run=args.dry_run, source=args.source, offline=args.offline,
+                         manifests=manifest_dirs(args), progress=emit,
+                         on_model=None if args.json else _print_result)
     if args.json:
         emit_json([{"name": r.name, "target": r.target, "commit": r.commit, "url": r.url, "changed": r.changed,
                     "dry_run": r.dry_run,

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from zoo.cli._common import emit_json, err_console, out_console, registry_from_args
+from zoo.cli._common import emit_json, err_console, manifest_dirs, out_console, progress, registry_from_args
 
 if TYPE_CHECKING:
     from zoo.loader import Loaded
@@ -14,11 +13,14 @@ if TYPE_CHECKING:
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     model_opts = argparse.ArgumentParser(add_help=False)
+    from zoo.config import DTYPES
+
     model_opts.add_argument("model", metavar="NAME_OR_PATH",
-                            help="registry name/alias, a zoo convert directory, or a TF release directory")
+                            help="registry name/alias, or a path (with a '/', e.g. ./dir) to a directory made by "
+                                 "zoo convert/export/pretrain or an upstream TF release")
     model_opts.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
-    model_opts.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None,
-                            help="weights dtype (default float32)")
+    model_opts.add_argument("--dtype", choices=tuple(DTYPES), default=None, metavar="DTYPE",
+                            help="float32 (default), float16, bfloat16 (or fp32, fp16, bf16)")
     model_opts.add_argument("--source", type=int, default=None, metavar="N",
                             help="download from the manifest's source N only (see zoo info)")
     model_opts.add_argument("--offline", action="store_true", default=None, help="never touch the network")
@@ -47,14 +49,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     p.set_defaults(func=_embed)
 
 
-def _load(args: argparse.Namespace, heads: str | None) -> Loaded:
+def _load(args: argparse.Namespace) -> Loaded:
     from zoo.loader import load
 
-    target: Any = args.model
-    if not Path(args.model).expanduser().exists():  # a name: honour --manifests
-        target = registry_from_args(args).get(args.model)
-    err_console().print(f"loading {args.model} …")
-    return load(target, device=args.device, dtype=args.dtype, heads=heads, source=args.source, offline=args.offline)
+    registry_from_args(args)  # notes about user manifests that override built-ins
+    with progress(args) as emit:
+        return load(args.model, device=args.device, dtype=args.dtype, source=args.source, offline=args.offline,
+                    manifests=manifest_dirs(args), progress=emit)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -62,7 +63,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
-    loaded = _load(args, heads="mlm")
+    loaded = _load(args)
     results = [{"text": text, "masks": loaded.fill_mask(text, top_k=args.top_k)} for text in args.texts]
     if args.json:
         emit_json(results)
@@ -84,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    loaded = _load(args, heads=None)
+    loaded = _load(args)
     vectors = loaded.embed(args.texts, pooling=args.pooling).cpu()
     if args.json:
         emit_json([{"text": t, "pooling": args.pooling, "vector": [round(x, 7) for x in v.tolist()]}

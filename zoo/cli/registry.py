@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--family", choices=["albert", "bert"])
-    p.add_argument("--lang", choices=["zh", "en", "multi"])
+    p.add_argument("--language", "--lang", dest="lang", choices=["zh", "en", "multi"])
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(func=_list)
 
@@ -34,13 +34,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
 
 
 def _human_size(n: int | None) -> str:
-    if not n:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return "?"  # pragma: no cover
+    from zoo._fs import human_size
+
+    return human_size(n) if n else "?"
 
 
 def _human_params(n: int | None) -> str:
@@ -132,11 +128,11 @@ def _info(args: argparse.Namespace) -> int:
         console.print(f"  format {s['format']}" + (f", scheme {s['scheme']}" if s["scheme"] else "")
                       + f", archive {s['archive']}")
         console.print(f"  sha256 {s['sha256'] or 'not published (trust on first use)'}"
-                      + (f", size {s['size']:,}" if s["size"] else ""))
+                      + (f", size {_human_size(s['size'])} ({s['size']:,} bytes)" if s["size"] else ""))
         console.print(f"  checkpoint {s['checkpoint']}, vocab {s['vocab']}")
         for rel, pin in s["files"].items():
             console.print(f"  file {rel}: sha256 {pin['sha256'] or '?'}"
-                          + (f", size {pin['size']:,}" if pin["size"] is not None else ""))
+                          + (f", size {pin['size']:,} bytes" if pin["size"] is not None else ""))
     return 0
 
 

@@ -1,12 +1,18 @@
-"""TensorFlow checkpoints → zoo's canonical safetensors, for the three upstream naming schemes.
+"""Converters turn released weights into zoo's converted directory (:mod:`zoo.converters.layout`); they only
+convert — finding, downloading and caching are :mod:`zoo.weights`' and :mod:`zoo.resolver`'s business.
+
+- :mod:`~zoo.converters.tf`: TensorFlow checkpoints of the three upstream naming schemes (no TensorFlow needed)
+- :mod:`~zoo.converters.transformers`: transformers-named ALBERT/BERT weights (``hf:`` sources)
+- :mod:`~zoo.converters.hf_names`: canonical ↔ transformers names and configs (used by export too)
 
     import zoo.converters
-    zoo.converters.convert("albert_base_zh/", "out/")          # model.safetensors, config.json, vocab.txt, receipt.json
+    zoo.converters.convert("albert_base_zh/", "out/")   # model.safetensors, config.json, vocab.txt, receipt.json
 
-Importing this package does not import torch; the conversion does.
+Importing this package does not import torch; converting does.
 """
 
-from zoo.converters.api import CONVERTER_VERSION, convert, ensure_converted
-from zoo.converters.schemes import ARCHITECTURES, SCHEMES, detect_scheme, plan
+from zoo.converters.layout import CONVERTER_VERSION
+from zoo.converters.schemes import detect_scheme, plan
+from zoo.converters.tf import convert
 
-__all__ = ["ARCHITECTURES", "CONVERTER_VERSION", "SCHEMES", "convert", "detect_scheme", "ensure_converted", "plan"]
+__all__ = ["CONVERTER_VERSION", "convert", "detect_scheme", "plan"]

@@ -8,7 +8,6 @@ from zoo.config import ModelConfig
 from zoo.converters.names import NameMap, bert_layer, embeddings, pooler
 
 SCHEME = "brightmart-albert"
-ARCHITECTURE = "albert-brightmart"
 
 
 def encoder_names(config: ModelConfig) -> NameMap:

@@ -12,7 +12,6 @@ from zoo.config import ModelConfig
 from zoo.converters.names import NameMap, embeddings, linear, norm, pooler
 
 SCHEME = "google-albert"
-ARCHITECTURE = "albert"
 
 
 def inner_group(tf: str, k: int) -> NameMap:

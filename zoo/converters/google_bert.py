@@ -6,7 +6,6 @@ from zoo.config import ModelConfig
 from zoo.converters.names import NameMap, bert_layer, embeddings, pooler
 
 SCHEME = "google-bert"
-ARCHITECTURE = "bert"
 
 
 def encoder_names(config: ModelConfig) -> NameMap:

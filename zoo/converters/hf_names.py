@@ -1,7 +1,7 @@
 """zoo's canonical parameter names ↔ transformers' ALBERT and BERT names, and configs both ways.
 
 Covers ``AlbertForPreTraining`` / ``AlbertForMaskedLM`` / ``AlbertModel`` and ``BertForPreTraining`` /
-``BertForMaskedLM`` / ``BertModel`` state dicts (``head`` = ``"pretraining"`` / ``"mlm"`` / ``"base"``).
+``BertForMaskedLM`` / ``BertModel`` state dicts (``head`` = ``"pretraining"`` / ``"mlm"`` / ``None``).
 
 Two things are not a rename:
 
@@ -26,7 +26,9 @@ from zoo.errors import CheckpointError, UnsupportedError
 if TYPE_CHECKING:
     import torch
 
-HF_HEADS: tuple[str, ...] = ("pretraining", "mlm", "base")
+#: The transformers classes zoo reads and writes, by zoo's ``heads`` value: ``*ForPreTraining``,
+#: ``*ForMaskedLM`` and the bare ``*Model`` (``None``).
+HF_HEADS: tuple[str | None, ...] = ("pretraining", "mlm", None)
 
 _ALBERT_LAYER = {
     "attention.query": "attention.query",
@@ -54,24 +56,25 @@ def _hf_architecture(config: ModelConfig) -> str:
     return "bert" if config.architecture == "bert" else "albert"
 
 
-def hf_class_name(config: ModelConfig, head: str = "pretraining") -> str:
+def hf_class_name(config: ModelConfig, head: str | None = "pretraining") -> str:
     """The transformers class a state dict from :func:`to_transformers` loads into."""
     family = "Bert" if config.architecture == "bert" else "Albert"
-    return family + {"pretraining": "ForPreTraining", "mlm": "ForMaskedLM", "base": "Model"}[head]
+    return family + {"pretraining": "ForPreTraining", "mlm": "ForMaskedLM", None: "Model"}[head]
 
 
-def name_map(config: ModelConfig, head: str = "pretraining", *, prefixed: bool | None = None) -> dict[str, str]:
+def name_map(config: ModelConfig, head: str | None = "pretraining", *,
+             prefixed: bool | None = None) -> dict[str, str]:
     """``{canonical name: transformers name}`` for every 1:1 parameter of ``config`` with ``head``.
 
     ``config`` is the transformers-side architecture (``bert`` or ``albert``); tied decoder weights and the
     identity ``mapping_in`` of an E == H ALBERT are not listed (see :func:`to_transformers`). Encoder names
-    carry the ``albert.``/``bert.`` prefix unless ``head`` is ``"base"`` (override with ``prefixed``).
+    carry the ``albert.``/``bert.`` prefix unless ``head`` is ``None`` (override with ``prefixed``).
     """
     if head not in HF_HEADS:
         raise ValueError(f"head must be one of {HF_HEADS}, got {head!r}")
     albert = _hf_architecture(config) == "albert"
     if prefixed is None:
-        prefixed = head != "base"
+        prefixed = head is not None
     model = ("albert." if albert else "bert.") if prefixed else ""
     names = {
         "embeddings.word.weight": f"{model}embeddings.word_embeddings.weight",
@@ -110,7 +113,7 @@ def name_map(config: ModelConfig, head: str = "pretraining", *, prefixed: bool |
     return names
 
 
-def _tied_names(config: ModelConfig, head: str) -> tuple[str, str] | None:
+def _tied_names(config: ModelConfig, head: str | None) -> tuple[str, str] | None:
     """transformers' decoder weight/bias (tied to the word embeddings and ``mlm.bias``)."""
     if head not in ("pretraining", "mlm"):
         return None
@@ -133,7 +136,7 @@ def hf_equivalent(config: ModelConfig) -> ModelConfig:
 
 
 def to_transformers(state_dict: Mapping[str, torch.Tensor], config: ModelConfig,
-                    head: str = "pretraining") -> dict[str, torch.Tensor]:
+                    head: str | None = "pretraining") -> dict[str, torch.Tensor]:
     """Canonical state dict → the state dict of :func:`hf_class_name` ``(hf_equivalent(config), head)``."""
     import torch
 
@@ -150,7 +153,7 @@ def to_transformers(state_dict: Mapping[str, torch.Tensor], config: ModelConfig,
     out = {theirs: sd[ours] for ours, theirs in names.items()}
     if hf_config.architecture == "albert" and not hf_config.has_mapping_in:
         h, word = hf_config.hidden_size, sd["embeddings.word.weight"]
-        prefix = "albert." if head != "base" else ""
+        prefix = "albert." if head is not None else ""
         out[f"{prefix}encoder.embedding_hidden_mapping_in.weight"] = torch.eye(h, dtype=word.dtype)
         out[f"{prefix}encoder.embedding_hidden_mapping_in.bias"] = torch.zeros(h, dtype=word.dtype)
     tied = _tied_names(hf_config, head)
@@ -179,10 +182,10 @@ def from_transformers(state_dict: Mapping[str, torch.Tensor], config: ModelConfi
     elif any(k.startswith(("predictions.", "cls.predictions.")) for k in keys):
         head = "mlm"
     else:
-        head = "base"
+        head = None
     names = name_map(config, head, prefixed=prefixed)
     if head == "mlm" and any(k.startswith(f"{prefix}pooler.") for k in keys):
-        names.update({k: v for k, v in name_map(config, "base", prefixed=True).items() if k.startswith("pooler.")})
+        names.update({k: v for k, v in name_map(config, None, prefixed=True).items() if k.startswith("pooler.")})
     expected = set(names.values())
     # tied decoder copies, buffers, and fine-tuned task heads (zoo initialises its own) are not loaded
     ignored = set(_tied_names(config, head) or ()) | {
@@ -214,7 +217,7 @@ def from_transformers(state_dict: Mapping[str, torch.Tensor], config: ModelConfi
     return {ours: state_dict[theirs] for ours, theirs in names.items()}
 
 
-def transformers_config(config: ModelConfig, head: str = "pretraining") -> dict[str, Any]:
+def transformers_config(config: ModelConfig, head: str | None = "pretraining") -> dict[str, Any]:
     """The ``config.json`` of the equivalent transformers model (``hidden_act`` keeps transformers' meaning)."""
     hf = hf_equivalent(config)
     albert = hf.architecture == "albert"
@@ -231,8 +234,8 @@ def transformers_config(config: ModelConfig, head: str = "pretraining") -> dict[
         "type_vocab_size": hf.type_vocab_size,
         "layer_norm_eps": hf.layer_norm_eps,
         "initializer_range": hf.initializer_range,
-        "hidden_dropout_prob": 0.0 if albert else 0.1,
-        "attention_probs_dropout_prob": 0.0 if albert else 0.1,
+        "hidden_dropout_prob": config.hidden_dropout,
+        "attention_probs_dropout_prob": config.attention_dropout,
         "position_embedding_type": "absolute",
         "pad_token_id": 0,
         "tokenizer_class": "BertTokenizer",  # Chinese ALBERTs use WordPiece, not SentencePiece
@@ -250,12 +253,13 @@ def config_from_transformers(data: Mapping[str, Any]) -> ModelConfig:
         raise UnsupportedError(f"transformers model_type {model_type!r} is not supported",
                                hint="zoo handles model_type 'albert' and 'bert'")
     keys = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-            "hidden_act", "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "initializer_range")
+            "hidden_act", "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "initializer_range",
+            "hidden_dropout_prob", "attention_probs_dropout_prob")
     values = {k: data[k] for k in keys if k in data}
     if model_type == "albert":
         values.update({k: data[k] for k in ("embedding_size", "num_hidden_groups", "inner_group_num") if k in data})
         values.setdefault("embedding_size", 128)
-    return ModelConfig(architecture=model_type, **values)
+    return ModelConfig(architecture=model_type, **values).with_default_dropout()
 
 
 __all__ = ["HF_HEADS", "config_from_transformers", "from_transformers", "hf_class_name", "hf_equivalent",

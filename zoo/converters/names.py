@@ -41,7 +41,8 @@ SEQ_RELATIONSHIP_HEAD: NameMap = {
     "cls/seq_relationship/output_weights": "seq_relationship.weight",
     "cls/seq_relationship/output_bias": "seq_relationship.bias",
 }
-HEADS: dict[str, NameMap] = {"mlm": MLM_HEAD, "seq_relationship": SEQ_RELATIONSHIP_HEAD}
+#: The TF names of each checkpoint head (zoo.config.CHECKPOINT_HEADS).
+HEAD_NAME_MAPS: dict[str, NameMap] = {"mlm": MLM_HEAD, "seq_relationship": SEQ_RELATIONSHIP_HEAD}
 
 
 def bert_layer(tf: str, k: int) -> NameMap:

@@ -14,7 +14,7 @@ import json
 import math
 import struct
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     import torch
@@ -49,7 +49,15 @@ def header(specs: Iterable[Spec], metadata: Mapping[str, str]) -> bytes:
     return struct.pack("<Q", len(raw)) + raw
 
 
-def write_tensor(fh: BinaryIO, spec: Spec, tensor: torch.Tensor) -> None:
+def write_state(fh: BinaryIO | Any, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> None:
+    """A whole state dict as a safetensors file, streamed tensor by tensor (no serialised copy in memory)."""
+    specs = [Spec(name, str(t.dtype).removeprefix("torch."), tuple(t.shape)) for name, t in sorted(tensors.items())]
+    fh.write(header(specs, metadata))
+    for spec in specs:
+        write_tensor(fh, spec, tensors[spec.name])
+
+
+def write_tensor(fh: BinaryIO | Any, spec: Spec, tensor: torch.Tensor) -> None:
     """Append one tensor's bytes; it must match its spec and be contiguous."""
     import torch
 
@@ -58,5 +66,5 @@ def write_tensor(fh: BinaryIO, spec: Spec, tensor: torch.Tensor) -> None:
                              f"{spec.dtype}{list(spec.shape)}")
     if spec.nbytes == 0:
         return
-    flat = tensor.contiguous().reshape(-1).view(torch.uint8)
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
     fh.write(memoryview(flat.numpy()))

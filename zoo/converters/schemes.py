@@ -13,15 +13,14 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from types import ModuleType
 
-from zoo.config import ModelConfig
+from zoo.config import SCHEME_ARCHITECTURE, SCHEMES, ModelConfig
 from zoo.converters import brightmart, google_albert, google_bert
 from zoo.converters.canonical import encoder_shapes, head_shapes
-from zoo.converters.names import HEADS, transposed
+from zoo.converters.names import HEAD_NAME_MAPS, transposed
 from zoo.errors import CheckpointError, UnsupportedError, UsageError
 
 _MODULES: dict[str, ModuleType] = {m.SCHEME: m for m in (google_albert, brightmart, google_bert)}
-SCHEMES: tuple[str, ...] = tuple(_MODULES)
-ARCHITECTURES: dict[str, str] = {name: m.ARCHITECTURE for name, m in _MODULES.items()}
+assert set(_MODULES) == set(SCHEMES)
 
 #: Last path segments of optimizer slot variables (Adam in Google's code, LAMB in brightmart's).
 SLOT_SUFFIXES = ("adam_m", "adam_v", "lamb_m", "lamb_v")
@@ -106,15 +105,15 @@ def plan(scheme: str, config: ModelConfig, shapes: Mapping[str, tuple[int, ...]]
     Raises :class:`CheckpointError` naming every unmapped variable, missing parameter or wrong shape.
     """
     module = _MODULES[check_scheme(scheme)]
-    if ARCHITECTURES[scheme] != config.architecture:
-        raise CheckpointError(f"scheme {scheme} writes architecture {ARCHITECTURES[scheme]!r}, "
+    if SCHEME_ARCHITECTURE[scheme] != config.architecture:
+        raise CheckpointError(f"scheme {scheme} writes architecture {SCHEME_ARCHITECTURE[scheme]!r}, "
                               f"but the config says {config.architecture!r}")
     names: dict[str, str] = module.encoder_names(config)
     canonical = encoder_shapes(config)
-    heads = {head: any(n in shapes for n in HEADS[head]) for head in HEADS}
+    heads = {head: any(n in shapes for n in HEAD_NAME_MAPS[head]) for head in HEAD_NAME_MAPS}
     for head, present in heads.items():
         if present:
-            names.update(HEADS[head])
+            names.update(HEAD_NAME_MAPS[head])
             canonical.update(head_shapes(config)[head])
     assert set(names.values()) == set(canonical), "name map and canonical shapes disagree"
 

@@ -1,63 +1,29 @@
 """Transformers-named ALBERT/BERT weights (``hf:`` sources) → zoo's converted directory.
 
 ``pytorch_model.bin`` is read with ``torch.load(weights_only=True)`` exactly once (nothing is ever unpickled
-with code execution) and cached, like a converted TF checkpoint, as ``model.safetensors`` with canonical names,
-``config.json`` (the manifest's config), ``vocab.txt`` and ``receipt.json`` under
-``zoo.cache.converted_dir(<combined sha256 of the source files>, CONVERTER_VERSION)``.
+with code execution) and written, like a converted TF checkpoint, as ``model.safetensors`` with canonical names,
+``config.json`` (the manifest's config), ``vocab.txt`` and ``receipt.json`` (:mod:`zoo.converters.layout`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zoo import cache
-from zoo.config import ModelConfig
+from zoo.config import CHECKPOINT_HEADS, ModelConfig
 from zoo.converters import hf_names
 from zoo.converters.canonical import encoder_shapes, head_shapes
+from zoo.converters.layout import CONFIG, CONVERTER_VERSION, VOCAB, WEIGHTS, staged_output
+from zoo.converters.safetensors_out import write_state
 from zoo.converters.vocab import read_vocab
 from zoo.errors import CheckpointError, UnsupportedError, first_line
-from zoo.fetch.hf import combined_sha256, wanted_files
 
 if TYPE_CHECKING:
     import torch
 
-    from zoo.registry.schema import Manifest, Source
-
 log = logging.getLogger("zoo.converters")
-
-#: Bump when the output of :func:`ensure_converted` changes: conversions are cached by it.
-CONVERTER_VERSION = 1
-
-
-
-def ensure_converted(snapshot_dir: str | os.PathLike[str], *, manifest: Manifest, source: Source) -> Path:
-    """zoo's converted directory for a pulled hf snapshot (transformers names), converting it on first use.
-
-    Lives in ``zoo.cache.converted_dir(<combined sha256>, CONVERTER_VERSION)``: ``model.safetensors``
-    (canonical names), ``config.json`` (the manifest's config), ``vocab.txt`` and ``receipt.json``.
-    """
-    from zoo.converters.ondemand import convert_once
-
-    snapshot = Path(snapshot_dir)
-    hashes = _snapshot_hashes(manifest, source, snapshot)
-    combined = combined_sha256(hashes)
-    return convert_once(cache.converted_dir(combined, CONVERTER_VERSION),
-                        lambda target: _convert(snapshot, target, manifest, source, hashes, combined),
-                        what=str(snapshot))
-
-def _snapshot_hashes(manifest: Manifest, source: Source, snapshot: Path) -> dict[str, str]:
-    """``{path: sha256}`` of the snapshot's files: from the cache marker when it is this snapshot, else hashed."""
-    snap = cache.read_snapshot(manifest.name, cache.source_key(source))
-    if snap is not None and snap.path == snapshot and cache.check_snapshot(snap):
-        return {rel: record.sha256 for rel, record in snap.files.items()}
-    return {rel: cache.hash_file(snapshot / rel)[0] for rel in wanted_files(source) if (snapshot / rel).is_file()}
 
 
 def read_state(path: Path, fmt: str) -> dict[str, torch.Tensor]:
@@ -104,7 +70,7 @@ def check_shapes(state: Mapping[str, torch.Tensor], config: ModelConfig, origin:
     """Every encoder tensor present with the shape ``config`` implies; heads may be absent, nothing extra."""
     expected = expected_shapes(config)
     heads = ("mlm.", "seq_relationship.")
-    missing = sorted(k for k in expected if k not in state and not k.startswith(heads))
+    missing = sorted(k for k in expected if k not in state and not k.startswith(heads))  # heads are optional
     unexpected = sorted(k for k in state if k not in expected)
     wrong = [f"{k} {list(state[k].shape)} (config implies {list(shape)})"
              for k, shape in expected.items() if k in state and tuple(state[k].shape) != shape]
@@ -120,21 +86,17 @@ def check_shapes(state: Mapping[str, torch.Tensor], config: ModelConfig, origin:
                               + "; ".join(problems), hint="the manifest's config describes another model")
 
 
-def _convert(snapshot: Path, target: Path, manifest: Manifest, source: Source, hashes: dict[str, str],
-             combined: str) -> None:
-    from safetensors.torch import save_file
-
-    from zoo import __version__
-
-    config = manifest.config
+def convert_transformers(weights: Path, vocab_file: Path, out: Path, *, config: ModelConfig, fmt: str,
+                         source: str, source_sha256: str, inputs: Mapping[str, str],
+                         lowercase: bool, strip_accents: bool | None) -> Path:
+    """Write zoo's converted directory at ``out`` from a transformers weights file (``fmt`` ``pytorch`` or
+    ``safetensors``) and its vocab. ``inputs`` (``{file: sha256}``) and ``source`` go into the receipt."""
     if config.architecture == "albert-brightmart":
-        raise UnsupportedError(f"{manifest.name}: an hf source holds a transformers ALBERT or BERT, not brightmart's "
-                               "architecture", hint="describe it with scheme-free family albert and "
-                                                    "embedding_size = hidden_size (as zoo export writes it)")
-    weights = source.find_checkpoint(snapshot)
-    state = hf_names.from_transformers(read_state(weights, source.format), config)
+        raise UnsupportedError("an hf source holds a transformers ALBERT or BERT, not brightmart's architecture",
+                               hint="describe it with scheme-free family albert and embedding_size = hidden_size "
+                                    "(as zoo export writes it)")
+    state = hf_names.from_transformers(read_state(weights, fmt), config)
     check_shapes(state, config, str(weights))
-    vocab_file = source.find_vocab(snapshot)
     vocab = read_vocab(vocab_file)
     if len(vocab.tokens) > config.vocab_size:
         raise CheckpointError(f"{vocab_file}: {len(vocab.tokens)} tokens, but the manifest's vocab_size is "
@@ -142,32 +104,25 @@ def _convert(snapshot: Path, target: Path, manifest: Manifest, source: Source, h
     if len(vocab.tokens) < config.vocab_size:
         log.warning("%s: %d tokens for vocab_size %d; ids above %d are never produced", vocab_file,
                     len(vocab.tokens), config.vocab_size, len(vocab.tokens) - 1)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        tensors = {name: t.contiguous() for name, t in state.items()}
-        save_file(tensors, str(tmp / "model.safetensors"),
-                  metadata={"format": "pt", "zoo.source": source.label, "zoo.source_sha256": combined})
-        (tmp / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
-        (tmp / "vocab.txt").write_text(vocab.text(), encoding="utf-8")
-        receipt = {
-            "zoo_version": __version__,
+    tensors = {name: t.contiguous() for name, t in state.items()}
+    with staged_output(out, kind="conversion") as staged:
+        with staged.open(WEIGHTS, "weights") as fh:
+            write_state(fh, tensors, {"format": "pt", "zoo.source": source, "zoo.source_sha256": source_sha256})
+        staged.write_json(CONFIG, config.to_dict(), "config")
+        staged.write_text(VOCAB, vocab.text(), "vocab")
+        staged.receipt.update({
             "converter_version": CONVERTER_VERSION,
-            "format": source.format,
+            "format": fmt,
             "architecture": config.architecture,
-            "source": source.label,
-            "source_sha256": combined,
-            "inputs": [{"path": rel, "sha256": sha} for rel, sha in sorted(hashes.items())],
-            "outputs": [{"path": name, "sha256": cache.hash_file(tmp / name)[0]}
-                        for name in ("model.safetensors", "config.json", "vocab.txt")],
+            "source": source,
+            "source_sha256": source_sha256,
+            "inputs": [{"path": rel, "sha256": sha} for rel, sha in sorted(inputs.items())],
             "parameters": sum(t.numel() for t in tensors.values()),
             "tensors": len(tensors),
-            "heads": sorted({name.split(".")[0] for name in tensors if name.startswith(("mlm.", "seq_relationship."))}),
-            "tokenizer": {"lowercase": manifest.tokenizer.lowercase,
-                          "strip_accents": manifest.tokenizer.strip_accents},
-        }
-        (tmp / "receipt.json").write_text(json.dumps(receipt, indent=2, ensure_ascii=False) + "\n",
-                                          encoding="utf-8")
-        os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            "heads": sorted(h for h in CHECKPOINT_HEADS if any(n.startswith(h + ".") for n in tensors)),
+            "tokenizer": {"lowercase": lowercase, "strip_accents": strip_accents},
+        })
+    return out
+
+
+__all__ = ["check_shapes", "convert_transformers", "expected_shapes", "read_state"]

@@ -1,11 +1,13 @@
-"""Plain data shared by the fetchers: options, progress events and the result of a download."""
+"""Plain data shared by the fetchers: options, and what a download produced."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-from collections.abc import Callable
 from pathlib import Path
+
+from zoo.errors import UsageError
 
 MiB = 1 << 20
 
@@ -23,6 +25,12 @@ class FetchOptions:
     connect_timeout: float = 10.0
     #: A connection that delivers no byte for this long is dropped and the part retried.
     stall_timeout: float = 30.0
+    #: A connection slower than ``min_speed`` bytes/s over ``speed_window`` seconds is dropped and retried
+    #: (a server trickling a byte at a time never trips the stall timeout).
+    min_speed: float = 1024.0
+    speed_window: float = 30.0
+    #: Longest wait for a response's headers, however slowly they trickle in.
+    header_timeout: float = 60.0
     #: Consecutive failed attempts (without progress in between) before a part gives up.
     max_attempts: int = 6
     backoff_base: float = 0.5
@@ -34,32 +42,32 @@ class FetchOptions:
 
     @classmethod
     def from_env(cls, **overrides: object) -> FetchOptions:
-        """Defaults, then ``ZOO_STALL_TIMEOUT`` / ``ZOO_MAX_ATTEMPTS`` from the environment, then ``overrides``."""
+        """Defaults, then ``ZOO_STALL_TIMEOUT`` / ``ZOO_MAX_ATTEMPTS`` / ``ZOO_MIN_SPEED`` from the environment,
+        then ``overrides``. A malformed variable is a :class:`~zoo.errors.UsageError` naming it."""
         values: dict[str, object] = {}
-        if os.environ.get("ZOO_STALL_TIMEOUT"):
-            values["stall_timeout"] = float(os.environ["ZOO_STALL_TIMEOUT"])
-        if os.environ.get("ZOO_MAX_ATTEMPTS"):
-            values["max_attempts"] = int(os.environ["ZOO_MAX_ATTEMPTS"])
+        for var, field, kind in (("ZOO_STALL_TIMEOUT", "stall_timeout", "seconds"),
+                                 ("ZOO_MAX_ATTEMPTS", "max_attempts", "count"),
+                                 ("ZOO_MIN_SPEED", "min_speed", "bytes")):
+            raw = os.environ.get(var, "").strip()
+            if raw:
+                values[field] = _env_number(var, raw, kind)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return dataclasses.replace(cls(), **values)  # type: ignore[arg-type]
 
 
-@dataclasses.dataclass(frozen=True)
-class ProgressEvent:
-    """What a pull is doing, for progress bars and logs.
-
-    ``stage`` is ``"download"`` (``done``/``total`` bytes; total ``None`` when unknown), ``"extract"``,
-    ``"wait"`` (another process holds the entry), ``"verify"`` or ``"done"``.
-    """
-
-    stage: str
-    label: str
-    done: int = 0
-    total: int | None = None
-    message: str = ""
-
-
-ProgressCallback = Callable[[ProgressEvent], None]
+def _env_number(var: str, raw: str, kind: str) -> float | int:
+    what = {"seconds": "a number of seconds > 0", "count": "a whole number >= 1",
+            "bytes": "a speed in bytes/s >= 0"}[kind]
+    try:
+        value: float | int = int(raw) if kind == "count" else float(raw)
+    except ValueError:
+        raise UsageError(f"{var}={raw!r} is not {what}", hint=f"unset {var} or set it to e.g. "
+                         + {"seconds": "30", "count": "6", "bytes": "1024"}[kind]) from None
+    bad = (not math.isfinite(value) or (kind == "seconds" and value <= 0) or (kind == "count" and value < 1)
+           or (kind == "bytes" and value < 0))
+    if bad:
+        raise UsageError(f"{var}={raw!r} is not {what}", hint=f"unset {var} or give it a valid value")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)

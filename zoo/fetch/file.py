@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
-from zoo.cache import is_disk_full, require_free_space
-from zoo.errors import DiskSpaceError, IntegrityError, NetworkError
-from zoo.fetch.base import Download, FetchOptions, ProgressCallback, ProgressEvent
-
-_BLOCK = 4 << 20
+from zoo._fs import BLOCK, file_mode, is_disk_full, require_free_space
+from zoo.errors import DiskSpaceError, IntegrityError, NetworkError, UnsupportedError
+from zoo.fetch.base import Download, FetchOptions
+from zoo.progress import ProgressCallback, ProgressEvent
 
 
 def local_path(url: str) -> Path:
@@ -26,32 +27,46 @@ def local_path(url: str) -> Path:
 def download(url: str, workdir: Path, *, options: FetchOptions | None = None,
              progress: ProgressCallback | None = None, label: str | None = None,
              expected_size: int | None = None) -> Download:
-    """Copy the file behind ``url`` to ``workdir/data``."""
+    """Copy the regular file behind ``url`` to ``workdir/data`` (private to the user, whatever its mode was)."""
     src = local_path(url)
     label = label or src.name
     try:
-        size = src.stat().st_size
+        fd_in = os.open(src, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         raise NetworkError(f"{url}: cannot read {src}: {exc.strerror or exc}",
                            hint="is the share mounted? try another source (--source N)") from exc
-    if expected_size is not None and size != expected_size:
-        raise IntegrityError(f"{src} has {size} bytes, the manifest pins {expected_size}")
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    require_free_space(workdir, size, f"copying {label}")
-    out_path = workdir / "data"
-    sha, done = hashlib.sha256(), 0
-    try:
-        with open(src, "rb", buffering=0) as fin, open(out_path, "wb") as fout:
-            while block := fin.read(_BLOCK):
-                sha.update(block)
-                fout.write(block)
-                done += len(block)
-                if progress is not None:
-                    progress(ProgressEvent("download", label, done=done, total=size))
-    except OSError as exc:
+    with os.fdopen(fd_in, "rb", buffering=0) as fin:
+        st = os.fstat(fin.fileno())  # of what was opened: no swap between the check and the copy
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsupportedError(f"{url}: {src} is not a regular file (a device, fifo or directory)",
+                                   hint="a file:// source must name the downloaded archive or checkpoint file")
+        os.set_blocking(fin.fileno(), True)
+        size = st.st_size
+        if expected_size is not None and size != expected_size:
+            raise IntegrityError(f"{src} has {size} bytes, the manifest pins {expected_size}")
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        require_free_space(workdir, size, f"copying {label}")
+        out_path = workdir / "data"
+        sha, done = hashlib.sha256(), 0
+        emit = progress or (lambda event: None)
+        try:
+            fd_out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, file_mode())
+            with os.fdopen(fd_out, "wb") as fout:
+                while done < size and (block := fin.read(min(BLOCK, size - done))):
+                    sha.update(block)
+                    fout.write(block)
+                    done += len(block)
+                    emit(ProgressEvent("download", label, done=done, total=size))
+        except OSError as exc:
+            out_path.unlink(missing_ok=True)
+            if is_disk_full(exc):
+                raise DiskSpaceError(f"the disk filled up while copying {src} into the cache",
+                                     hint="free some space (zoo cache prune) and pull again; nothing was kept"
+                                     ) from None
+            raise NetworkError(f"{url}: reading {src} failed: {exc.strerror or exc}") from exc
+    if done != size:
         out_path.unlink(missing_ok=True)
-        if is_disk_full(exc):
-            raise DiskSpaceError(f"disk full while copying {src}") from exc
-        raise NetworkError(f"{url}: reading {src} failed: {exc.strerror or exc}") from exc
+        raise NetworkError(f"{url}: {src} shrank while it was copied ({done} of {size} bytes)",
+                           hint="the file is being rewritten; try again when it is complete")
     return Download(path=out_path, sha256=sha.hexdigest(), size=done, url=url, fetched=done)

@@ -5,6 +5,12 @@ validator and each part's progress) so an interrupted download — Ctrl-C, kill 
 continues where it stopped. Resumed and parallel requests carry ``If-Range`` with the validator recorded at the
 start, so a file that changed upstream is detected (a 200 instead of a 206, or a new ETag) and restarted from
 scratch, never spliced. The SHA-256 is computed while bytes arrive (:mod:`zoo.fetch.hashing`).
+
+Servers that misbehave are told apart from networks that fail: a host that does not resolve or refuses the
+connection fails at once (retrying cannot help); a connection that stalls, trickles below ``min_speed`` or
+dribbles out its headers is dropped and retried; a server whose sizes contradict each other (416 to every range,
+a body shorter than its Content-Length at the same byte every time) is reported as misconfigured; and encoded
+bodies (``Content-Encoding: gzip`` although zoo asked for identity) are refused rather than stored.
 """
 
 from __future__ import annotations
@@ -18,19 +24,23 @@ import math
 import os
 import random
 import re
+import socket
 import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
+from requests.adapters import HTTPAdapter
 
-from zoo import __version__
-from zoo.cache import require_free_space
+from zoo._fs import file_mode, human_size, is_disk_full, require_free_space
+from zoo._version import __version__
 from zoo.errors import DiskSpaceError, IntegrityError, NetworkError
-from zoo.fetch.base import Download, FetchOptions, ProgressCallback, ProgressEvent
+from zoo.fetch.base import Download, FetchOptions
 from zoo.fetch.hashing import OrderedHasher
+from zoo.progress import ProgressCallback, ProgressEvent
 
 log = logging.getLogger("zoo.fetch")
 
@@ -41,16 +51,26 @@ _HEADERS = {"Accept-Encoding": "identity", "User-Agent": f"zoo/{__version__}"}
 
 
 class _Retry(Exception):
-    """A transient failure: try the request again after a backoff."""
+    """A transient failure: try the request again after a backoff. ``counts`` marks failures that count
+    against ``max_attempts`` even though some bytes arrived (a connection too slow to ever finish)."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, *, counts: bool = False,
+                 closed_at: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
+        self.counts = counts
+        self.closed_at = closed_at  # where a clean close ended the body early
 
 
 class _UpstreamChanged(Exception):
-    """The file on the server is no longer the one the recorded parts came from."""
+    """The file on the server is no longer the one the recorded parts came from — or, with ``inconsistent``,
+    the server's own answers about its size contradict each other while its validator stays the same."""
+
+    def __init__(self, reason: str, *, inconsistent: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.inconsistent = inconsistent
 
 
 class _NoRanges(Exception):
@@ -92,7 +112,13 @@ def download(url: str, workdir: Path, *, options: FetchOptions | None = None,
              progress: ProgressCallback | None = None, label: str | None = None,
              expected_size: int | None = None) -> Download:
     """Download ``url`` into ``workdir/data`` (resuming what an earlier run left there) and hash it."""
-    return _Downloader(url, Path(workdir), options or FetchOptions(), progress, label, expected_size).run()
+    downloader = _Downloader(url, Path(workdir), options or FetchOptions(), progress, label, expected_size)
+    try:
+        return downloader.run()
+    except DiskSpaceError:
+        if not downloader._resumable():
+            downloader._discard()  # cannot resume: give the space back
+        raise
 
 
 class _Downloader:
@@ -116,21 +142,33 @@ class _Downloader:
     def run(self) -> Download:
         self.workdir.mkdir(parents=True, exist_ok=True)
         remote = self._probe()
+        changes: list[_UpstreamChanged] = []
         for restart in range(self.options.max_restarts + 1):
             try:
                 return self._attempt(remote, resume=restart == 0)
             except _UpstreamChanged as exc:
-                log.warning("%s changed on the server during the download (%s); starting over", self.url, exc)
+                changes.append(exc)
+                if exc.inconsistent:
+                    log.warning("%s: the server contradicts itself (%s); starting over", self.url, exc.reason)
+                else:
+                    log.warning("%s changed on the server during the download (%s); starting over", self.url,
+                                exc.reason)
             except _NoRanges:
                 log.info("%s ignores Range requests; downloading as one stream", self.url)
                 remote.ranges = False
                 continue
             self._discard()
             remote = self._probe()
+        if changes and all(c.inconsistent for c in changes):
+            raise NetworkError(f"{self.url}: the server's answers about the file's size contradict each other "
+                               f"({changes[-1].reason}), on every attempt",
+                               hint="the mirror is misconfigured (wrong Content-Length or broken Range support); "
+                                    "try another source (--source N)")
         raise NetworkError(f"{self.url} kept changing on the server during the download",
                            hint="the mirror is being updated; try again later or pin another source")
 
     def _attempt(self, remote: _Remote, *, resume: bool) -> Download:
+        self.remote = remote
         parts = self._load_parts(remote) if resume else None
         if parts is None:
             self._discard()
@@ -138,7 +176,7 @@ class _Downloader:
         remaining = sum(p.end - p.offset for p in parts if p.end is not None)
         if remote.size is not None:
             require_free_space(self.workdir, remaining, f"downloading {self.label}")
-        fd = os.open(self.data_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.data_path, os.O_RDWR | os.O_CREAT, file_mode())
         try:
             if remote.size is not None and os.fstat(fd).st_size != remote.size:
                 os.ftruncate(fd, remote.size)
@@ -217,32 +255,58 @@ class _Downloader:
 
     def _worker(self, part: _Part) -> None:
         failures = 0
+        last_close: int | None = None
         while not part.complete and not self._stop.is_set():
             before = part.done
             try:
                 if self._fetch(part):
                     return
             except _Retry as exc:
-                failures = 0 if part.done > before else failures + 1
+                failures = failures + 1 if exc.counts or part.done <= before else 0
+                if exc.closed_at is not None and exc.closed_at == last_close:
+                    self._fail(NetworkError(
+                        f"{self.url}: the server announces {self._announced(part)} but ends the body after "
+                        f"byte {exc.closed_at} every time", hint="the mirror misreports the file's size "
+                        "(Content-Length); try another source (--source N)"))
+                    return
+                last_close = exc.closed_at
                 if failures >= self.options.max_attempts:
                     self._fail(NetworkError(
-                        f"{self.url}: gave up after {failures} attempts without progress "
+                        f"{self.url}: gave up after {failures} failed attempts "
                         f"(bytes {part.offset}-{'' if part.end is None else part.end - 1}): {exc.reason}",
-                        hint="check the connection, or retry later: what arrived so far is kept"))
+                        hint="check the connection, or retry later" + (": what arrived so far is kept"
+                                                                        if self._resumable() else "")))
                     return
                 delay = self._backoff(failures, exc.retry_after)
                 log.info("%s: %s; retrying bytes from %d in %.1fs", self.label, exc.reason, part.offset, delay)
                 self._stop.wait(delay)
             except OSError as exc:
-                if exc.errno == 28:  # ENOSPC
-                    self._fail(DiskSpaceError(f"disk full while writing {self.data_path}",
-                                              hint="free some space (zoo cache prune) and pull again to resume"))
+                if is_disk_full(exc):
+                    self._fail(self._disk_full())
                 else:
                     self._fail(exc)
                 return
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread
                 self._fail(exc)
                 return
+
+    def _resumable(self) -> bool:
+        remote = getattr(self, "remote", None)
+        return bool(remote is not None and remote.size is not None and remote.ranges and remote.validator)
+
+    def _announced(self, part: _Part) -> str:
+        if part.end is None:
+            return "a longer body"
+        return f"{part.end - part.start} bytes for bytes {part.start}-{part.end - 1}"
+
+    def _disk_full(self) -> DiskSpaceError:
+        if self._resumable():
+            return DiskSpaceError(f"the disk filled up while downloading {self.label} into {self.workdir}",
+                                  hint="free some space (`zoo cache prune`) and pull again: the download resumes "
+                                       "from what is kept")
+        return DiskSpaceError(f"the disk filled up while downloading {self.label} into {self.workdir}",
+                              hint="this server gives no size and validator, so the download cannot resume and "
+                                   "its bytes were deleted; free some space and pull again")
 
     def _fail(self, exc: BaseException) -> None:
         if self._error is None:
@@ -259,8 +323,7 @@ class _Downloader:
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = requests.Session()
-            session.headers.update(_HEADERS)
+            session = self._local.session = new_session()
         return session
 
     def _fetch(self, part: _Part) -> bool:
@@ -277,7 +340,7 @@ class _Downloader:
         with _request(self._session(), "GET", remote.url, headers, opts, stream=True) as resp:
             if ranged:
                 self._check_ranged(resp, part)
-            for chunk in resp.iter_content(opts.chunk_size):
+            for chunk in resp.iter_content(opts.chunk_size, opts):
                 if self._stop.is_set():
                     return False
                 if part.end is not None and part.offset + len(chunk) > part.end:
@@ -292,19 +355,21 @@ class _Downloader:
         if part.end is None:  # size unknown: the stream ending cleanly is the end of the file
             part.end = part.offset
         elif part.offset < part.end:
-            raise _Retry(f"connection closed after {part.done} of {part.end - part.start} bytes")
+            raise _Retry(f"connection closed after {part.done} of {part.end - part.start} bytes",
+                         closed_at=part.offset)
         return True
 
     def _check_ranged(self, resp: requests.Response, part: _Part) -> None:
         remote = self.remote
         etag = resp.headers.get("ETag")
         if resp.status_code == 206:
-            m = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
-            if not m or int(m.group(1)) != part.offset or (m.group(3) != "*" and int(m.group(3)) != remote.size):
-                raise _UpstreamChanged(f"Content-Range {resp.headers.get('Content-Range')!r} does not match "
-                                       f"bytes={part.offset}- of {remote.size}")
             if remote.etag and etag and etag != remote.etag:
                 raise _UpstreamChanged(f"ETag {remote.etag} became {etag}")
+            m = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
+            if not m or int(m.group(1)) != part.offset or (m.group(3) != "*" and int(m.group(3)) != remote.size):
+                same = remote.validator is not None and remote.validator in (etag, resp.headers.get("Last-Modified"))
+                raise _UpstreamChanged(f"Content-Range {resp.headers.get('Content-Range')!r} does not match "
+                                       f"bytes={part.offset}- of {remote.size}", inconsistent=same)
             return
         # 200: the whole file. Either If-Range failed (changed upstream) or ranges are not supported.
         if (remote.etag and etag and etag != remote.etag) or (
@@ -329,6 +394,7 @@ class _Downloader:
         while True:
             try:
                 with _request(self._session(), "HEAD", self.url, {}, self.options) as resp:
+                    _refuse_encoded(self.url, resp)
                     h = resp.headers
                     size = int(h["Content-Length"]) if h.get("Content-Length", "").isdigit() else None
                     remote = _Remote(url=resp.url, size=size, etag=h.get("ETag"),
@@ -377,8 +443,13 @@ class _Downloader:
                                  "validator": remote.validator,
                                  "parts": [[p.start, p.end, p.done] for p in parts]}
         tmp = self.state_path.with_name(f"state.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.state_path)
+        try:
+            tmp.write_text(json.dumps(state))
+            os.replace(tmp, self.state_path)
+        except OSError as exc:  # a full disk must not hide the error that stopped the download
+            tmp.unlink(missing_ok=True)
+            if not is_disk_full(exc):
+                raise
 
     def _discard(self) -> None:
         self.state_path.unlink(missing_ok=True)
@@ -392,29 +463,145 @@ def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
+class _Watch:
+    """The connection a request is using, so a deadline can cut it (see :class:`_Adapter`)."""
+
+    conn: Any = None
+
+
+_current = threading.local()
+
+
+def _watched(pool_cls: type) -> type:
+    class Watched(pool_cls):  # type: ignore[misc, valid-type]
+        def _get_conn(self, timeout: float | None = None) -> Any:
+            conn = super()._get_conn(timeout)
+            watch = getattr(_current, "watch", None)
+            if watch is not None:
+                watch.conn = conn
+            return conn
+
+    return Watched
+
+
+_POOLS = {"http": _watched(urllib3.HTTPConnectionPool), "https": _watched(urllib3.HTTPSConnectionPool)}
+
+
+class _Adapter(HTTPAdapter):
+    """requests' adapter with connection pools that tell :func:`_request` which connection a request uses.
+
+    requests has no deadline for a response's headers (its read timeout restarts with every byte), so a server
+    that dribbles headers out a byte at a time would hold a download forever; a timer shuts that connection's
+    socket down instead.
+    """
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        manager.pool_classes_by_scheme = dict(_POOLS)
+        return manager
+
+
+def new_session() -> requests.Session:
+    session = requests.Session()
+    session.headers.update(_HEADERS)
+    adapter = _Adapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 def _request(session: requests.Session, method: str, url: str, headers: dict[str, str], options: FetchOptions,
-             *, stream: bool = False) -> requests.Response:
+             *, stream: bool = False) -> Any:
     """Send one request; transient failures raise :class:`_Retry`, permanent ones NetworkError."""
+    watch = _Watch()
+    fired = threading.Event()
+
+    def cut() -> None:
+        fired.set()
+        sock = getattr(watch.conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    timer = threading.Timer(options.header_timeout, cut)
+    timer.daemon = True
+    _current.watch = watch
+    timer.start()
     try:
         resp = session.request(method, url, headers=headers, stream=stream, allow_redirects=True,
                                timeout=(options.connect_timeout, options.stall_timeout))
     except requests.exceptions.TooManyRedirects as exc:
         raise NetworkError(f"{url}: too many redirects", hint="the mirror is misconfigured") from exc
     except (requests.ConnectionError, requests.Timeout) as exc:
+        if fired.is_set():
+            raise _Retry(f"the response headers took longer than {options.header_timeout:.0f}s", counts=True) from None
+        fatal = _unreachable(url, exc)
+        if fatal is not None:
+            raise fatal from None
         raise _Retry(_describe(exc)) from None
     except requests.RequestException as exc:
-        raise NetworkError(f"{url}: {exc}") from exc
+        raise NetworkError(f"{url}: {_describe(exc)}") from None
+    finally:
+        timer.cancel()
+        _current.watch = None
     if resp.status_code in _RETRY_STATUS:
         resp.close()
         raise _Retry(f"HTTP {resp.status_code}", _retry_after(resp.headers.get("Retry-After")))
     if resp.status_code == 416 and "Range" in headers:
         resp.close()
-        raise _UpstreamChanged("416 Range Not Satisfiable: the file is shorter than recorded")
+        raise _UpstreamChanged(f"416 Range Not Satisfiable for {headers['Range']}: the server says the file is "
+                               f"shorter than it announced ({resp.headers.get('Content-Range', 'no size given')})",
+                               inconsistent=True)
     if resp.status_code >= 400:
         resp.close()
         raise NetworkError(f"{url}: HTTP {resp.status_code} {resp.reason}",
                            hint="the URL may have moved; try another source (--source N)")
-    return _StreamGuard(resp)  # type: ignore[return-value]
+    if method == "GET":
+        _refuse_encoded(url, resp)
+    return _StreamGuard(resp)
+
+
+def _refuse_encoded(url: str, resp: requests.Response) -> None:
+    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity"):
+        resp.close()
+        raise NetworkError(f"{url}: the server sent the file with Content-Encoding: {encoding} although zoo asked "
+                           "for the unencoded bytes (Accept-Encoding: identity); zoo never stores or pins encoded bytes",
+                           hint="a misconfigured server or proxy is compressing downloads; try another source "
+                                "(--source N) or bypass the proxy")
+
+
+def _unreachable(url: str, exc: BaseException) -> NetworkError | None:
+    """A NetworkError for failures that retrying cannot fix: the host does not resolve, or refuses connections."""
+    host = urlsplit(url).hostname or url
+    port = urlsplit(url).port
+    chain: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(chain) < 20:
+        cause = todo.pop()
+        if any(cause is seen for seen in chain):
+            continue
+        chain.append(cause)
+        todo += [c for c in (cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args)
+                 if isinstance(c, BaseException)]
+    text = " ".join(f"{type(e).__name__} {e}" for e in chain)
+    if any(isinstance(e, socket.gaierror) for e in chain) or "NameResolutionError" in text \
+            or "Name or service not known" in text or "Temporary failure in name resolution" in text:
+        return NetworkError(f"{url}: cannot resolve the host {host} (no network, or no DNS)",
+                            hint="check the network; to use only what is cached set ZOO_OFFLINE=1 (--offline), "
+                                 "or add a mirror source to the manifest")
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "Connection refused" in text:
+        where = f"{host}:{port}" if port else host
+        return NetworkError(f"{url}: {where} refused the connection",
+                            hint="is the server (or mirror) running? to use only what is cached set ZOO_OFFLINE=1 "
+                                 "(--offline)")
+    return None
 
 
 class _StreamGuard:
@@ -432,13 +619,23 @@ class _StreamGuard:
     def __exit__(self, *exc: object) -> None:
         self._resp.close()
 
-    def iter_content(self, chunk_size: int) -> Any:
+    def iter_content(self, chunk_size: int, options: FetchOptions) -> Any:
         """Body chunks of up to ``chunk_size`` bytes as they arrive (``read1``: no waiting to fill a chunk, so
-        progress, part state and stall detection stay fine-grained on slow links)."""
+        progress, part state and stall detection stay fine-grained on slow links). A body slower than
+        ``options.min_speed`` over ``options.speed_window`` seconds raises a :class:`_Retry` that counts."""
         raw = self._resp.raw
+        window_start, window_bytes = time.monotonic(), 0
         try:
             while chunk := raw.read1(chunk_size):
                 yield chunk
+                window_bytes += len(chunk)
+                now = time.monotonic()
+                if now - window_start >= options.speed_window:
+                    rate = window_bytes / (now - window_start)
+                    if rate < options.min_speed:
+                        raise _Retry(f"too slow: {human_size(rate)}/s over {now - window_start:.0f}s (minimum "
+                                     f"{human_size(options.min_speed)}/s, ZOO_MIN_SPEED)", counts=True)
+                    window_start, window_bytes = now, 0
         except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
             raise _Retry(_describe(exc)) from None
 
@@ -446,10 +643,12 @@ class _StreamGuard:
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     if "timed out" in text.lower() or isinstance(exc, (requests.Timeout, urllib3.exceptions.TimeoutError)):
-        return "stalled: no data within the stall timeout"
+        return "stalled: no data within the stall timeout (ZOO_STALL_TIMEOUT)"
     if "IncompleteRead" in text or "Connection broken" in text:
         return "connection broken mid-body"
-    return f"connection error: {text[:200]}"
+    if "Connection reset" in text or "RemoteDisconnected" in text or "Connection aborted" in text:
+        return "the server closed the connection"
+    return f"connection error ({type(exc).__name__})"
 
 
 def _retry_after(value: str | None) -> float | None:

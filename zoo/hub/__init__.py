@@ -5,11 +5,11 @@
     zoo.mirror(["albert_base_zh"], "hf://my-org/albert_base_zh")  # one commit on the Hub
     zoo.mirror(["albert_base_zh"], "/srv/hf-mirror")              # git repo at /srv/hf-mirror/models/zoo/albert_base_zh
 
-Pulling ``hf:`` sources lives in :mod:`zoo.fetch.hf`. Importing this package imports neither torch nor
-huggingface_hub.
+Pulling ``hf:`` sources lives in :mod:`zoo.fetch.hf` and :mod:`zoo.resolver`. Importing this package imports
+neither torch nor huggingface_hub.
 """
 
-from zoo.hub.export import export
+from zoo.hub.export import Exported, export
 from zoo.hub.mirror import FileAction, Mirrored, mirror
 
-__all__ = ["FileAction", "Mirrored", "export", "mirror"]
+__all__ = ["Exported", "FileAction", "Mirrored", "export", "mirror"]

@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
-from zoo import __version__
+from zoo._version import __version__
 from zoo.config import ModelConfig
 
-SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+SPECIAL_TOKENS_MAP = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
                   "mask_token": "[MASK]"}
 
 #: manifest ``language`` -> Hub ``language`` metadata
@@ -57,9 +57,9 @@ def tokenizer_files(config: ModelConfig, *, lowercase: bool, strip_accents: bool
         "do_basic_tokenize": True,
         "model_max_length": config.max_position_embeddings,
         "clean_up_tokenization_spaces": True,
-        **SPECIAL_TOKENS,
+        **SPECIAL_TOKENS_MAP,
     }
-    return {"tokenizer_config.json": _json(tokenizer_config), "special_tokens_map.json": _json(SPECIAL_TOKENS)}
+    return {"tokenizer_config.json": _json(tokenizer_config), "special_tokens_map.json": _json(SPECIAL_TOKENS_MAP)}
 
 
 def model_card(prov: Provenance, config: ModelConfig, hf_config: Mapping[str, Any],

@@ -3,31 +3,38 @@
 The folder holds ``config.json`` (``model_type`` albert|bert), ``model.safetensors`` with transformers'
 parameter names (pretraining heads included, so ``AutoModelForMaskedLM`` works), ``vocab.txt``,
 ``tokenizer_config.json`` + ``special_tokens_map.json`` (``BertTokenizer``, so ``AutoTokenizer`` works for
-Chinese ALBERT too) and a ``README.md`` model card. Renaming and the brightmart → ALBERT rewrite live in
-:mod:`zoo.converters.hf_names`; this module gathers the inputs and writes the files.
+Chinese ALBERT too), a ``README.md`` model card and zoo's ``receipt.json``. Renaming and the brightmart → ALBERT
+rewrite live in :mod:`zoo.converters.hf_names`; the folder is written through :mod:`zoo.converters.layout`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
-import shutil
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo import cache
-from zoo.config import ModelConfig
-from zoo.converters.ondemand import CONFIG, RECEIPT, VOCAB, WEIGHTS
-from zoo.errors import CheckpointError, NotFoundError, UsageError
+from zoo.config import CHECKPOINT_HEADS, ModelConfig, heads_in
+from zoo.converters.layout import (
+    CONFIG,
+    VOCAB,
+    WEIGHTS,
+    missing_file,
+    read_config,
+    read_receipt,
+    staged_output,
+    tokenizer_options,
+)
+from zoo.converters.safetensors_out import write_state
+from zoo.errors import CheckpointError, UsageError
 from zoo.hub.card import Provenance, model_card, tokenizer_files
+from zoo.progress import Progress, ProgressEvent, reporting
+from zoo.weights import Model, Prepared, prepare
 
 if TYPE_CHECKING:
     import torch
-
-    from zoo.registry import Manifest
 
 log = logging.getLogger("zoo.hub")
 
@@ -46,53 +53,104 @@ class Weights:
     strip_accents: bool | None = None
 
 
-def export(name_or_path: str | os.PathLike[str] | Manifest, out_dir: str | os.PathLike[str], *, format: str = "hf",
-           source: int | None = None, offline: bool | None = None, repo_id: str | None = None) -> Path:
-    """Write a transformers-ready folder for ``name_or_path`` into ``out_dir`` (new or empty); returns it.
+@dataclasses.dataclass(frozen=True, eq=False)
+class Exported:
+    """What :func:`export` wrote: the folder, where its weights came from, and each file's sha256.
 
-    ``name_or_path``: a registry name (or :class:`~zoo.registry.Manifest`), a directory written by
-    ``zoo convert`` (or ``zoo export``), or an upstream TF release directory (converted on the fly).
-    ``source``/``offline`` apply to registry names; ``repo_id`` is the repo named in the model card.
-    brightmart pre-LN models have no transformers equivalent and raise :class:`~zoo.errors.UnsupportedError`.
+    Usable wherever a path is (``os.fspath(exported)`` is the folder). zoo 0.1 returned the folder's
+    :class:`~pathlib.Path`; code that still treats the result as one works for this release, with a
+    DeprecationWarning: use ``.path``.
+    """
+
+    path: Path
+    format: str
+    provenance: Provenance
+    files: dict[str, str]
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Exported):
+            return (self.path, self.format, self.provenance, self.files) == \
+                (other.path, other.format, other.provenance, other.files)
+        if isinstance(other, os.PathLike):
+            _deprecated_path_use()
+            return self.path == Path(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    def __truediv__(self, other: str | os.PathLike[str]) -> Path:
+        _deprecated_path_use()
+        return self.path / other
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        _deprecated_path_use()
+        return getattr(self.path, name)
+
+
+def _deprecated_path_use() -> None:
+    import warnings
+
+    warnings.warn("zoo.export() returns an Exported record; use its .path for the folder", DeprecationWarning,
+                  stacklevel=3)
+
+
+def export(model: Model, out_dir: str | os.PathLike[str], *, format: str = "hf", source: int | None = None,
+           offline: bool | None = None, repo_id: str | None = None,
+           manifests: Sequence[str | os.PathLike[str]] = (), progress: Progress = None) -> Exported:
+    """Write a transformers-ready folder for ``model`` into ``out_dir`` (new or empty).
+
+    ``model``: a registry name (or :class:`~zoo.registry.Manifest`), a directory written by ``zoo convert``,
+    ``zoo export`` or ``zoo pretrain``, or an upstream TF release directory (converted on the fly) — the same
+    rule as :func:`zoo.load`. ``source``/``offline`` apply to registry names; ``repo_id`` is the repo named in
+    the model card. brightmart pre-LN models have no transformers equivalent and raise
+    :class:`~zoo.errors.UnsupportedError`.
     """
     if format not in FORMATS:
         raise UsageError(f"unknown export format {format!r}", hint=f"choose one of {', '.join(FORMATS)}")
     out = Path(out_dir)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise UsageError(f"{out}: already exists and is not empty", hint="remove it or choose another directory")
-    return write_hf_folder(locate(name_or_path, source=source, offline=offline), out, repo_id=repo_id)
+    with reporting(progress) as emit:
+        prepared = prepare(model, source=source, offline=offline, manifests=manifests, progress=emit)
+        weights = weights_of(prepared, model)
+        emit(ProgressEvent("note", weights.provenance.name, message=f"writing {out}"))
+        return write_hf_folder(weights, out, repo_id=repo_id)
 
 
-# ------------------------------------------------------------------------------------------ the inputs
-def locate(name_or_path: str | os.PathLike[str] | Manifest, *, source: int | None = None,
-           offline: bool | None = None) -> Weights:
-    """The weights behind ``name_or_path``, pulled and converted (once, into the cache) where needed."""
-    from zoo.converters.ondemand import resolve_weights
-
-    resolved = resolve_weights(name_or_path, source=source, offline=offline)
-    manifest, pulled = resolved.manifest, resolved.pulled
+def weights_of(prepared: Prepared, model: Model) -> Weights:
+    """The weights of a prepared directory with their provenance (manifest facts when named by the registry)."""
+    manifest, pulled = prepared.manifest, prepared.pulled
     if manifest is None:
-        given = Path(name_or_path).expanduser().resolve()
-        return read_weights_dir(resolved.path, Provenance(name=given.name, origin=None if resolved.path == given
-                                                          else str(given)))
+        given = prepared.release or prepared.path.resolve()
+        prov = Provenance(name=given.name, origin=str(prepared.release) if prepared.release else None)
+        return read_weights_dir(prepared.path, prov)
     prov = Provenance(name=manifest.name, description=manifest.description, family=manifest.family,
                       language=manifest.language, license=manifest.license, homepage=manifest.homepage,
                       citation=manifest.citation, origin=pulled.source.label if pulled else None,
                       source_sha256=pulled.sha256 if pulled else None)
-    weights = read_weights_dir(resolved.path, prov)  # converted with the manifest's config
+    weights = read_weights_dir(prepared.path, prov)  # converted with the manifest's config
     return dataclasses.replace(weights, lowercase=manifest.tokenizer.lowercase,
                                strip_accents=manifest.tokenizer.strip_accents)
 
 
 def read_weights_dir(path: Path, prov: Provenance) -> Weights:
     """A directory with ``model.safetensors`` + ``config.json`` + ``vocab.txt``: zoo's layout or transformers'."""
-    from zoo.loader import read_config, read_json, tokenizer_options
-
     config, layout = read_config(path)
     if not (path / VOCAB).is_file():
-        raise NotFoundError(f"{path / VOCAB} does not exist", hint="the vocab belongs next to the weights")
-    if prov.receipt is None and (path / RECEIPT).is_file():
-        prov = dataclasses.replace(prov, receipt=read_json(path / RECEIPT))
+        raise missing_file(path, VOCAB)
+    if prov.receipt is None:
+        receipt = read_receipt(path)
+        if receipt is not None:
+            prov = dataclasses.replace(prov, receipt=receipt)
     return Weights(path, config, layout, prov, *tokenizer_options(path))
 
 
@@ -113,17 +171,8 @@ def canonical_state(weights: Weights) -> dict[str, torch.Tensor]:
     return state
 
 
-def pick_head(state: dict[str, Any]) -> str:
-    """``pretraining`` when the checkpoint has MLM + SOP/NSP heads, ``mlm`` with MLM only, else ``base``."""
-    if "mlm.bias" in state:
-        return "pretraining" if "seq_relationship.weight" in state else "mlm"
-    return "base"
-
-
-def write_hf_folder(weights: Weights, out: Path, *, repo_id: str | None = None) -> Path:
+def write_hf_folder(weights: Weights, out: Path, *, repo_id: str | None = None) -> Exported:
     """Write the transformers folder for ``weights`` into ``out`` (atomically: staged, then renamed)."""
-    from safetensors.torch import save_file
-
     from zoo.converters import hf_names
     from zoo.converters.transformers import check_shapes
 
@@ -131,42 +180,36 @@ def write_hf_folder(weights: Weights, out: Path, *, repo_id: str | None = None) 
     hf_names.hf_equivalent(config)  # pre-LN brightmart: UnsupportedError before any work
     state = canonical_state(weights)
     check_shapes(state, config, str(weights.path / WEIGHTS))
-    head = pick_head(state)
+    head = heads_in({h for h in CHECKPOINT_HEADS if any(n.startswith(h + ".") for n in state)})
     if head != "pretraining":
         log.warning("%s has %s: exported without the pretraining heads it lacks", weights.path,
                     "no SOP/NSP head" if head == "mlm" else "no MLM head (AutoModelForMaskedLM will not load it)")
     tensors = hf_names.to_transformers(state, config, head)
     for tied in _tied_keys(tensors):
         del tensors[tied]  # tied to the word embeddings / predictions.bias; transformers re-ties them on load
-    tensors = {name: t.contiguous() for name, t in tensors.items()}
-
     vocab = (weights.path / VOCAB).read_text(encoding="utf-8")
-    tokens = vocab.split("\n")
     hf_config = hf_names.transformers_config(config, head)
-    hf_config.update(_special_ids(tokens), tie_word_embeddings=True)
+    hf_config.update(_special_ids(vocab.split("\n")), tie_word_embeddings=True)
     hf_config["dtype"] = str(next(iter(tensors.values())).dtype).removeprefix("torch.")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        out.rmdir()  # empty (checked by the caller)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        save_file(tensors, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        (tmp / CONFIG).write_text(json.dumps(hf_config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        (tmp / VOCAB).write_text(vocab, encoding="utf-8")
+    with staged_output(out, kind="export") as staged:
+        with staged.open(WEIGHTS, "weights") as fh:
+            write_state(fh, tensors, {"format": "pt"})
+        staged.write_json(CONFIG, hf_config, "config")
+        staged.write_text(VOCAB, vocab, "vocab")
         for name, text in tokenizer_files(config, lowercase=weights.lowercase,
                                           strip_accents=weights.strip_accents).items():
-            (tmp / name).write_text(text, encoding="utf-8")
-        hashes = {p.name: cache.hash_file(p)[0] for p in sorted(tmp.iterdir())}
-        card = model_card(weights.provenance, config, hf_config, hashes, repo_id=repo_id)
-        (tmp / "README.md").write_text(card, encoding="utf-8")
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            staged.write_text(name, text, "tokenizer")
+        hashes = {name: item["sha256"] for name, item in staged.outputs.items()}
+        staged.write_text("README.md", model_card(weights.provenance, config, hf_config, hashes, repo_id=repo_id),
+                          "model card")
+        staged.receipt.update({"format": "hf", "architecture": config.architecture,
+                               "transformers_class": hf_config["architectures"][0],
+                               "source": weights.provenance.origin, "source_sha256": weights.provenance.source_sha256})
+        files = {name: item["sha256"] for name, item in staged.outputs.items()}
     log.info("exported %s (%s, %s) to %s", weights.provenance.name, hf_config["architectures"][0],
              config.architecture, out)
-    return out
+    return Exported(out, "hf", weights.provenance, files)
 
 
 def _tied_keys(tensors: dict[str, Any]) -> list[str]:
@@ -181,3 +224,6 @@ def _special_ids(tokens: list[str]) -> dict[str, int]:
     if "pad_token_id" not in ids:
         raise CheckpointError("the vocab has no [PAD] token", hint="a BERT/ALBERT WordPiece vocab.txt has [PAD]")
     return ids
+
+
+__all__ = ["Exported", "FORMATS", "Weights", "export", "read_weights_dir", "write_hf_folder"]

@@ -12,7 +12,8 @@ a directory ``DIR``
     olah serves in local-mirror mode (``mirrors-path = ["DIR"]``). One commit per update; none when nothing
     changed.
 
-Every model is exported first (:func:`zoo.hub.export.export`) into a scratch directory.
+Every model is exported first (:func:`zoo.hub.export.export`) into a scratch directory; the export's record
+(its provenance) names the source hash in the commit message.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo import cache
+from zoo._fs import sha256_file
+from zoo._version import __version__
 from zoo.errors import NetworkError, UsageError, ZooError
+from zoo.progress import Progress, ProgressCallback, reporting
+from zoo.registry import Manifest
 
 if TYPE_CHECKING:
-    from zoo.registry import Manifest
+    from zoo.hub.export import Exported
 
 log = logging.getLogger("zoo.hub")
 
@@ -73,37 +78,50 @@ class Mirrored:
 
 
 # -------------------------------------------------------------------------------------------- public API
-def mirror(models: str | Manifest | Sequence[str | Manifest], to: str | os.PathLike[str] | None = None, *,
+Model = str | os.PathLike[str] | Manifest
+
+
+def mirror(models: Model | Sequence[Model], to: str | os.PathLike[str] | None = None, *,
            repo_prefix: str | None = None, org: str = "zoo", private: bool = False, dry_run: bool = False,
-           source: int | None = None, offline: bool | None = None, api: Any = None,
+           source: int | None = None, offline: bool | None = None, manifests: Sequence[str | os.PathLike[str]] = (),
+           progress: Progress = None, api: Any = None,
            on_model: Callable[[Mirrored], None] | None = None) -> list[Mirrored]:
-    """Export each registered model (name or :class:`~zoo.registry.Manifest`) and mirror it.
+    """Export each model — a registry name, a :class:`~zoo.registry.Manifest` or a directory (as
+    :func:`zoo.load` takes them) — and mirror it.
 
     ``to`` is ``hf://org/repo`` (one model), or a directory; ``repo_prefix="org/"`` mirrors each model to the Hub
     repo ``org/<name>``. ``org`` names the directory level of a local mirror. ``api`` replaces
     ``huggingface_hub.HfApi()`` (tests pass a recording stand-in). ``on_model`` is called after each model.
     Returns what happened, per model.
     """
-    if isinstance(models, str) or hasattr(models, "sources"):
-        models = [models]  # type: ignore[list-item]
-    models = list(models)  # type: ignore[arg-type]
+    if isinstance(models, (str, os.PathLike, Manifest)):
+        models = [models]
+    models = list(models)
     if not models:
         raise UsageError("no models to mirror", hint="name one or more models, or use --all")
     targets = plan_targets(models, to, repo_prefix=repo_prefix, org=org)
     results = []
-    for name, target in targets:
-        result = mirror_one(name, target, private=private, dry_run=dry_run, source=source, offline=offline,
-                            api=api)
-        results.append(result)
-        if on_model is not None:
-            on_model(result)
+    with reporting(progress) as emit:
+        for model, target in targets:
+            result = mirror_one(model, target, private=private, dry_run=dry_run, source=source, offline=offline,
+                                manifests=manifests, progress=emit, api=api)
+            results.append(result)
+            if on_model is not None:
+                on_model(result)
     return results
 
 
-def plan_targets(models: Sequence[str | Manifest], to: str | os.PathLike[str] | None, *,
-                 repo_prefix: str | None = None, org: str = "zoo") -> list[tuple[str | Manifest, str | Path]]:
+def model_name(model: Model) -> str:
+    """The name a model is mirrored under: its registry name, or its directory's name."""
+    if isinstance(model, Manifest):
+        return model.name
+    return Path(model).name if isinstance(model, os.PathLike) or "/" in str(model) else str(model)
+
+
+def plan_targets(models: Sequence[Model], to: str | os.PathLike[str] | None, *,
+                 repo_prefix: str | None = None, org: str = "zoo") -> list[tuple[Model, str | Path]]:
     """``(model, target)`` pairs: ``hf://org/repo`` strings or git repository paths. Validates the options."""
-    names = [m if isinstance(m, str) else m.name for m in models]
+    names = [model_name(m) for m in models]
     if repo_prefix is not None:
         if to is not None and str(to) != HF_PREFIX:
             raise UsageError("--repo-prefix and --to are exclusive", hint="use --to hf://org/repo for one model")
@@ -127,32 +145,32 @@ def plan_targets(models: Sequence[str | Manifest], to: str | os.PathLike[str] | 
     return [(model, root / "models" / org / name) for model, name in zip(models, names)]
 
 
-def mirror_one(model: str | Manifest, target: str | Path, *, private: bool = False, dry_run: bool = False,
-               source: int | None = None, offline: bool | None = None, api: Any = None) -> Mirrored:
-    """Export one registered model and send it to ``target`` (see :func:`plan_targets`)."""
+def mirror_one(model: Model, target: str | Path, *, private: bool = False, dry_run: bool = False,
+               source: int | None = None, offline: bool | None = None,
+               manifests: Sequence[str | os.PathLike[str]] = (), progress: ProgressCallback | None = None,
+               api: Any = None) -> Mirrored:
+    """Export one model and send it to ``target`` (see :func:`plan_targets`)."""
     from zoo.hub.export import export
 
-    name = model if isinstance(model, str) else model.name
+    name = model_name(model)
     repo_id = str(target)[len(HF_PREFIX):] if str(target).startswith(HF_PREFIX) else _hub_style_id(Path(target))
     scratch = cache.staging_dir()
     try:
-        folder = export(model, scratch / "export", source=source, offline=offline, repo_id=repo_id)
-        message = commit_message(name, folder)
+        exported = export(model, scratch / "export", source=source, offline=offline, repo_id=repo_id,
+                          manifests=manifests, progress=progress or False)
+        message = commit_message(name, exported)
         if str(target).startswith(HF_PREFIX):
-            return push_to_hub(folder, repo_id, message=message, name=name, private=private, dry_run=dry_run,
-                               api=api)
-        return write_git_repo(folder, Path(target), message=message, name=name, dry_run=dry_run)
+            return push_to_hub(exported.path, repo_id, message=message, name=name, private=private,
+                               dry_run=dry_run, api=api)
+        return write_git_repo(exported.path, Path(target), message=message, name=name, dry_run=dry_run)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def commit_message(name: str, folder: Path) -> str:
-    """``zoo 0.1.0: albert_base_zh (source sha256 …)``, from the model card's origin line."""
-    from zoo import __version__
-
-    card = (folder / "README.md").read_text(encoding="utf-8")
-    found = re.search(r"sha256 of the download: `([0-9a-f]{64})`", card)
-    source = f"source sha256 {found.group(1)}" if found else "local source"
+def commit_message(name: str, exported: Exported) -> str:
+    """``zoo 0.2.0: albert_base_zh (source sha256 …)``, from the export's provenance."""
+    sha = exported.provenance.source_sha256
+    source = f"source sha256 {sha}" if sha else "local source"
     return f"zoo {__version__}: {name} ({source})"
 
 
@@ -175,7 +193,7 @@ def is_lfs(path: str) -> bool:
 
 
 def _local_files(folder: Path) -> dict[str, tuple[str, int]]:
-    return {p.relative_to(folder).as_posix(): cache.hash_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 # --------------------------------------------------------------------------------------------------- Hub
@@ -215,7 +233,20 @@ def push_to_hub(folder: Path, repo_id: str, *, message: str, name: str | None = 
         raise NetworkError(f"hf://{repo_id}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}",
                            hint="mirroring needs a token with write access (HF_TOKEN or `hf auth login`) and, "
                                 "for an organisation, membership in it") from None
+    except (OSError, ConnectionError) as exc:
+        raise _unreachable_hub(repo_id, exc) from None
+    except Exception as exc:  # httpx transport errors: huggingface_hub lets them through unwrapped
+        if type(exc).__module__.split(".")[0] not in ("httpx", "httpcore", "requests", "urllib3"):
+            raise
+        raise _unreachable_hub(repo_id, exc) from None
     return dataclasses.replace(result, commit=getattr(info, "oid", None), url=getattr(info, "commit_url", None))
+
+
+def _unreachable_hub(repo_id: str, exc: BaseException) -> NetworkError:
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    return NetworkError(f"hf://{repo_id}: cannot reach {endpoint} ({type(exc).__name__}: "
+                        f"{(str(exc).strip().splitlines() or [''])[0][:160]})",
+                        hint="check the network and HF_ENDPOINT; a dry run also needs the Hub, to compare files")
 
 
 # --------------------------------------------------------------------------------------------------- git

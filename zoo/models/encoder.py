@@ -11,29 +11,25 @@ The three architectures differ in three places only, and each is a plain branch 
 
 Module and parameter names are zoo's canonical names (docs/architecture.md), so a converted
 ``model.safetensors`` loads with ``load_state_dict`` and nothing else. Attention masks follow the TF code:
-``-10000`` is added to the scores of padded keys.
+``-10000`` is added to the scores of padded keys. In training mode the config's dropout applies where the TF
+code applies it (embedding output, attention probabilities, each sub-block's output); passing ``labels`` and
+``seq_relationship_labels`` adds the pretraining losses (:mod:`zoo.models.losses`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
-from zoo.config import ModelConfig
+from zoo.config import HEADS, ModelConfig
 from zoo.errors import UsageError
-from zoo.models import heads as H
-
-#: transformers' meanings: ``gelu`` is the exact erf form, ``gelu_new`` the tanh approximation TF code uses.
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": F.relu,
-    "gelu": F.gelu,
-    "gelu_new": functools.partial(F.gelu, approximate="tanh"),
-}
+from zoo.models.activations import ACTIVATION_FUNCTIONS
+from zoo.models.heads import TASK_HEAD_NAMES, MaskedLMHead
+from zoo.models.losses import IGNORE, nll_sum
 
 #: The TF code adds this to the attention scores of masked keys.
 MASK_VALUE = -10000.0
@@ -41,7 +37,13 @@ MASK_VALUE = -10000.0
 
 @dataclasses.dataclass
 class ModelOutput:
-    """What :class:`Encoder` returns. Head outputs are ``None`` unless that head is loaded."""
+    """What :class:`Encoder` returns. Head outputs are ``None`` unless that head is loaded.
+
+    With ``labels``, the MLM head runs only at the predicted positions: ``masked_lm_logits`` is ``[N, V]`` for
+    the ``N`` positions where ``labels != -100`` (row-major order) and ``mlm_logits`` stays ``None``.
+    ``loss`` = ``mlm_loss`` + ``seq_relationship_loss`` (means; sums with ``loss_reduction="sum"``, with the
+    counts in ``mlm_count`` / ``seq_relationship_count``).
+    """
 
     last_hidden_state: torch.Tensor
     pooler_output: torch.Tensor
@@ -51,6 +53,12 @@ class ModelOutput:
     logits: torch.Tensor | None = None
     start_logits: torch.Tensor | None = None
     end_logits: torch.Tensor | None = None
+    masked_lm_logits: torch.Tensor | None = None
+    loss: torch.Tensor | None = None
+    mlm_loss: torch.Tensor | None = None
+    seq_relationship_loss: torch.Tensor | None = None
+    mlm_count: torch.Tensor | None = None
+    seq_relationship_count: torch.Tensor | None = None
 
 
 def _embedding(num: int, dim: int, std: float) -> nn.Embedding:
@@ -63,7 +71,7 @@ def _embedding(num: int, dim: int, std: float) -> nn.Embedding:
 
 
 class Embeddings(nn.Module):
-    """Token + position + token-type embeddings, LayerNorm, and the E→H step of the ALBERTs."""
+    """Token + position + token-type embeddings, LayerNorm (then dropout), and the E→H step of the ALBERTs."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -75,6 +83,7 @@ class Embeddings(nn.Module):
         self.position = _embedding(config.max_position_embeddings, d, std)
         self.token_type = _embedding(config.type_vocab_size, d, std)
         self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
         if config.has_mapping_in:
             self.mapping_in = nn.Linear(e, h)  # Google ALBERT, applied after the LayerNorm
 
@@ -84,10 +93,14 @@ class Embeddings(nn.Module):
         if hasattr(self, "word_proj"):
             x = self.word_proj(x)
         x = x + self.position(position_ids) + self.token_type(token_type_ids)
-        x = self.norm(x)
+        x = self.dropout(self.norm(x))
         if hasattr(self, "mapping_in"):
             x = self.mapping_in(x)
         return x
+
+    def decoder_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The tied MLM decoder: the word table, and brightmart's projection (``None`` elsewhere)."""
+        return self.word.weight, self.word_proj.weight if hasattr(self, "word_proj") else None
 
 
 class Attention(nn.Module):
@@ -97,6 +110,7 @@ class Attention(nn.Module):
         super().__init__()
         h = config.hidden_size
         self.num_heads = config.num_attention_heads
+        self.dropout_p = config.attention_dropout
         self.query = nn.Linear(h, h)
         self.key = nn.Linear(h, h)
         self.value = nn.Linear(h, h)
@@ -109,12 +123,12 @@ class Attention(nn.Module):
             return y.view(b, t, self.num_heads, h // self.num_heads).transpose(1, 2)
 
         y = F.scaled_dot_product_attention(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)),
-                                           attn_mask=mask)
+                                           attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
         return self.output(y.transpose(1, 2).reshape(b, t, h))
 
 
 class Layer(nn.Module):
-    """One transformer block: attention and feed-forward, each with a residual and a LayerNorm."""
+    """One transformer block: attention and feed-forward, each with dropout, a residual and a LayerNorm."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -124,15 +138,16 @@ class Layer(nn.Module):
         self.intermediate = nn.Linear(h, i)
         self.output = nn.Linear(i, h)
         self.output_norm = nn.LayerNorm(h, eps=config.layer_norm_eps)
-        self.act = ACTIVATIONS[config.hidden_act]
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.act = ACTIVATION_FUNCTIONS[config.hidden_act]
         self.pre_ln = config.ln_type == "preln"
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if self.pre_ln:  # brightmart's prelln_transformer_model: normalise the input of each sub-block
-            x = x + self.attention(self.attention_norm(x), mask)
-            return x + self.output(self.act(self.intermediate(self.output_norm(x))))
-        x = self.attention_norm(x + self.attention(x, mask))
-        return self.output_norm(x + self.output(self.act(self.intermediate(x))))
+            x = x + self.dropout(self.attention(self.attention_norm(x), mask))
+            return x + self.dropout(self.output(self.act(self.intermediate(self.output_norm(x)))))
+        x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
+        return self.output_norm(x + self.dropout(self.output(self.act(self.intermediate(x)))))
 
 
 class Encoder(nn.Module):
@@ -140,22 +155,24 @@ class Encoder(nn.Module):
 
     ``heads`` is ``None`` (encoder and pooler only), ``"mlm"``, ``"pretraining"`` (MLM + SOP/NSP) or a task
     head: ``"sequence-classification"`` (``num_labels``), ``"token-classification"`` (``num_labels``),
-    ``"question-answering"``.
+    ``"question-answering"``. Set ``gradient_checkpointing = True`` to recompute each layer in the backward
+    pass instead of keeping its activations (large models, long sequences).
     """
 
     def __init__(self, config: ModelConfig, heads: str | None = None, num_labels: int = 2) -> None:
         super().__init__()
-        if heads not in H.HEADS:
+        if heads not in HEADS:
             raise UsageError(f"unknown heads {heads!r}",
-                             hint=f"use one of: {', '.join(str(h) for h in H.HEADS)}")
+                             hint=f"use one of: {', '.join(str(h) for h in HEADS)}")
         self.config = config
         self.heads = heads
+        self.gradient_checkpointing = False
         self.embeddings = Embeddings(config)
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_layer_sets))
         self.pooler = nn.Linear(config.hidden_size, config.hidden_size)
         self.schedule = config.layer_schedule()
         if heads in ("mlm", "pretraining"):
-            self.mlm = H.MaskedLMHead(config)
+            self.mlm = MaskedLMHead(config)
         if heads == "pretraining":
             self.seq_relationship = nn.Linear(config.hidden_size, 2)
         if heads in ("sequence-classification", "token-classification"):
@@ -166,18 +183,25 @@ class Encoder(nn.Module):
 
     def task_head_modules(self) -> list[nn.Module]:
         """Heads that never come from a checkpoint (initialised by :meth:`init_task_heads`)."""
-        return [getattr(self, name) for name in H.TASK_HEAD_NAMES if hasattr(self, name)]
+        return [getattr(self, name) for name in TASK_HEAD_NAMES if hasattr(self, name)]
 
     @torch.no_grad()
     def init_task_heads(self) -> None:
         """Initialise fresh task heads like the TF code: normal(0, initializer_range) weights, zero biases."""
         for module in self.task_head_modules():
-            nn.init.normal_(module.weight, std=self.config.initializer_range)
-            nn.init.zeros_(module.bias)
+            nn.init.normal_(module.weight, std=self.config.initializer_range)  # type: ignore[arg-type]
+            nn.init.zeros_(module.bias)  # type: ignore[arg-type]
+
+    def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """MLM logits for hidden states of any leading shape (needs the MLM head)."""
+        word, proj = self.embeddings.decoder_weights()
+        return self.mlm(hidden, word, proj)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
-                output_hidden_states: bool = False) -> ModelOutput:
+                output_hidden_states: bool = False, labels: torch.Tensor | None = None,
+                seq_relationship_labels: torch.Tensor | None = None,
+                loss_reduction: str = "mean") -> ModelOutput:
         b, t = input_ids.shape
         if t > self.config.max_position_embeddings and position_ids is None:
             raise UsageError(
@@ -198,16 +222,35 @@ class Encoder(nn.Module):
         # TF code's all_layer_outputs: an ALBERT layer contributes one state per inner-group set).
         hidden_states = [x]
         for k in self.schedule:
-            x = self.layers[k](x, mask)
+            layer = self.layers[k]
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, mask, use_reentrant=False)
+            else:
+                x = layer(x, mask)
             hidden_states.append(x)
 
         pooled = torch.tanh(self.pooler(x[:, 0]))
         out = ModelOutput(last_hidden_state=x, pooler_output=pooled,
                           hidden_states=tuple(hidden_states) if output_hidden_states else None)
         if hasattr(self, "mlm"):
-            out.mlm_logits = self.mlm(x, self.embeddings)
+            if labels is None:
+                out.mlm_logits = self.mlm_logits(x)
+            else:  # gather first, as upstream does: the vocab projection runs only where there is a target
+                picked = labels != IGNORE
+                out.masked_lm_logits = self.mlm_logits(x[picked])
+                out.mlm_loss, out.mlm_count = nll_sum(out.masked_lm_logits, labels[picked])
         if hasattr(self, "seq_relationship"):
             out.seq_relationship_logits = self.seq_relationship(pooled)
+            if seq_relationship_labels is not None:
+                out.seq_relationship_loss, out.seq_relationship_count = nll_sum(out.seq_relationship_logits,
+                                                                               seq_relationship_labels)
+        if labels is not None and not hasattr(self, "mlm"):
+            raise UsageError("labels given, but the model has no MLM head", hint='build it with heads="mlm" or '
+                                                                                  '"pretraining"')
+        if seq_relationship_labels is not None and not hasattr(self, "seq_relationship"):
+            raise UsageError("seq_relationship_labels given, but the model has no SOP/NSP head",
+                             hint='build it with heads="pretraining"')
+        _reduce(out, loss_reduction)
         if hasattr(self, "classifier"):
             out.logits = self.classifier(pooled if self.heads == "sequence-classification" else x)
         if hasattr(self, "qa_outputs"):
@@ -216,4 +259,21 @@ class Encoder(nn.Module):
         return out
 
 
-__all__ = ["ACTIVATIONS", "Attention", "Embeddings", "Encoder", "Layer", "ModelOutput"]
+def _reduce(out: ModelOutput, reduction: str) -> None:
+    """Turn the loss sums into means (``"mean"``) or leave them (``"sum"``), and add them up into ``loss``."""
+    if reduction not in ("mean", "sum"):
+        raise UsageError(f"loss_reduction={reduction!r}", hint='use "mean" or "sum"')
+    parts = []
+    for loss, count in (("mlm_loss", "mlm_count"), ("seq_relationship_loss", "seq_relationship_count")):
+        value = getattr(out, loss)
+        if value is None:
+            continue
+        if reduction == "mean":
+            value = value / getattr(out, count).clamp_min(1)
+            setattr(out, loss, value)
+        parts.append(value)
+    if parts:
+        out.loss = parts[0] if len(parts) == 1 else parts[0] + parts[1]
+
+
+__all__ = ["Attention", "Embeddings", "Encoder", "Layer", "ModelOutput"]

@@ -3,6 +3,10 @@
 Built-in manifests live in the package (``zoo/manifests`` in a wheel; the repository's top-level ``manifests/``
 in a source checkout). User manifests are every ``*.yaml`` in the directories listed in ``ZOO_MANIFEST_PATH``
 (``os.pathsep``-separated) and in ``--manifests DIR``; a user manifest with a built-in's name overrides it.
+
+A broken *user* manifest (unreadable, not UTF-8, not YAML, invalid, clashing names) never stops work on other
+models: it is logged as a warning and set aside, and asking for a name only it could have defined raises its
+error. YAML aliases are bounded, so a tiny hostile file cannot expand into gigabytes ("billion laughs").
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from zoo.errors import ManifestError, NotFoundError
-from zoo.registry.schema import Manifest, parse_manifest
+from zoo.registry.schema import Manifest, parse_manifest, show
 
 log = logging.getLogger("zoo.registry")
 
@@ -42,19 +46,68 @@ def user_manifest_dirs(extra: Sequence[Path] = ()) -> list[Path]:
     return dirs + [Path(p).expanduser() for p in extra]
 
 
+#: Bounds on YAML aliases: manifests need none, and expansion is what makes a small file huge.
+MAX_ALIASES = 64
+MAX_EXPANDED_NODES = 20_000
+
+
 def read_manifest(path: Path, *, builtin: bool = False) -> Manifest:
     """Read and validate one manifest file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
-        raise ManifestError(str(path), "", f"cannot read: {exc.strerror or exc}") from exc
+        raise ManifestError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ManifestError(str(path), "", f"not UTF-8 text (byte {exc.start}, line {line})",
+                            hint="save the manifest as UTF-8") from None
+    try:
+        _check_aliases(text, path)
         data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader, C-accelerated when available
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ManifestError(str(path), "", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}") from exc
+        raise ManifestError(str(path), "", f"not valid YAML: {where}{getattr(exc, 'problem', exc)}") from None
     return parse_manifest(data, path, builtin=builtin)
+
+
+def _check_aliases(text: str, path: Path) -> None:
+    """Refuse documents whose aliases would expand beyond :data:`MAX_EXPANDED_NODES` nodes (or use more than
+    :data:`MAX_ALIASES` aliases), computed from parser events without building anything."""
+    if "*" not in text:
+        return
+    sizes: dict[str, int] = {}  # anchor -> expanded node count
+    stack: list[tuple[str | None, int]] = []  # open collections: (anchor, nodes so far)
+    aliases = total = 0
+    for event in yaml.parse(text, Loader=_SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            size = sizes.get(str(event.anchor), 1)
+        elif isinstance(event, (yaml.ScalarEvent,)):
+            size = 1
+            if event.anchor:
+                sizes[event.anchor] = 1
+        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            stack.append((event.anchor, 1))
+            continue
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            anchor, size = stack.pop()
+            if anchor:
+                sizes[anchor] = size
+        else:
+            continue
+        if stack:
+            anchor, count = stack[-1]
+            stack[-1] = (anchor, count + size)
+        else:
+            total += size
+        expanded = total + sum(count for _, count in stack)
+        if aliases > MAX_ALIASES or expanded > MAX_EXPANDED_NODES:
+            raise ManifestError(str(path), "", f"YAML aliases expand to more than {MAX_EXPANDED_NODES:,} nodes "
+                                f"(or more than {MAX_ALIASES} aliases); refusing to read it",
+                                hint="manifests need no YAML anchors or aliases; write the values out")
 
 
 def _yaml_files(directory: Path) -> list[Path]:
@@ -71,6 +124,8 @@ class Registry:
         self._alias: dict[str, str] = {}
         #: (name, path of the user manifest) for every built-in a user manifest replaced
         self.overrides: list[tuple[str, Path]] = []
+        #: user manifests that could not be used, with why
+        self.broken: list[ManifestError] = []
         for manifest in manifests:
             self.add(manifest)
 
@@ -117,7 +172,11 @@ class Registry:
         key = self._alias.get(key, key)
         if key in self._by_name:
             return self._by_name[key]
-        raise NotFoundError(f"unknown model {name!r}", hint=self._suggest(key))
+        for error in self.broken:  # the model may be the one a broken user manifest describes
+            if Path(error.file).stem.lower() == key:
+                raise error
+        broken = f" ({len(self.broken)} user manifest(s) could not be read: see the warnings)" if self.broken else ""
+        raise NotFoundError(f"unknown model {show(name)}{broken}", hint=self._suggest(key))
 
     def _suggest(self, key: str) -> str:
         candidates = self.names() + sorted(self._alias)
@@ -145,7 +204,11 @@ def _load(extra: tuple[Path, ...], env: str) -> Registry:
         if not directory.is_dir():
             log.warning("manifest directory %s does not exist", directory)
         for path in _yaml_files(directory):
-            registry.add(read_manifest(path))
+            try:
+                registry.add(read_manifest(path))
+            except ManifestError as exc:
+                registry.broken.append(exc)
+                log.warning("skipping user manifest %s", exc)
     return registry
 
 
@@ -159,12 +222,19 @@ def clear_cache() -> None:
     _load.cache_clear()
 
 
-def get_manifest(name: str, *, manifests: Sequence[Path] = ()) -> Manifest:
+def get_manifest(name: str, *, manifests: Sequence[str | os.PathLike[str]] = ()) -> Manifest:
     """The manifest for a registered name or alias; :class:`~zoo.errors.NotFoundError` with suggestions."""
-    return load_registry(manifests).get(name)
+    return load_registry([Path(m) for m in manifests]).get(name)
 
 
 def list_models(*, family: str | None = None, language: str | None = None,
-                manifests: Sequence[Path] = ()) -> list[Manifest]:
+                manifests: Sequence[str | os.PathLike[str]] = ()) -> list[str]:
+    """Registered model names, sorted, optionally filtered by family and language (as torchvision and timm
+    list models). :func:`list_manifests` returns the manifests themselves."""
+    return [m.name for m in list_manifests(family=family, language=language, manifests=manifests)]
+
+
+def list_manifests(*, family: str | None = None, language: str | None = None,
+                   manifests: Sequence[str | os.PathLike[str]] = ()) -> list[Manifest]:
     """Registered manifests, sorted by name, optionally filtered by family and language."""
-    return load_registry(manifests).filter(family=family, language=language)
+    return load_registry([Path(m) for m in manifests]).filter(family=family, language=language)

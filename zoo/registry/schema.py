@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import reprlib
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from zoo.config import ALBERT_ONLY_KEYS, ModelConfig
+from zoo.config import ALBERT_ONLY_KEYS, SCHEME_ARCHITECTURE, SCHEMES, ModelConfig
+from zoo._fs import cut
 from zoo.errors import ManifestError
 
 SCHEMA_VERSION = 1
 FAMILIES = ("albert", "bert")
 LANGUAGES = ("zh", "en", "multi")
 FORMATS = ("tf-checkpoint", "pytorch", "safetensors")
-SCHEMES = ("google-albert", "brightmart-albert", "google-bert")
 ARCHIVES = ("zip", "tar.gz", "none")
 URL_SCHEMES = ("http://", "https://", "file://")
 
@@ -29,9 +30,6 @@ _ALIAS_RE = re.compile(r"^[a-z0-9_.-]+$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
 _HF_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-#: The architecture each TF naming scheme implies.
-SCHEME_ARCHITECTURE = {"google-bert": "bert", "google-albert": "albert", "brightmart-albert": "albert-brightmart"}
 
 _CONFIG_KEYS = {f.name for f in dataclasses.fields(ModelConfig)} - {"architecture"}
 _CONFIG_REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
@@ -76,11 +74,11 @@ class Source:
 
     def find_checkpoint(self, root: Path) -> Path:
         """The checkpoint inside an extracted snapshot: a TF prefix (``.../model.ckpt-best``) or a file."""
-        return locate(root, str(self.checkpoint), suffix=".index" if self.format == "tf-checkpoint" else "")
+        return find_in_snapshot(root, str(self.checkpoint), suffix=".index" if self.format == "tf-checkpoint" else "")
 
     def find_vocab(self, root: Path) -> Path:
         """The vocabulary file inside an extracted snapshot."""
-        return locate(root, str(self.vocab))
+        return find_in_snapshot(root, str(self.vocab))
 
     @property
     def revision_is_commit(self) -> bool:
@@ -132,7 +130,7 @@ class Manifest:
         return sizes[0] if sizes else None
 
 
-def locate(root: Path, rel: str, *, suffix: str = "") -> Path:
+def find_in_snapshot(root: Path, rel: str, *, suffix: str = "") -> Path:
     """``root / rel`` if it exists, else the only file below ``root`` with the same basename.
 
     Several upstream archives are documented only by their file names, not by their top-level directory
@@ -172,7 +170,7 @@ class _Checker:
     def no_unknown(self, data: Mapping[str, Any], allowed: set[str] | frozenset[str], prefix: str) -> None:
         for key in data:
             if key not in allowed:
-                raise self.fail(_join(prefix, str(key)), "unknown key",
+                raise self.fail(_join(prefix, cut(str(key), 60)), "unknown key",
                                 hint=f"allowed keys: {', '.join(sorted(allowed))}")
 
     def get(self, data: Mapping[str, Any], key: str, types: type | tuple[type, ...], prefix: str = "",
@@ -189,14 +187,14 @@ class _Checker:
         if isinstance(value, bool) and bool not in _as_tuple(types):
             raise self.fail(path, f"expected {_expected(types)}, got a boolean")
         if not isinstance(value, types):
-            raise self.fail(path, f"expected {_expected(types)}, got {_type_name(value)} {value!r}")
+            raise self.fail(path, f"expected {_expected(types)}, got {_type_name(value)} {show(value)}")
         return value
 
     def choice(self, data: Mapping[str, Any], key: str, choices: tuple[str, ...], prefix: str = "",
                *, required: bool = False, default: str | None = None) -> Any:
         value = self.get(data, key, str, prefix, required=required, default=default)
         if value is not None and value not in choices:
-            raise self.fail(_join(prefix, key), f"expected one of {', '.join(choices)}, got {value!r}")
+            raise self.fail(_join(prefix, key), f"expected one of {', '.join(choices)}, got {show(value)}")
         return value
 
 
@@ -208,6 +206,15 @@ def _expected(types: type | tuple[type, ...]) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "true/false", list: "a list",
              dict: "a mapping"}
     return " or ".join(names.get(t, t.__name__) for t in _as_tuple(types))
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxlevel = 60, 60, 4, 4, 2
+
+
+def show(value: Any) -> str:
+    """A value for an error message: never whole (a hostile manifest may hold something huge)."""
+    return _SHORT.repr(value)
 
 
 def _type_name(value: Any) -> str:
@@ -237,11 +244,11 @@ def parse_manifest(data: Any, path: Path, *, builtin: bool = False) -> Manifest:
                      hint="this zoo reads schema 1 manifests; upgrade zoo for newer ones")
     name = c.get(data, "name", str, required=True)
     if not _NAME_RE.match(name):
-        raise c.fail("name", f"expected lowercase letters, digits and '_' ([a-z0-9_]+), got {name!r}")
+        raise c.fail("name", f"expected lowercase letters, digits and '_' ([a-z0-9_]+), got {show(name)}")
     aliases = c.get(data, "aliases", list, default=[]) or []
     for i, alias in enumerate(aliases):
         if not isinstance(alias, str) or not _ALIAS_RE.match(alias):
-            raise c.fail(f"aliases[{i}]", f"expected a lowercase name ([a-z0-9_.-]+), got {alias!r}")
+            raise c.fail(f"aliases[{i}]", f"expected a lowercase name ([a-z0-9_.-]+), got {show(alias)}")
     family = c.choice(data, "family", FAMILIES, required=True)
     language = c.choice(data, "language", LANGUAGES, required=True)
     description = c.get(data, "description", str, required=True)
@@ -282,17 +289,17 @@ def _parse_source(c: _Checker, item: Any, index: int) -> Source:
     revision = c.get(item, "revision", str, p)
     if url is not None:
         if not url.startswith(URL_SCHEMES):
-            raise c.fail(f"{p}.url", f"expected an http://, https:// or file:// URL, got {url!r}")
+            raise c.fail(f"{p}.url", f"expected an http://, https:// or file:// URL, got {show(url)}")
         if revision is not None:
             raise c.fail(f"{p}.revision", "only hf sources have a revision")
     else:
         if not _HF_REPO_RE.match(hf):
-            raise c.fail(f"{p}.hf", f"expected a Hugging Face repo id 'org/name', got {hf!r}")
+            raise c.fail(f"{p}.hf", f"expected a Hugging Face repo id 'org/name', got {show(hf)}")
         if revision is not None and not revision.strip():
             raise c.fail(f"{p}.revision", "expected a 40-hex commit (or a branch/tag name, which is not reproducible)")
     sha256 = c.get(item, "sha256", str, p)
     if sha256 is not None and not _SHA256_RE.match(sha256):
-        raise c.fail(f"{p}.sha256", f"expected 64 lowercase hex digits or null, got {sha256!r}")
+        raise c.fail(f"{p}.sha256", f"expected 64 lowercase hex digits or null, got {show(sha256)}")
     size = c.get(item, "size", int, p)
     if size is not None and size < 0:
         raise c.fail(f"{p}.size", f"expected a size in bytes >= 0, got {size}")
@@ -320,7 +327,7 @@ def _parse_source(c: _Checker, item: Any, index: int) -> Source:
         c.no_unknown(pin, {"sha256", "size"}, fp)
         pin_sha = c.get(pin, "sha256", str, fp)
         if pin_sha is not None and not _SHA256_RE.match(pin_sha):
-            raise c.fail(f"{fp}.sha256", f"expected 64 lowercase hex digits or null, got {pin_sha!r}")
+            raise c.fail(f"{fp}.sha256", f"expected 64 lowercase hex digits or null, got {show(pin_sha)}")
         pin_size = c.get(pin, "size", int, fp)
         if pin_size is not None and pin_size < 0:
             raise c.fail(f"{fp}.size", f"expected a size in bytes >= 0, got {pin_size}")
@@ -332,7 +339,7 @@ def _parse_source(c: _Checker, item: Any, index: int) -> Source:
 def _check_relative(c: _Checker, key: str, rel: str) -> None:
     pure = PurePosixPath(rel)
     if not rel or pure.is_absolute() or ".." in pure.parts or "\\" in rel:
-        raise c.fail(key, f"expected a relative path inside the source without '..', got {rel!r}")
+        raise c.fail(key, f"expected a relative path inside the source without '..', got {show(rel)}")
 
 
 def _archive_from_url(url: str) -> str:
@@ -373,7 +380,8 @@ def _parse_config(c: _Checker, data: Mapping[str, Any], architecture: str) -> Mo
                 raise c.fail(f"config.{key}", "missing required key")
             continue
         field_type = {"hidden_act": str, "ln_type": str, "layer_norm_eps": (int, float),
-                      "initializer_range": (int, float)}.get(key, int)
+                      "initializer_range": (int, float), "hidden_dropout_prob": (int, float),
+                      "attention_probs_dropout_prob": (int, float)}.get(key, int)
         values[key] = c.get(data, key, field_type, "config", required=True)
     config = ModelConfig(architecture=architecture, **values)  # type: ignore[arg-type]
     problems = config.problems()

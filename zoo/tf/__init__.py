@@ -6,6 +6,6 @@
     zoo.tf.list_variables("albert_base_zh")                                # names, dtypes, shapes; no torch
 """
 
-from zoo.tf.bundle import TensorBundle, Variable, list_variables, read_tf_checkpoint, resolve_prefix
+from zoo.tf.bundle import TensorBundle, Variable, list_variables, read_tf_checkpoint, find_prefix
 
-__all__ = ["TensorBundle", "Variable", "list_variables", "read_tf_checkpoint", "resolve_prefix"]
+__all__ = ["TensorBundle", "Variable", "list_variables", "read_tf_checkpoint", "find_prefix"]

@@ -76,7 +76,7 @@ class Variable:
 _ITEMSIZE = dict(DTYPES.values())
 
 
-def resolve_prefix(path: str | Path) -> Path:
+def find_prefix(path: str | Path) -> Path:
     """The checkpoint prefix for a prefix, an ``.index``/``.data-*`` file, or a directory with one checkpoint.
 
     A directory with several checkpoints is resolved through its ``checkpoint`` file when it names one of them.
@@ -112,6 +112,10 @@ def _checkpoint_file_choice(directory: Path) -> Path | None:
     return directory / Path(match.group(1)).name if match else None
 
 
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
 def data_file(prefix: Path, shard: int, num_shards: int) -> Path:
     return prefix.with_name(f"{prefix.name}.data-{shard:05d}-of-{num_shards:05d}")
 
@@ -125,10 +129,17 @@ class TensorBundle(Mapping[str, "torch.Tensor"]):
     """
 
     def __init__(self, path: str | Path, *, verify: bool = True) -> None:
-        self.prefix = resolve_prefix(path)
+        self.prefix = find_prefix(path)
         self.index_path = self.prefix.with_name(self.prefix.name + ".index")
         self.verify = verify
         self.header, self.variables = self._read_index()
+        # bound the shard count by the files that exist before building any list of that size
+        existing = sum(1 for _ in self.prefix.parent.glob(glob_escape(self.prefix.name) + ".data-*-of-*"))
+        if self.header.num_shards > 2 * existing + 16:  # a few missing shards are named one by one below
+            raise CheckpointError(f"{self.index_path}: the header says {self.header.num_shards:,} data shards, but "
+                                  f"{existing} data file(s) lie next to it",
+                                  hint="copy every PREFIX.data-* file next to the .index file; a header this far off "
+                                       "means the index is damaged")
         self.data_files = [data_file(self.prefix, i, self.header.num_shards) for i in range(self.header.num_shards)]
         self._check_shards()
         self._maps: dict[int, mmap.mmap] = {}

@@ -1,0 +1,178 @@
+"""File-system helpers every layer uses: one way to hash a file, to write atomically, to check free space, to
+remove trees and to print sizes.
+
+Nothing here knows about models or the cache layout; it is the floor the rest of zoo stands on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from zoo.errors import DiskSpaceError
+
+#: Bytes read per call when hashing or copying.
+BLOCK = 4 << 20
+#: Free space kept in reserve beyond what a write needs.
+_MARGIN = 16 << 20
+
+
+# ---------------------------------------------------------------------------------------------- hashing
+def sha256_file(path: Path) -> tuple[str, int]:
+    """sha256 hex digest and size of a file, in one pass."""
+    sha, size = hashlib.sha256(), 0
+    with open(path, "rb", buffering=0) as f:
+        while block := f.read(BLOCK):
+            sha.update(block)
+            size += len(block)
+    return sha.hexdigest(), size
+
+
+class HashingWriter:
+    """A binary file being written, with the sha256 and size of everything written so far.
+
+    Writers that stream their output (converters, exporters, the trainer) hash it on the way out, so a
+    receipt never needs a second pass over the file.
+    """
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self._sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._sha.update(data)
+        written = self._fh.write(data)
+        self.size += memoryview(data).nbytes
+        return written if written is not None else 0
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary sibling and a rename (never half-written)."""
+    write_bytes_atomic(path, (json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode())
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def file_mode() -> int:
+    """Mode for files zoo creates: private (0600) unless ``ZOO_CACHE_MODE=shared`` (0666 less the umask)."""
+    return 0o666 if os.environ.get("ZOO_CACHE_MODE", "").strip().lower() == "shared" else 0o600
+
+
+def dir_mode() -> int:
+    """Mode for directories zoo creates at the top of its cache (see :func:`file_mode`)."""
+    return 0o777 if os.environ.get("ZOO_CACHE_MODE", "").strip().lower() == "shared" else 0o700
+
+
+def restrict(path: Path) -> None:
+    """Give a file zoo just wrote (through a library that follows the umask) zoo's :func:`file_mode`."""
+    if file_mode() == 0o600:
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o600)
+
+
+# ------------------------------------------------------------------------------------------- disk space
+def require_free_space(directory: Path, needed: int, what: str) -> None:
+    """Raise :class:`DiskSpaceError` unless ``directory``'s file system has ``needed`` bytes free (plus a
+    margin)."""
+    probe = Path(directory)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed + _MARGIN > free:
+        raise DiskSpaceError(f"not enough disk space for {what}: need {human_size(needed)}, "
+                             f"{human_size(free)} free on {probe}",
+                             hint="free some space (`zoo cache prune --max-size SIZE`) or point ZOO_HOME elsewhere")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def disk_full_is_an_error(what: str, *, hint: str) -> Iterator[None]:
+    """Turn ``ENOSPC``/``EDQUOT`` inside the block into a :class:`DiskSpaceError` saying what was being written."""
+    try:
+        yield
+    except OSError as exc:
+        if is_disk_full(exc) and not isinstance(exc, DiskSpaceError):
+            raise DiskSpaceError(f"the disk filled up while {what}", hint=hint) from None
+        raise
+
+
+# -------------------------------------------------------------------------------------------- removing
+def rmtree(path: Path) -> None:
+    """Remove a file or a directory tree; missing is fine, links are removed, never followed."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def disk_usage(paths: list[Path]) -> int:
+    """Bytes used by files under ``paths``; a file with several hard links is counted once."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for top in paths:
+        walker = os.walk(top) if top.is_dir() else [(str(top.parent), [], [top.name])]
+        for dirpath, _, names in walker:
+            for name in names:
+                try:
+                    st = os.lstat(os.path.join(dirpath, name))
+                except OSError:
+                    continue
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += st.st_size
+    return total
+
+
+# ---------------------------------------------------------------------------------------------- sizes
+def human_size(n: float | None) -> str:
+    """``1.5 GiB``-style size (binary units everywhere zoo shows a size); ``unknown size`` for None."""
+    if n is None:
+        return "unknown size"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def parse_size(text: str) -> int:
+    """``20G``, ``500M``, ``1.5GiB``, ``123`` -> bytes (binary units). Raises ValueError."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise ValueError(f"expected a size like 20G, 500M or 123456, got {text!r}")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
+
+
+def cut(text: str, limit: int = 120) -> str:
+    """``text`` shortened to ``limit`` characters for an error message (values in messages are never whole)."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,111 @@
+"""Conversions in the cache: ``converted/<key>-c<version>/`` plus a marker written last.
+
+The directory's contents (weights, config, vocab, receipt) are the converters' business; the cache records who
+it belongs to (a model name, or the path of the release directory it was made from), and each file's sha256,
+size and stamp, exactly as it does for snapshots, so every load checks stamps and ``zoo verify`` re-hashes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from zoo._fs import rmtree, write_json_atomic
+from zoo.cache.paths import conversion_marker_path, home
+from zoo.cache.records import Check, FileRecord, check_files, files_from_json, files_to_json, stamped
+
+MARKER_VERSION = 1
+_NAME = re.compile(r"(?P<key>[0-9a-f]{64})-c(?P<version>\d+)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Conversion:
+    path: Path
+    origin: str  # the registry model it belongs to, or the absolute path of the release directory
+    source: str  # the source label (URL / hf repo) or the release directory
+    files: dict[str, FileRecord]
+    created: float
+
+    @property
+    def marker(self) -> Path:
+        return conversion_marker_path(self.path)
+
+    @property
+    def version(self) -> int:
+        m = _NAME.fullmatch(self.path.name)
+        return int(m.group("version")) if m else -1
+
+    @property
+    def from_path(self) -> bool:
+        """Made from a release directory on disk rather than a registry model."""
+        return os.path.isabs(self.origin)
+
+    @property
+    def last_used(self) -> float:
+        try:
+            return self.marker.stat().st_mtime
+        except OSError:
+            return self.created
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": MARKER_VERSION, "origin": self.origin, "source": self.source, "created": self.created,
+                "files": files_to_json(self.files)}
+
+
+def read_conversion(path: Path) -> Conversion | None:
+    """The complete conversion at ``path`` (its marker readable), else None."""
+    try:
+        data = json.loads(conversion_marker_path(path).read_text(encoding="utf-8"))
+        if data.get("version") != MARKER_VERSION:
+            return None
+        return Conversion(path, str(data["origin"]), str(data["source"]), files_from_json(data["files"]),
+                          float(data["created"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def conversions() -> list[Conversion]:
+    """Every complete conversion in the cache."""
+    root = home() / "converted"
+    found = []
+    for marker in sorted(root.glob("*.json")) if root.is_dir() else []:
+        conv = read_conversion(marker.with_suffix(""))
+        if conv is not None:
+            found.append(conv)
+    return found
+
+
+def commit_conversion(staged: Path, final: Path, *, origin: str, source: str,
+                      files: dict[str, FileRecord]) -> Conversion:
+    """Move a complete conversion into place, then write its marker (last)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    conversion_marker_path(final).unlink(missing_ok=True)
+    if final.exists():
+        rmtree(final)
+    os.replace(staged, final)
+    conv = Conversion(final, origin, source, stamped(final, files), time.time())
+    write_json_atomic(conv.marker, conv.to_json())
+    return conv
+
+
+def check_conversion(conv: Conversion) -> Check:
+    """Stat every file (re-hash only changed stamps); refresh stamps of identical files."""
+    check = check_files(conv.path, conv.files)
+    if check.problem is None and check.refreshed:
+        write_json_atomic(conv.marker, dataclasses.replace(conv, files={**conv.files, **check.refreshed}).to_json())
+    return check
+
+
+def touch_conversion(conv: Conversion) -> None:
+    with contextlib.suppress(OSError):
+        os.utime(conv.marker)
+
+
+def invalidate_conversion(conv: Conversion) -> None:
+    conv.marker.unlink(missing_ok=True)

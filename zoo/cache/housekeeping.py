@@ -1,0 +1,304 @@
+"""Seeing and cleaning the whole cache: ``zoo cache ls`` / ``rm`` / ``prune`` and ``zoo verify``.
+
+Everything under the cache root is accounted for: snapshots, conversions (of registry models and of release
+directories on disk), downloads in progress or interrupted, blobs no snapshot uses, quarantined files and staging
+directories. Removal takes the same lock the pull or conversion of that entry takes, and skips what another
+process is using.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from zoo._fs import disk_usage, rmtree, sha256_file, write_json_atomic
+from zoo.cache.blobs import quarantine
+from zoo.cache.conversions import Conversion, conversions, invalidate_conversion
+from zoo.cache.locks import remove_lock_file, try_lock
+from zoo.cache.paths import (
+    blob_path,
+    conversion_lock,
+    download_lock,
+    home,
+    partial_dir,
+    snapshot_lock,
+    staging_owner_alive,
+)
+from zoo.cache.records import rehash_files
+from zoo.cache.snapshots import Snapshot, invalidate, snapshots, write_marker
+
+log = logging.getLogger("zoo.cache")
+
+KINDS = ("snapshot", "conversion", "download", "blob", "quarantine", "staging")
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One thing in the cache, with what it costs on disk."""
+
+    kind: str  # one of KINDS
+    name: str  # model name, release directory, URL, or file name
+    detail: str  # the source, the converter version, ...
+    size: int
+    last_used: float
+    paths: tuple[Path, ...]
+
+
+# ---------------------------------------------------------------------------------------------- listing
+def entries() -> list[Entry]:
+    """Everything under the cache root (a blob shared by several snapshots is counted with each)."""
+    out: list[Entry] = []
+    for snap in snapshots():
+        paths = [p for p in (snap.path, blob_path(snap.sha256)) if p.exists()]
+        out.append(Entry("snapshot", snap.model, snap.source, disk_usage(paths), snap.last_used, tuple(paths)))
+    for conv in conversions():
+        out.append(Entry("conversion", conv.origin, f"{conv.source} (converter v{conv.version})",
+                         disk_usage([conv.path]), conv.last_used, (conv.path,)))
+    for work in _partials():
+        name, source = _partial_names(work)
+        out.append(Entry("download", name, source, disk_usage([work]), _mtime(work), (work,)))
+    for blob in _orphan_blobs():
+        out.append(Entry("blob", blob.name, "no snapshot uses it", disk_usage([blob]), _mtime(blob), (blob,)))
+    root = home()
+    for kind, folder in (("quarantine", root / "quarantine"), ("staging", root / "tmp")):
+        for item in sorted(folder.iterdir()) if folder.is_dir() else []:
+            out.append(Entry(kind, item.name, "", disk_usage([item]), _mtime(item), (item,)))
+    half = [p for p in (root / "converted").iterdir() if p.is_dir() and not p.with_name(p.name + ".json").exists()] \
+        if (root / "converted").is_dir() else []
+    for item in half:
+        out.append(Entry("staging", item.name, "incomplete conversion", disk_usage([item]), _mtime(item), (item,)))
+    return out
+
+
+def total_size() -> int:
+    """Bytes used by the whole cache (hard links counted once)."""
+    root = home()
+    return disk_usage([root]) if root.exists() else 0
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _partials() -> list[Path]:
+    root = home() / "partial"
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def _partial_names(work: Path) -> tuple[str, str]:
+    try:
+        data = json.loads((work / "source.json").read_text(encoding="utf-8"))
+        return str(data.get("model") or data["url"]), str(data["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return work.name, "unknown source"
+
+
+def _journaled_blobs() -> set[str]:
+    """Blobs named by the journal of a download that stored them but has not built its snapshot yet."""
+    names = set()
+    for work in _partials():
+        try:
+            names.add(str(json.loads((work / "verified.json").read_text(encoding="utf-8"))["sha256"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return names
+
+
+def _orphan_blobs() -> list[Path]:
+    blobs = home() / "blobs" / "sha256"
+    if not blobs.is_dir():
+        return []
+    used = {s.sha256 for s in snapshots()} | _journaled_blobs()
+    return sorted(b for b in blobs.iterdir() if b.name not in used)
+
+
+# ---------------------------------------------------------------------------------------------- removal
+def remove(name: str, *, sources: Iterable[str] = ()) -> list[Entry]:
+    """Delete a model's snapshots and conversions (or, for an absolute path, the conversions of that release
+    directory), downloads of its ``sources`` (labels) nobody is running, and blobs no other snapshot uses.
+
+    Trust-on-first-use pins are kept: they are what the next download is checked against.
+    """
+    removed: list[Entry] = []
+    for snap in snapshots(name):
+        paths = [p for p in (snap.path, blob_path(snap.sha256)) if p.exists()]
+        entry = Entry("snapshot", snap.model, snap.source, disk_usage(paths), snap.last_used, tuple(paths))
+        if _remove_snapshot(snap):
+            removed.append(entry)
+    for conv in conversions():
+        if conv.origin == name and conv.marker.exists():
+            entry = Entry("conversion", conv.origin, conv.source, disk_usage([conv.path]), conv.last_used,
+                          (conv.path,))
+            if _remove_conversion(conv):
+                removed.append(entry)
+    wanted = {partial_dir(label) for label in sources}
+    for work in _partials():
+        owner, source = _partial_names(work)
+        if work in wanted or owner == name:
+            entry = Entry("download", owner, source, disk_usage([work]), _mtime(work), (work,))
+            if _remove_partial(work):
+                removed.append(entry)
+    return removed
+
+
+def _remove_snapshot(snap: Snapshot) -> bool:
+    with try_lock(snapshot_lock(snap.model, snap.key)) as mine:
+        if not mine:
+            log.warning("skipped %s (%s): another zoo process is using it", snap.model, snap.source)
+            return False
+        invalidate(snap)  # first: the entry stops being valid before its files go
+        rmtree(snap.path)
+    if not any(s.sha256 == snap.sha256 for s in snapshots()):
+        blob_path(snap.sha256).unlink(missing_ok=True)
+        for conv in conversions():
+            if conv.path.name.startswith(f"{snap.sha256}-c"):
+                _remove_conversion(conv)
+    try:
+        snap.path.parent.rmdir()
+    except OSError:
+        pass
+    return True
+
+
+def _remove_conversion(conv: Conversion) -> bool:
+    with try_lock(conversion_lock(conv.path)) as mine:
+        if not mine:
+            log.warning("skipped conversion %s: another zoo process is using it", conv.path)
+            return False
+        invalidate_conversion(conv)
+        rmtree(conv.path)
+    return True
+
+
+def _remove_partial(work: Path) -> bool:
+    name = _partial_names(work)[1]
+    lock_name = download_lock(name) if name != "unknown source" else f"download-{work.name}"
+    with try_lock(lock_name) as mine:
+        if not mine:
+            log.warning("skipped download %s: it is in progress", name)
+            return False
+        rmtree(work)
+    return True
+
+
+def prune(max_size: int, *, converter_version: int | None = None) -> list[Entry]:
+    """Free space: first every leftover (staging directories of processes that are gone, quarantined files,
+    downloads nobody is running, incomplete conversions and — given ``converter_version`` — conversions made by
+    other converter versions, blobs no snapshot uses, unheld lock files), then the least recently used
+    snapshots and conversions until the cache fits in ``max_size`` bytes. What another process is using is
+    skipped. Returns what was removed."""
+    root = home()
+    removed: list[Entry] = []
+    for entry in entries():
+        if entry.kind == "staging" and entry.detail == "incomplete conversion":
+            if _remove_half_conversion(entry.paths[0]):
+                removed.append(entry)
+        elif entry.kind == "staging":
+            if not staging_owner_alive(entry.paths[0]):
+                rmtree(entry.paths[0])
+                removed.append(entry)
+        elif entry.kind == "quarantine":
+            rmtree(entry.paths[0])
+            removed.append(entry)
+        elif entry.kind == "download":
+            if _remove_partial(entry.paths[0]):
+                removed.append(entry)
+        elif entry.kind == "blob":
+            entry.paths[0].unlink(missing_ok=True)
+            removed.append(entry)
+    if converter_version is not None:
+        for conv in conversions():
+            if conv.version != converter_version and _remove_conversion(conv):
+                removed.append(Entry("conversion", conv.origin, f"converter v{conv.version}", 0, 0, (conv.path,)))
+    _remove_unheld_locks()
+    candidates: list[tuple[float, Snapshot | Conversion]] = [(s.last_used, s) for s in snapshots()]
+    candidates += [(c.last_used, c) for c in conversions()]
+    for _, item in sorted(candidates, key=lambda pair: pair[0]):
+        if total_size() <= max_size:
+            break
+        if isinstance(item, Snapshot):
+            if item.marker.exists() and _remove_snapshot(item):
+                removed.append(Entry("snapshot", item.model, item.source, 0, item.last_used, (item.path,)))
+        elif item.marker.exists() and _remove_conversion(item):
+            removed.append(Entry("conversion", item.origin, item.source, 0, item.last_used, (item.path,)))
+    for folder in ("partial", "tmp", "quarantine"):
+        try:
+            (root / folder).rmdir()  # only when empty
+        except OSError:
+            pass
+    return removed
+
+
+def _remove_half_conversion(path: Path) -> bool:
+    with try_lock(conversion_lock(path)) as mine:
+        if not mine:
+            return False
+        rmtree(path)
+    return True
+
+
+def _remove_unheld_locks() -> None:
+    locks = home() / "locks"
+    for path in sorted(locks.glob("*.lock")) if locks.is_dir() else []:
+        remove_lock_file(path.stem)
+
+
+# ------------------------------------------------------------------------------------------------ verify
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    path: Path
+    problem: str
+
+
+def verify(model: str | None = None, *, on_file: Callable[[Path], None] | None = None) -> list[Problem]:
+    """Re-hash blobs, snapshot files and conversions against their recorded hashes.
+
+    A damaged snapshot or conversion loses its marker (the next pull or load rebuilds it — a conversion from
+    the cached snapshot, without network) and a damaged blob is quarantined. Intact files get fresh stamps.
+    """
+    problems: list[Problem] = []
+    checked: set[str] = set()
+    for snap in snapshots(model):
+        blob = blob_path(snap.sha256)
+        if blob.exists() and snap.sha256 not in checked:
+            checked.add(snap.sha256)
+            if on_file:
+                on_file(blob)
+            got, _ = sha256_file(blob)
+            if got != snap.sha256:
+                problems.append(Problem(blob, f"sha256 is {got}, expected {snap.sha256}"))
+                quarantine(blob, f"zoo verify: sha256 {got}, expected {snap.sha256}")
+        bad, fresh = rehash_files(snap.path, snap.files, on_file)
+        if bad:
+            problems += [Problem(path, what) for path, what in bad]
+            invalidate(snap)
+        else:
+            write_marker(dataclasses.replace(snap, files=fresh))
+    for conv in conversions():
+        if model is not None and conv.origin != model:
+            continue
+        bad, fresh = rehash_files(conv.path, conv.files, on_file)
+        if bad:
+            problems += [Problem(path, what) for path, what in bad]
+            invalidate_conversion(conv)
+        else:
+            write_json_atomic(conv.marker, dataclasses.replace(conv, files=fresh).to_json())
+    if model is None:  # blobs no snapshot refers to are still named by their hash
+        blobs = home() / "blobs" / "sha256"
+        for blob in sorted(blobs.iterdir()) if blobs.is_dir() else []:
+            if blob.name in checked or not re.fullmatch(r"[0-9a-f]{64}", blob.name):
+                continue
+            if on_file:
+                on_file(blob)
+            got, _ = sha256_file(blob)
+            if got != blob.name:
+                problems.append(Problem(blob, f"sha256 is {got}, expected {blob.name}"))
+                quarantine(blob, f"zoo verify: sha256 {got}, expected {blob.name}")
+    return problems

@@ -1,0 +1,280 @@
+"""The converted directory — the one format every zoo writer produces and every zoo reader accepts::
+
+    model.safetensors   weights (canonical names; transformers names in an ``hf`` export)
+    config.json         zoo's ModelConfig (transformers' config in an ``hf`` export)
+    vocab.txt           one token per line, line number = id
+    receipt.json        what it was made from and how, and every other file's sha256 and size
+
+Writers (the TF and transformers converters, ``zoo export``, ``zoo pretrain``) go through :func:`staged_output`:
+files are written into a staging sibling — hashed while they are written — then the receipt, then one rename puts
+the directory in place, so a directory with a receipt is complete. :func:`convert_once` keeps conversions in the
+cache: made once under a lock, checked by stamp on every use, rebuilt (with a warning) when damaged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from zoo import cache
+from zoo._fs import HashingWriter, disk_full_is_an_error, file_mode, rmtree, sha256_file
+from zoo._version import __version__
+from zoo.config import ModelConfig
+from zoo.errors import CheckpointError, NotFoundError, UsageError
+
+log = logging.getLogger("zoo.converters")
+
+WEIGHTS, CONFIG, VOCAB, RECEIPT = "model.safetensors", "config.json", "vocab.txt", "receipt.json"
+#: Bump when what a conversion writes changes: cached conversions are keyed by it.
+CONVERTER_VERSION = 2
+RECEIPT_VERSION = 2
+
+
+class Staged:
+    """A directory being written: every file added through it is hashed on the way in."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.outputs: dict[str, dict[str, Any]] = {}
+        #: extra top-level receipt fields the writer sets (what was converted, how)
+        self.receipt: dict[str, Any] = {}
+
+    @contextlib.contextmanager
+    def open(self, name: str, role: str) -> Iterator[HashingWriter]:
+        """A binary file to stream into; its sha256 and size are recorded when it is closed."""
+        fd = os.open(self.path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode())
+        with os.fdopen(fd, "wb") as fh:
+            writer = HashingWriter(fh)
+            yield writer
+        self.outputs[name] = {"path": name, "role": role, "size": writer.size, "sha256": writer.hexdigest()}
+
+    def write_bytes(self, name: str, data: bytes, role: str) -> None:
+        with self.open(name, role) as fh:
+            fh.write(data)
+
+    def write_text(self, name: str, text: str, role: str) -> None:
+        self.write_bytes(name, text.encode("utf-8"), role)
+
+    def write_json(self, name: str, data: Any, role: str) -> None:
+        self.write_text(name, json.dumps(data, indent=2, ensure_ascii=False) + "\n", role)
+
+    def adopt(self, name: str, role: str) -> None:
+        """Record a file a library wrote into the directory itself (hashed once, now)."""
+        path = self.path / name
+        os.chmod(path, file_mode() & ~_umask())
+        sha, size = sha256_file(path)
+        self.outputs[name] = {"path": name, "role": role, "size": size, "sha256": sha}
+
+    def raw_file(self, name: str) -> IO[bytes]:
+        """A plain file handle for writers that need to seek (call :meth:`adopt` after closing it)."""
+        fd = os.open(self.path / name, os.O_RDWR | os.O_CREAT | os.O_EXCL, file_mode())
+        return os.fdopen(fd, "w+b")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def staged_output(out: Path, *, kind: str) -> Iterator[Staged]:
+    """Write a directory atomically: yields a :class:`Staged` in a temporary sibling of ``out``; when the block
+    succeeds the receipt is written and the sibling renamed to ``out`` (which must not exist, or be empty)."""
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise UsageError(f"{out}: already exists and is not empty", hint="remove it or choose another directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Staged(Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent)))
+    try:
+        with disk_full_is_an_error(f"writing {out}", hint="free some space and run it again; nothing was kept"):
+            yield staging
+            receipt = {"receipt_version": RECEIPT_VERSION, "kind": kind, "zoo_version": __version__,
+                       **staging.receipt, "outputs": [staging.outputs[k] for k in sorted(staging.outputs)]}
+            staging.write_json(RECEIPT, receipt, "receipt")
+            if out.exists():
+                out.rmdir()
+            os.rename(staging.path, out)
+    except BaseException:
+        shutil.rmtree(staging.path, ignore_errors=True)
+        raise
+
+
+# --------------------------------------------------------------------------------------------- reading
+def read_receipt(directory: Path) -> dict[str, Any] | None:
+    """The directory's receipt, or None when it has none (a bare transformers folder, an older layout)."""
+    path = directory / RECEIPT
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} is not readable JSON ({exc})",
+                              hint="the directory is damaged; convert or export it again") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object")
+    return data
+
+
+def output_records(receipt: dict[str, Any]) -> dict[str, cache.FileRecord]:
+    """``{file: FileRecord}`` for every output a receipt lists."""
+    records = {}
+    for item in receipt.get("outputs") or ():
+        try:
+            records[str(item["path"])] = cache.FileRecord(str(item["sha256"]), int(item["size"]))
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError("a receipt lists an output without path, sha256 and size") from None
+    return records
+
+
+def is_converted_dir(path: Path) -> bool:
+    return (path / WEIGHTS).is_file() and (path / CONFIG).is_file()
+
+
+def check_outputs(directory: Path) -> str | None:
+    """Cheap check of a directory outside the cache: every output its receipt lists exists with its recorded
+    size. Returns what is wrong, or None. (Contents are compared by ``zoo verify``-style re-hashing only in the
+    cache, where stamps make that affordable.)"""
+    receipt = read_receipt(directory)
+    if receipt is None or receipt.get("receipt_version") != RECEIPT_VERSION:
+        return None
+    for name, record in output_records(receipt).items():
+        try:
+            size = (directory / name).stat().st_size
+        except FileNotFoundError:
+            return f"{directory / name} is missing"
+        if size != record.size:
+            return f"{directory / name} has {size} bytes; its receipt records {record.size}"
+    return None
+
+
+# ------------------------------------------------------------------------------------ cached conversions
+def convert_once(target: Path, make: Callable[[Path], object], *, origin: str, source: str,
+                 on_wait: Callable[[str], None] | None = None) -> Path:
+    """The conversion at ``target`` in the cache, made by ``make(out)`` once.
+
+    A complete conversion whose files still match their stamps is reused without hashing. One that is damaged
+    or incomplete is rebuilt, with a warning. ``make`` writes a directory at ``out`` through
+    :func:`staged_output`; concurrent callers wait on the lock and reuse the result.
+    """
+    if _usable(target):
+        return target
+    with cache.lock(cache.conversion_lock(target), on_wait=on_wait):
+        if _usable(target):  # another process made it while we waited
+            return target
+        if target.exists():
+            rmtree(target)
+        staging = cache.staging_dir()
+        try:
+            out = staging / "out"
+            log.info("converting %s once into %s", source, target)
+            make(out)
+            receipt = read_receipt(out)
+            if receipt is None:
+                raise AssertionError(f"{out}: a converter wrote no receipt")  # a bug, not a user error
+            files = output_records(receipt)
+            files[RECEIPT] = cache.FileRecord(*sha256_file(out / RECEIPT))
+            cache.commit_conversion(out, target, origin=origin, source=source, files=files)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _usable(target: Path) -> bool:
+    conv = cache.read_conversion(target)
+    if conv is None:
+        if target.exists():
+            log.warning("%s is an incomplete conversion; converting again", target)
+        return False
+    check = cache.check_conversion(conv)
+    if check.problem is not None:
+        log.warning("the cached conversion is damaged (%s); rebuilding it from the cached download", check.problem)
+        cache.invalidate_conversion(conv)
+        return False
+    cache.touch_conversion(conv)
+    return True
+
+
+def rebuild_if_damaged(target: Path) -> bool:
+    """After a load failed on a cached conversion: re-hash it, and when its bytes are not what was written,
+    invalidate it so the next :func:`convert_once` rebuilds it. Returns whether it was damaged."""
+    conv = cache.read_conversion(target)
+    if conv is None:
+        return False
+    from zoo.cache.records import rehash_files
+
+    problems, _ = rehash_files(conv.path, conv.files)
+    if problems:
+        log.warning("the cached conversion %s is damaged (%s); rebuilding it from the cached download",
+                    target, "; ".join(f"{p}: {what}" for p, what in problems))
+        cache.invalidate_conversion(conv)
+        return True
+    return False
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; a missing file or anything but an object is a clear error."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NotFoundError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} must hold a JSON object")
+    return data
+
+
+def read_config(directory: Path) -> tuple[ModelConfig, str]:
+    """The directory's config and its layout: ``"zoo"`` (canonical names) or ``"transformers"`` (an hf export)."""
+    path = directory / CONFIG
+    data = read_json(path)
+    if "model_type" in data and "architecture" not in data:
+        from zoo.converters import hf_names
+
+        return hf_names.config_from_transformers(data), "transformers"
+    try:
+        config = ModelConfig.from_dict(data)
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: unexpected or missing keys ({exc})",
+                              hint="config.json must be zoo's ModelConfig (written by zoo convert)") from None
+    problems = config.problems()
+    if problems:
+        raise CheckpointError(f"{path}: {problems[0][0]}: {problems[0][1]}")
+    return config, "zoo"
+
+
+def tokenizer_options(directory: Path) -> tuple[bool, bool | None]:
+    """Casing for a directory without a manifest: ``tokenizer_config.json`` (an hf export) or the receipt's
+    (``zoo convert``), else lower-case (Chinese)."""
+    for name, keys in (("tokenizer_config.json", ("do_lower_case", "strip_accents")),
+                       (RECEIPT, ("lowercase", "strip_accents"))):
+        path = directory / name
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if name == RECEIPT:
+            data = data.get("tokenizer", {}) if isinstance(data, dict) else {}
+        if isinstance(data, dict) and keys[0] in data:
+            return bool(data[keys[0]]), data.get(keys[1])
+    return True, None
+
+
+def missing_file(directory: Path, name: str) -> NotFoundError:
+    return NotFoundError(f"{directory / name} does not exist",
+                         hint=f"a converted directory holds {WEIGHTS}, {CONFIG}, {VOCAB} and {RECEIPT}")
+
+
+__all__ = ["CONFIG", "CONVERTER_VERSION", "RECEIPT", "RECEIPT_VERSION", "Staged", "VOCAB", "WEIGHTS",
+           "check_outputs", "convert_once", "is_converted_dir", "output_records", "read_config", "read_json",
+           "read_receipt", "rebuild_if_damaged", "staged_output", "tokenizer_options"]

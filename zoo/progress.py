@@ -1,0 +1,199 @@
+"""The one progress layer: every download, extraction, conversion, tokenization and training run reports
+:class:`ProgressEvent`s to a callback, and :class:`Bars` turns them into tqdm bars (or plain periodic lines where
+stderr is not a terminal).
+
+Library code never prints; it calls the callback it was given. Entry points take ``progress=``:
+
+- ``None`` (default): bars when a person is watching — stderr is a terminal or the code runs in a notebook —
+  unless ``ZOO_PROGRESS=0``; ``ZOO_PROGRESS=1`` forces them on.
+- ``False``: silent. ``True``: bars (plain lines when stderr is not a terminal).
+- a callable: receives every event (for your own UI or logging).
+
+tqdm is the one progress library (huggingface_hub, which zoo uses for ``hf:`` sources, draws with it too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import IO, Any
+
+#: Stages that carry ``done``/``total`` counts and get a bar.
+COUNTED = frozenset({"download", "verify", "convert", "tokenize", "train", "write"})
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgressEvent:
+    """What a long operation is doing.
+
+    ``stage``: ``download`` / ``verify`` / ``convert`` / ``tokenize`` / ``write`` / ``train`` (counted: ``done`` of
+    ``total`` ``unit``; total ``None`` when unknown), ``extract``, ``wait`` (another process holds the entry),
+    ``note`` (a message) or ``done`` (the label's work is finished). ``unit`` is ``"B"`` for bytes (shown as
+    sizes) or a word such as ``"step"``. ``postfix`` holds figures shown next to a bar (loss, tokens/s).
+    """
+
+    stage: str
+    label: str
+    done: float = 0
+    total: float | None = None
+    message: str = ""
+    unit: str = "B"
+    postfix: Mapping[str, Any] | None = None
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+Progress = bool | ProgressCallback | None
+
+
+def _silent(event: ProgressEvent) -> None:
+    return None
+
+
+def wanted(progress: Progress) -> bool:
+    """Whether ``progress=None`` means bars here (see the module docstring)."""
+    if progress is not None:
+        return bool(progress)
+    setting = os.environ.get("ZOO_PROGRESS", "").strip().lower()
+    if setting in ("0", "false", "no", "off"):
+        return False
+    if setting in ("1", "true", "yes", "on"):
+        return True
+    return _interactive()
+
+
+def _interactive() -> bool:
+    if "ipykernel" in sys.modules:  # a notebook: stderr is not a TTY, but a person is watching
+        return True
+    stream = sys.stderr
+    return bool(stream is not None and hasattr(stream, "isatty") and stream.isatty())
+
+
+@contextlib.contextmanager
+def reporting(progress: Progress) -> Iterator[ProgressCallback]:
+    """The callback for an entry point's ``progress=`` argument, closed (bars finished) when the block ends."""
+    if callable(progress):
+        yield progress
+        return
+    if not wanted(progress):
+        yield _silent
+        return
+    bars = Bars()
+    try:
+        yield bars
+    finally:
+        bars.close()
+
+
+class Bars:
+    """Progress events → tqdm bars on a terminal (one per label), else a line at start, every ``every``
+    seconds and at the end. Thread-safe: downloads report from worker threads."""
+
+    def __init__(self, stream: IO[str] | None = None, *, plain: bool | None = None, every: float = 10.0) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.plain = (not _interactive()) if plain is None else plain
+        self.every = every
+        self._bars: dict[tuple[str, str], Any] = {}
+        self._lines: dict[tuple[str, str], tuple[float, float]] = {}  # key -> (started, last line)
+        self._lock = threading.Lock()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        with self._lock:
+            if event.stage in COUNTED:
+                self._count(event)
+            elif event.stage == "done":
+                self._finish(event.label)
+            elif event.message:
+                self._write(f"{event.label}: {event.message}")
+
+    # ------------------------------------------------------------------------------------------ bars
+    def _count(self, event: ProgressEvent) -> None:
+        key = (event.stage, event.label)
+        if self.plain:
+            self._plain(key, event)
+            return
+        bar = self._bars.get(key)
+        if bar is None:
+            from tqdm.auto import tqdm
+
+            byte = event.unit == "B"
+            bar = self._bars[key] = tqdm(total=event.total, desc=f"{event.label} ({event.stage})", file=self.stream,
+                                         unit=event.unit, unit_scale=byte, unit_divisor=1024 if byte else 1000,
+                                         dynamic_ncols=True, leave=True, mininterval=0.2)
+        if event.total != bar.total:
+            bar.total = event.total
+        bar.n = event.done
+        if event.postfix:
+            bar.set_postfix(event.postfix, refresh=False)
+        bar.refresh() if (event.total is not None and event.done >= event.total) else bar.update(0)
+        if event.total is not None and event.done >= event.total and event.stage != "train":
+            self._close_bar(key)
+
+    def _close_bar(self, key: tuple[str, str]) -> None:
+        bar = self._bars.pop(key, None)
+        if bar is not None:
+            bar.close()
+
+    def _finish(self, label: str) -> None:
+        for key in [k for k in self._bars if k[1] == label]:
+            self._close_bar(key)
+        for key in [k for k in self._lines if k[1] == label]:
+            del self._lines[key]
+
+    # -------------------------------------------------------------------------------------- plain lines
+    def _plain(self, key: tuple[str, str], event: ProgressEvent) -> None:
+        now = time.monotonic()
+        stage, label = key
+        total = _amount(event.total, event.unit)
+        if key not in self._lines:
+            self._lines[key] = (now, now)
+            self._write(f"{label}: {stage} started ({total})")
+            return
+        started, last = self._lines[key]
+        finished = event.total is not None and event.done >= event.total
+        if not finished and now - last < self.every:
+            return
+        self._lines[key] = (started, now)
+        elapsed = max(now - started, 1e-6)
+        pct = f"{100 * event.done / event.total:.0f}% " if event.total else ""
+        rate = f"{_amount(event.done / elapsed, event.unit)}/s"
+        extra = "".join(f", {k} {_fmt(v)}" for k, v in (event.postfix or {}).items())
+        verb = "done" if finished else "at"
+        self._write(f"{label}: {stage} {verb} {pct}{_amount(event.done, event.unit)} of {total} ({rate}{extra})")
+        if finished:
+            del self._lines[key]
+
+    def _write(self, text: str) -> None:
+        if self._bars:
+            from tqdm.auto import tqdm
+
+            tqdm.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        with self._lock:
+            for key in list(self._bars):
+                self._close_bar(key)
+            self._lines.clear()
+
+
+def _amount(n: float | None, unit: str) -> str:
+    if unit == "B":
+        from zoo._fs import human_size
+
+        return human_size(n)
+    if n is None:
+        return f"? {unit}s"
+    return f"{n:,.0f} {unit}s" if n >= 10 else f"{n:.1f} {unit}s"
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+__all__ = ["Bars", "Progress", "ProgressCallback", "ProgressEvent", "reporting", "wanted"]
