@@ -10,29 +10,14 @@ copies), ``hf`` (files of a Hugging Face repo through huggingface_hub).
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zoo.fetch.base import Download, FetchOptions
+from zoo.fetch.base import DATA, Download, FetchOptions, Fetched
 from zoo.progress import ProgressCallback, ProgressEvent
 
 if TYPE_CHECKING:
     from zoo.registry.schema import Source
-
-
-@dataclasses.dataclass(frozen=True)
-class Fetched:
-    """Files a fetcher wrote under ``root``: ``{relative path: (sha256, size)}``, hashed as they arrived."""
-
-    root: Path
-    files: dict[str, tuple[str, int]]
-    #: Bytes that came over the network in this run (less than the total after a resume).
-    fetched: int
-
-
-#: The single file a URL source downloads into, relative to the fetch directory.
-DATA = "data"
 
 
 def fetch(source: Source, workdir: Path, *, options: FetchOptions | None = None,

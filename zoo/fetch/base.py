@@ -80,3 +80,17 @@ class Download:
     url: str
     #: Bytes that came over the network in this run (less than ``size`` after a resume).
     fetched: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Fetched:
+    """Files a fetcher wrote under ``root``: ``{relative path: (sha256, size)}``, hashed as they arrived."""
+
+    root: Path
+    files: dict[str, tuple[str, int]]
+    #: Bytes that came over the network in this run (less than the total after a resume).
+    fetched: int
+
+
+#: The single file a URL source downloads into, relative to the fetch directory.
+DATA = "data"

@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from zoo._fs import sha256_file
 from zoo.errors import NetworkError, first_line
-from zoo.fetch.base import FetchOptions
+from zoo.fetch.base import FetchOptions, Fetched
 from zoo.progress import ProgressCallback, ProgressEvent
 
 if TYPE_CHECKING:
-    from zoo.fetch import Fetched
     from zoo.registry.schema import Source
 
 log = logging.getLogger("zoo.fetch.hf")
@@ -44,8 +43,6 @@ def fetch(source: Source, workdir: Path, *, options: FetchOptions | None = None,
     """Download the source's files into ``workdir`` (repo paths kept) and hash each one."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
-
-    from zoo.fetch import Fetched
 
     repo = str(source.hf)
     if not source.revision_is_commit:

@@ -1,0 +1,232 @@
+"""zoo.training.corpus: reading upstream-format corpora and the tokenized, memory-mapped directory."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zoo.errors import DataError, NotFoundError, UsageError
+from zoo.tokenizer import Tokenizer
+from zoo.training.corpus import ARRAY_FILES, META_FILE, TokenizedCorpus, prepare_corpus
+
+WORDS = ["今天", "天气", "很好", "我们", "一起", "学习", "中文", "自然", "语言", "处理", "北京", "大学", "研究",
+         "模型", "训练", "数据", "时间", "朋友", "电脑", "手机", "喜欢", "工作", "问题", "方法", "世界", "人民"]
+CHARS = sorted(set("".join(WORDS)) | set("的了是在有和也就都很，。！？"))
+PIECES = ["play", "##ing", "##ed", "the", "game", "##s", "1", "##2", "##3"]
+
+
+def write_vocab(path: Path) -> Path:
+    tokens = ["[PAD]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *CHARS, *PIECES]
+    path.write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    return path
+
+
+def sentence(rng: random.Random) -> str:
+    words = [rng.choice(WORDS) for _ in range(rng.randint(2, 8))]
+    if rng.random() < 0.2:
+        words.insert(rng.randrange(len(words)), " playing the games ")
+    return "".join(words) + rng.choice("，。！？")
+
+
+def write_corpus(path: Path, documents: int, seed: int = 0) -> list[list[str]]:
+    rng = random.Random(seed)
+    docs = [[sentence(rng) for _ in range(rng.randint(1, 12))] for _ in range(documents)]
+    path.write_text("\n\n".join("\n".join(doc) for doc in docs) + "\n", encoding="utf-8")
+    return docs
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    return Tokenizer.from_file(write_vocab(tmp_path_factory.mktemp("vocab") / "vocab.txt"))
+
+
+def arrays(corpus: TokenizedCorpus) -> dict[str, np.ndarray]:
+    return {key: np.array(getattr(corpus, key)) for key in ARRAY_FILES}
+
+
+def test_documents_sentences_and_layout(tmp_path: Path, tokenizer: Tokenizer) -> None:
+    text = ("\n \n"  # leading blank lines start nothing
+            "今天天气很好。\n  我们一起学习中文！  \n"
+            "\u3000\n"  # a whitespace-only line is a document break too
+            "北京大学\n\x00\x01\n"  # a line that tokenizes to nothing is dropped
+            "\n\n\n"
+            "\x02\n"  # a document whose only line tokenizes to nothing is dropped
+            "\n"
+            "playing the games\n")
+    (tmp_path / "a.txt").write_text(text, encoding="utf-8")
+    (tmp_path / "b.txt").write_text("\ufeff研究模型\n训练数据\n", encoding="utf-8")  # BOM; no break: warns
+    corpus = prepare_corpus([tmp_path / "a.txt", tmp_path / "b.txt"], tokenizer, tmp_path / "tok")
+    want_docs = [["今天天气很好。", "我们一起学习中文！"], ["北京大学"], ["playing the games"],
+                 ["研究模型", "训练数据"]]  # the end of a.txt ends its document
+    assert corpus.num_documents == 4
+    for d, doc in enumerate(want_docs):
+        assert [s.tolist() for s in corpus.sentences(d)] == tokenizer.batch_ids(doc)
+    assert corpus.meta["counts"] == {"tokens": corpus.num_tokens, "sentences": 6, "documents": 4,
+                                     "lines": 15, "dropped_sentences": 2}
+    # word starts: a token plus its ## pieces; every CJK character is a word
+    d2 = slice(*corpus.document_token_range(2))
+    assert tokenizer.convert_ids_to_tokens(corpus.tokens[d2].tolist()) == ["play", "##ing", "the", "game", "##s"]
+    assert corpus.word_starts[d2].tolist() == [True, False, True, True, False]
+    assert corpus.word_starts[slice(*corpus.document_token_range(0))].all()
+    # the on-disk arrays are plain .npy files
+    for key, name in ARRAY_FILES.items():
+        loaded = np.load(tmp_path / "tok" / name, mmap_mode="r")
+        assert np.array_equal(loaded, getattr(corpus, key)), key
+    assert corpus.tokens.dtype == np.int32 and corpus.word_starts.dtype == np.bool_
+    assert corpus.sentence_offsets.dtype == np.int64 and corpus.document_offsets.tolist() == [0, 2, 3, 4, 6]
+    assert corpus.document_of_token(corpus.document_token_range(3)[0]) == 3
+    meta = json.loads((tmp_path / "tok" / META_FILE).read_text(encoding="utf-8"))
+    assert [f["name"] for f in meta["files"]] == ["a.txt", "b.txt"]
+    assert meta["files"][0]["size"] == len(text.encode("utf-8"))
+    assert meta["tokenizer"]["lowercase"] is True and meta["words"] == {"mode": "wordpiece"}
+
+
+def test_small_batches_gz_and_progress_give_the_same_arrays(tmp_path: Path, tokenizer: Tokenizer) -> None:
+    write_corpus(tmp_path / "c.txt", 60)
+    data = (tmp_path / "c.txt").read_bytes()
+    (tmp_path / "c.txt.gz").write_bytes(gzip.compress(data))
+    progress: list[tuple[int, int]] = []
+    whole = prepare_corpus([tmp_path / "c.txt"], tokenizer, tmp_path / "whole", batch_chars=1 << 30)
+    small = prepare_corpus([tmp_path / "c.txt"], tokenizer, tmp_path / "small", batch_chars=7,
+                           on_progress=lambda done, total: progress.append((done, total)))
+    packed = prepare_corpus([tmp_path / "c.txt.gz"], tokenizer, tmp_path / "gz", batch_chars=100)
+    for other in (small, packed):
+        got = arrays(other)
+        for key, value in arrays(whole).items():
+            assert np.array_equal(got[key], value), key
+    assert whole.num_documents == 60
+    assert len(progress) > 10
+    assert all(b[0] >= a[0] for a, b in zip(progress, progress[1:]))
+    assert progress[-1] == (len(data), len(data))
+    gz_record = packed.meta["files"][0]
+    assert gz_record["size"] == (tmp_path / "c.txt.gz").stat().st_size  # the file as stored, compressed
+    import hashlib
+    assert gz_record["sha256"] == hashlib.sha256((tmp_path / "c.txt.gz").read_bytes()).hexdigest()
+
+
+def test_non_utf8_names_file_and_line(tmp_path: Path, tokenizer: Tokenizer) -> None:
+    bad = "今天天气很好\n\n我们一起学习\n".encode() + "北京大学\n".encode("gbk")
+    (tmp_path / "gbk.txt").write_bytes(bad)
+    (tmp_path / "gbk.txt.gz").write_bytes(gzip.compress(bad))
+    for name in ("gbk.txt", "gbk.txt.gz"):
+        with pytest.raises(DataError, match=rf"{name}:4: not UTF-8") as info:
+            prepare_corpus([tmp_path / name], tokenizer, tmp_path / "tok")
+        assert info.value.exit_code == 12 and "iconv" in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gbk.txt", "gbk.txt.gz"]  # nothing left behind
+
+
+def test_damaged_gzip_and_empty_corpus(tmp_path: Path, tokenizer: Tokenizer) -> None:
+    write_corpus(tmp_path / "c.txt", 20)
+    packed = gzip.compress((tmp_path / "c.txt").read_bytes())
+    (tmp_path / "cut.txt.gz").write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(DataError, match=r"cut\.txt\.gz: damaged gzip data after line \d+"):
+        prepare_corpus([tmp_path / "cut.txt.gz"], tokenizer, tmp_path / "tok")
+    (tmp_path / "blank.txt").write_text("\n  \n\u3000\n\x00\x01\n\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"blank\.txt: the corpus holds no tokens \(5 lines read\)"):
+        prepare_corpus([tmp_path / "blank.txt"], tokenizer, tmp_path / "tok")
+    (tmp_path / "empty.txt").write_bytes(b"")
+    with pytest.raises(DataError, match="holds no tokens"):
+        prepare_corpus([tmp_path / "empty.txt"], tokenizer, tmp_path / "tok")
+    assert not (tmp_path / "tok").exists()
+    with pytest.raises(NotFoundError, match="missing.txt: corpus file does not exist"):
+        prepare_corpus([tmp_path / "missing.txt"], tokenizer, tmp_path / "tok")
+    with pytest.raises(UsageError, match="no corpus files"):
+        prepare_corpus([], tokenizer, tmp_path / "tok")
+    with pytest.raises(UsageError, match="words="):
+        prepare_corpus([tmp_path / "c.txt"], tokenizer, tmp_path / "tok", words="ltp")  # type: ignore[arg-type]
+
+
+def test_warns_for_a_file_without_document_breaks(tmp_path: Path, tokenizer: Tokenizer,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "one.txt").write_text("\n今天天气很好\n我们一起学习\n北京大学\n\n", encoding="utf-8")
+    (tmp_path / "two.txt").write_text("今天天气很好\n\n我们一起学习\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="zoo.training"):
+        corpus = prepare_corpus([tmp_path / "one.txt"], tokenizer, tmp_path / "one")
+    warnings = [r for r in caplog.records if r.name == "zoo.training" and r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "one.txt" in warnings[0].getMessage()
+    assert "no blank line between documents" in warnings[0].getMessage()
+    assert corpus.num_documents == 1 and corpus.num_sentences == 3
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="zoo.training"):
+        assert prepare_corpus([tmp_path / "two.txt"], tokenizer, tmp_path / "two").num_documents == 2
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_reuse_and_rebuild(tmp_path: Path, tokenizer: Tokenizer, caplog: pytest.LogCaptureFixture) -> None:
+    docs = write_corpus(tmp_path / "c.txt", 30)
+    out = tmp_path / "tok"
+    first = prepare_corpus([tmp_path / "c.txt"], tokenizer, out)
+    stamp = (out / "tokens.npy").stat().st_mtime_ns, (out / "tokens.npy").stat().st_ino
+
+    def built() -> bool:
+        st = (out / "tokens.npy").stat()
+        return (st.st_mtime_ns, st.st_ino) != stamp
+
+    with caplog.at_level(logging.INFO, logger="zoo.training"):
+        again = prepare_corpus([tmp_path / "c.txt"], tokenizer, out)
+    assert not built() and "reusing" in caplog.text
+    assert np.array_equal(again.tokens, first.tokens)
+
+    # Same size, different content: the sha256 catches it.
+    text = (tmp_path / "c.txt").read_text(encoding="utf-8")
+    swapped = text.replace(docs[0][0], docs[0][0][::-1], 1)
+    assert len(swapped.encode()) == len(text.encode()) and swapped != text
+    (tmp_path / "c.txt").write_text(swapped, encoding="utf-8")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="zoo.training"):
+        prepare_corpus([tmp_path / "c.txt"], tokenizer, out)
+    assert built() and "changed (sha256)" in caplog.text
+    stamp = (out / "tokens.npy").stat().st_mtime_ns, (out / "tokens.npy").stat().st_ino
+
+    # Other tokenizer options rebuild; so does rebuild=True and a damaged directory.
+    vocab = write_vocab(tmp_path / "vocab.txt")
+    prepare_corpus([tmp_path / "c.txt"], Tokenizer.from_file(vocab, lowercase=False), out)
+    assert built()
+    stamp = (out / "tokens.npy").stat().st_mtime_ns, (out / "tokens.npy").stat().st_ino
+    prepare_corpus([tmp_path / "c.txt"], Tokenizer.from_file(vocab, lowercase=False), out)
+    assert not built()
+    prepare_corpus([tmp_path / "c.txt"], Tokenizer.from_file(vocab, lowercase=False), out, rebuild=True)
+    assert built()
+    with (out / "tokens.npy").open("r+b") as f:
+        f.truncate(200)
+    stamp = (out / "tokens.npy").stat().st_mtime_ns, (out / "tokens.npy").stat().st_ino
+    with pytest.raises(DataError, match="damaged tokenized corpus"):
+        TokenizedCorpus.open(out)
+    repaired = prepare_corpus([tmp_path / "c.txt"], Tokenizer.from_file(vocab, lowercase=False), out)
+    assert built() and repaired.num_documents == 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "tok", "vocab.txt"]  # no staging left
+
+
+def test_jieba_words(tmp_path: Path, tokenizer: Tokenizer) -> None:
+    jieba = pytest.importorskip("jieba")
+    rng = random.Random(3)
+    lines = ["".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))) for _ in range(40)]
+    lines.append("我们 playing the games 研究")
+    (tmp_path / "c.txt").write_text("\n".join(lines[:20]) + "\n\n" + "\n".join(lines[20:]) + "\n",
+                                    encoding="utf-8")
+    corpus = prepare_corpus([tmp_path / "c.txt"], tokenizer, tmp_path / "tok", words="jieba", batch_chars=50)
+    assert corpus.words == "jieba" and corpus.meta["words"]["jieba_version"] == jieba.__version__
+    segmenter = jieba.Tokenizer()
+    multi_char = 0
+    for s, line in enumerate(lines[:-1]):  # Chinese only: token i is character i
+        want: list[bool] = []
+        for word in segmenter.cut(line):
+            want += [True] + [False] * (len(word) - 1)
+            multi_char += len(word) > 1
+        got = corpus.word_starts[corpus.sentence_offsets[s]:corpus.sentence_offsets[s + 1]]
+        assert got.tolist() == want, line
+    assert multi_char > 50  # jieba really grouped characters
+    last = corpus.word_starts[corpus.sentence_offsets[-2]:]
+    assert last.tolist() == [True, False, True, False, True, True, False, True, False]  # 我们 play ##ing ...
+    # The word mode is part of what a directory was built from.
+    default = prepare_corpus([tmp_path / "c.txt"], tokenizer, tmp_path / "tok")
+    pieces = tokenizer.convert_ids_to_tokens(default.tokens.tolist())
+    assert default.words == "wordpiece"
+    assert default.word_starts.tolist() == [not p.startswith("##") for p in pieces]
+    assert not np.array_equal(default.word_starts, corpus.word_starts)

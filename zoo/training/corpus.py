@@ -1,0 +1,608 @@
+"""Plain-text pretraining corpora, tokenized once into memory-mapped arrays.
+
+Input follows upstream ``create_pretraining_data.py``: UTF-8 text (optionally ``.gz``), one sentence per line,
+a blank or whitespace-only line between documents. Lines are stripped; a sentence that tokenizes to nothing is
+dropped, and so is a document left without sentences. Unlike upstream, the end of a file also ends its last
+document: upstream keeps appending the next file's first lines to it, which would make NSP/SOP pairs span two
+unrelated texts.
+
+Corpora may be larger than memory, so :func:`prepare_corpus` streams: it reads line by line, tokenizes batches
+of lines through :meth:`zoo.tokenizer.Tokenizer.batch_ids` (the Rust tokenizer encodes a batch in parallel) and
+appends the results to ``.npy`` files, so only one batch is ever held. The result is a directory::
+
+    tokens.npy            int32 [N]      token ids of every sentence, back to back
+    word_starts.npy       bool  [N]      True where a token starts a word (see below)
+    sentence_offsets.npy  int64 [S + 1]  sentence s is tokens[sentence_offsets[s]:sentence_offsets[s + 1]]
+    document_offsets.npy  int64 [D + 1]  document d is sentences document_offsets[d]:document_offsets[d + 1]
+    corpus.json           what it was built from (files, sizes, sha256, tokenizer, word mode) and the counts
+
+:class:`TokenizedCorpus` opens the arrays with ``np.load(mmap_mode="r")``: nothing is read into memory until a
+slice is used, and every process of a run can map the same files. The directory is built under a temporary
+name next to it and renamed into place when complete, so a directory that exists was written completely; a
+later :func:`prepare_corpus` reuses it when files, tokenizer and word mode still match (checked by content:
+sizes and sha256) and rebuilds it otherwise.
+
+Words (what whole-word and n-gram masking group together):
+
+``words="wordpiece"`` (default)
+    upstream's definition: a token plus the ``##`` pieces that follow it. WordPiece splits every CJK character
+    apart, so each Chinese character is a word of its own.
+``words="jieba"``
+    Chinese whole words as in Chinese-BERT-wwm: the text is segmented with jieba and every token whose start
+    lies inside one jieba word belongs to that word (``##`` pieces still never start one). Needs
+    ``pip install jieba``; segmentation is deterministic (no seed), and the jieba version is recorded, since
+    another version may segment differently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import gzip
+import hashlib
+import io
+import itertools
+import json
+import logging
+import os
+import shutil
+import struct
+import uuid
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+import numpy as np
+
+from zoo.errors import DataError, DiskSpaceError, NotFoundError, UsageError, first_line
+from zoo.tokenizer import Tokenizer
+
+logger = logging.getLogger("zoo.training")
+
+WordMode = Literal["wordpiece", "jieba"]
+WORD_MODES: tuple[str, ...] = ("wordpiece", "jieba")
+#: Called with (bytes read so far, total bytes) of the corpus files as they are read (compressed bytes for .gz).
+ProgressCallback = Callable[[int, int], None]
+
+FORMAT = "zoo-pretraining-corpus"
+FORMAT_VERSION = 1
+META_FILE = "corpus.json"
+ARRAY_FILES: dict[str, str] = {
+    "tokens": "tokens.npy",
+    "word_starts": "word_starts.npy",
+    "sentence_offsets": "sentence_offsets.npy",
+    "document_offsets": "document_offsets.npy",
+}
+#: Default amount of text (characters) handed to the tokenizer per ``batch_ids`` call.
+DEFAULT_BATCH_CHARS = 1 << 20
+
+_READ_BLOCK = 1 << 20
+_HASH_BLOCK = 1 << 22
+_NPY_HEADER_SIZE = 128  # fixed, so the header can be rewritten with the final length after streaming
+_UTF8_HINT = "the corpus must be UTF-8; convert it first, e.g. `iconv -f GB18030 -t UTF-8 in.txt > out.txt`"
+_FORMAT_HINT = "one sentence per line, a blank line between documents, UTF-8 (optionally .gz)"
+
+
+# ------------------------------------------------------------------------------------------------ the corpus
+class TokenizedCorpus:
+    """A tokenized corpus directory, memory-mapped read-only (see the module docstring for the layout).
+
+    The arrays are public: ``tokens`` (int32), ``word_starts`` (bool), ``sentence_offsets`` and
+    ``document_offsets`` (int64, each one longer than its count, starting at 0). ``meta`` is the parsed
+    ``corpus.json``.
+    """
+
+    def __init__(self, directory: Path, meta: dict[str, Any], tokens: np.ndarray, word_starts: np.ndarray,
+                 sentence_offsets: np.ndarray, document_offsets: np.ndarray) -> None:
+        self.directory = directory
+        self.meta = meta
+        self.tokens = tokens
+        self.word_starts = word_starts
+        self.sentence_offsets = sentence_offsets
+        self.document_offsets = document_offsets
+
+    @classmethod
+    def open(cls, directory: str | Path) -> TokenizedCorpus:
+        """Map a directory written by :func:`prepare_corpus`; DataError if it is incomplete or damaged."""
+        directory = Path(directory)
+        meta_path = directory / META_FILE
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise NotFoundError(f"{directory}: not a tokenized corpus (no {META_FILE})",
+                                hint="build it with prepare_corpus") from None
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{meta_path}: unreadable ({first_line(exc)})",
+                            hint="delete the directory; prepare_corpus will rebuild it") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
+            raise DataError(f"{meta_path}: not a {FORMAT} version {FORMAT_VERSION} record",
+                            hint="delete the directory; prepare_corpus will rebuild it")
+        arrays: dict[str, np.ndarray] = {}
+        for key, name in ARRAY_FILES.items():
+            try:
+                # A plain ndarray view of the map: slicing it is cheaper than slicing np.memmap.
+                arrays[key] = np.load(directory / name, mmap_mode="r", allow_pickle=False).view(np.ndarray)
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{directory}: damaged tokenized corpus: {name} is unreadable ({first_line(exc)})",
+                                hint="delete the directory; prepare_corpus will rebuild it") from None
+        corpus = cls(directory, meta, arrays["tokens"], arrays["word_starts"], arrays["sentence_offsets"],
+                     arrays["document_offsets"])
+        corpus._check()
+        return corpus
+
+    def _check(self) -> None:
+        counts = self.meta.get("counts", {})
+        sent, docs = self.sentence_offsets, self.document_offsets
+        problems = []
+        if self.tokens.dtype != np.int32 or self.word_starts.dtype != np.bool_:
+            problems.append("unexpected array types")
+        if self.tokens.shape != self.word_starts.shape:
+            problems.append("tokens and word_starts differ in length")
+        if sent.ndim != 1 or docs.ndim != 1 or len(sent) < 2 or len(docs) < 2:
+            problems.append("offsets are empty")
+        elif sent[0] != 0 or sent[-1] != len(self.tokens) or docs[0] != 0 or docs[-1] != len(sent) - 1:
+            problems.append("offsets do not span the arrays")
+        if (counts.get("tokens"), counts.get("sentences"), counts.get("documents")) != (
+                self.num_tokens, self.num_sentences, self.num_documents):
+            problems.append(f"counts disagree with {META_FILE}")
+        if problems:
+            raise DataError(f"{self.directory}: damaged tokenized corpus: {'; '.join(problems)}",
+                            hint="delete the directory; prepare_corpus will rebuild it")
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def num_sentences(self) -> int:
+        return int(self.sentence_offsets.shape[0]) - 1
+
+    @property
+    def num_documents(self) -> int:
+        return int(self.document_offsets.shape[0]) - 1
+
+    @property
+    def words(self) -> WordMode:
+        """How ``word_starts`` was computed: ``"wordpiece"`` or ``"jieba"``."""
+        mode: WordMode = self.meta["words"]["mode"]
+        return mode
+
+    def document_token_range(self, document: int) -> tuple[int, int]:
+        """``(start, stop)`` of a document in ``tokens`` (a document's sentences are stored back to back)."""
+        s0, s1 = int(self.document_offsets[document]), int(self.document_offsets[document + 1])
+        return int(self.sentence_offsets[s0]), int(self.sentence_offsets[s1])
+
+    def document_of_token(self, position: int) -> int:
+        """Index of the document holding the token at ``position``."""
+        sentence = int(np.searchsorted(self.sentence_offsets, position, side="right")) - 1
+        return int(np.searchsorted(self.document_offsets, sentence, side="right")) - 1
+
+    def sentences(self, document: int) -> list[np.ndarray]:
+        """The token ids of a document's sentences (for inspection and tests; training uses the offsets)."""
+        s0, s1 = int(self.document_offsets[document]), int(self.document_offsets[document + 1])
+        offsets = self.sentence_offsets[s0:s1 + 1]
+        return [self.tokens[offsets[i]:offsets[i + 1]] for i in range(s1 - s0)]
+
+    def __repr__(self) -> str:
+        return (f"TokenizedCorpus({str(self.directory)!r}, documents={self.num_documents}, "
+                f"sentences={self.num_sentences}, tokens={self.num_tokens}, words={self.words!r})")
+
+
+# ------------------------------------------------------------------------------------------ build or reuse
+def prepare_corpus(files: Sequence[str | Path], tokenizer: Tokenizer, directory: str | Path, *,
+                   words: WordMode = "wordpiece", batch_chars: int = DEFAULT_BATCH_CHARS,
+                   on_progress: ProgressCallback | None = None, rebuild: bool = False) -> TokenizedCorpus:
+    """Tokenize ``files`` (in this order) into ``directory``, or reuse it when it was built from the same input.
+
+    Reuse needs the same files in the same order with the same sizes and sha256 (re-hashed here, about a
+    second per GB), the same vocabulary and tokenizer options, the same ``words`` mode (and jieba version) and
+    the same format version; anything else rebuilds, and ``rebuild=True`` always does. Building writes to a
+    sibling staging directory renamed into place at the end, so an interrupted build never leaves a directory
+    that looks complete. Several processes building at once are safe (each installs an identical result with a
+    rename) but do the work several times: in a distributed run, let one rank build and the others
+    :meth:`TokenizedCorpus.open` the directory after a barrier.
+
+    ``batch_chars`` is how much text goes to the tokenizer at once (the output does not depend on it).
+    ``on_progress(bytes_read, bytes_total)`` is called as the files are read. Raises DataError for text that
+    is not UTF-8 (naming file and line), damaged gzip data or a corpus without a single token,
+    NotFoundError for a missing file and UsageError for bad options.
+    """
+    paths = _check_files(files)
+    if words not in WORD_MODES:
+        raise UsageError(f"words={words!r} is not a word mode", hint=f"use one of {', '.join(WORD_MODES)}")
+    if batch_chars < 1:
+        raise UsageError(f"batch_chars must be positive, got {batch_chars}")
+    directory = Path(directory)
+    identity = _identity(tokenizer, words)
+    if not rebuild:
+        existing = _reusable(directory, paths, identity)
+        if existing is not None:
+            return existing
+    return _build(paths, tokenizer, directory, identity, words, batch_chars, on_progress)
+
+
+def _check_files(files: Sequence[str | Path]) -> list[Path]:
+    if isinstance(files, (str, Path)):
+        files = [files]
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise UsageError("no corpus files given", hint="pass one or more text files (" + _FORMAT_HINT + ")")
+    for path in paths:
+        if not path.exists():
+            raise NotFoundError(f"{path}: corpus file does not exist")
+        if not path.is_file():
+            raise NotFoundError(f"{path}: is not a regular file", hint="pass corpus files, not directories")
+    return paths
+
+
+def _identity(tokenizer: Tokenizer, words: str) -> dict[str, Any]:
+    """Everything besides the files' content that the arrays depend on."""
+    vocab_text = "".join(token + "\n" for token in tokenizer.tokens)
+    word_info: dict[str, Any] = {"mode": words}
+    if words == "jieba":
+        word_info["jieba_version"] = _import_jieba().__version__
+    return {
+        "format": FORMAT,
+        "version": FORMAT_VERSION,
+        # the sha256 of the vocab in id order, one token a line: that of a plain one-column vocab.txt
+        "tokenizer": {"vocab_sha256": hashlib.sha256(vocab_text.encode("utf-8")).hexdigest(),
+                      "vocab_size": tokenizer.vocab_size, "lowercase": tokenizer.lowercase,
+                      "strip_accents": tokenizer.strip_accents},
+        "words": word_info,
+    }
+
+
+def _reusable(directory: Path, paths: list[Path], identity: dict[str, Any]) -> TokenizedCorpus | None:
+    """The existing corpus at ``directory`` when it matches this input; None (with a log line) otherwise."""
+    meta_path = directory / META_FILE
+    if not meta_path.exists():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        logger.warning("%s: unreadable; rebuilding the tokenized corpus", meta_path)
+        return None
+    reason = _mismatch(meta, paths, identity)
+    if reason is not None:
+        logger.info("%s: rebuilding the tokenized corpus: %s", directory, reason)
+        return None
+    try:
+        corpus = TokenizedCorpus.open(directory)
+    except DataError as exc:
+        logger.warning("%s; rebuilding it", exc.message)
+        return None
+    logger.info("%s: reusing the tokenized corpus (%d documents, %d tokens)", directory, corpus.num_documents,
+                corpus.num_tokens)
+    return corpus
+
+
+def _mismatch(meta: Any, paths: list[Path], identity: dict[str, Any]) -> str | None:
+    if not isinstance(meta, dict):
+        return "unreadable record"
+    for key, want in identity.items():
+        if meta.get(key) != want:
+            return f"{key} changed ({meta.get(key)!r} -> {want!r})"
+    recorded = meta.get("files")
+    if not isinstance(recorded, list) or len(recorded) != len(paths):
+        return "the list of corpus files changed"
+    for path, rec in zip(paths, recorded):
+        if not isinstance(rec, dict) or rec.get("size") != path.stat().st_size:
+            return f"{path} changed (size)"
+    for path, rec in zip(paths, recorded):
+        if rec.get("sha256") != _sha256_file(path):
+            return f"{path} changed (sha256)"
+    return None
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(_HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _build(paths: list[Path], tokenizer: Tokenizer, directory: Path, identity: dict[str, Any], words: str,
+           batch_chars: int, on_progress: ProgressCallback | None) -> TokenizedCorpus:
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.parent / f".{directory.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        try:
+            with _CorpusWriter(staging, tokenizer, words, batch_chars, paths, on_progress) as writer:
+                for path in paths:
+                    writer.add_file(path)
+                counts, files = writer.finish()
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskSpaceError(f"{directory.parent}: the disk filled up while writing the tokenized corpus",
+                                     hint="free space there, or put the tokenized corpus on another disk "
+                                          "(it needs about 5 bytes per token)") from None
+            raise
+        meta = {**identity, "files": files, "counts": counts}
+        (staging / META_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        _install(staging, directory, paths, identity)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    corpus = TokenizedCorpus.open(directory)
+    logger.info("%s: tokenized %d documents, %d sentences, %d tokens", directory, corpus.num_documents,
+                corpus.num_sentences, corpus.num_tokens)
+    return corpus
+
+
+def _install(staging: Path, directory: Path, paths: list[Path], identity: dict[str, Any]) -> None:
+    """Rename the finished staging directory to ``directory``, replacing an outdated one."""
+    old: Path | None = None
+    if directory.exists():
+        old = directory.parent / f".{directory.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        with contextlib.suppress(FileNotFoundError):  # another process may have replaced it meanwhile
+            directory.rename(old)
+    try:
+        staging.rename(directory)
+    except OSError:
+        # Another process installed its build between our two renames: use it when it matches.
+        if _reusable(directory, paths, identity) is None:
+            raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ reading
+class _HashingReader(io.RawIOBase):
+    """The raw bytes of a file, hashed and counted as they go by (for .gz: the compressed bytes)."""
+
+    def __init__(self, raw: io.RawIOBase, on_read: Callable[[int], None]) -> None:
+        super().__init__()
+        self._raw = raw
+        self._on_read = on_read
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._raw.readinto(buffer)
+        if n:
+            self.sha256.update(memoryview(buffer)[:n])
+            self.size += n
+            self._on_read(n)
+        return n or 0
+
+
+def _iter_lines(stream: BinaryIO, path: Path, compressed: bool) -> Iterator[tuple[int, str]]:
+    """``(line number, stripped text)`` of each line; DataError for bytes that are not UTF-8 or damaged gzip."""
+    lineno = 0
+    try:
+        for lineno, raw in enumerate(stream, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                                f"{exc.start + 1} of the line)", hint=_UTF8_HINT) from None
+            if lineno == 1 and text.startswith("\ufeff"):
+                text = text[1:]
+            yield lineno, text.strip()
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        if not compressed:
+            raise
+        raise DataError(f"{path}: damaged gzip data after line {lineno} ({first_line(exc)})",
+                        hint="re-create or re-download the file; `gzip -t` checks it") from None
+
+
+# ------------------------------------------------------------------------------------------------ writing
+class _ArrayFile:
+    """A 1-D ``.npy`` file written in pieces; its fixed-size header gets the final length at the end."""
+
+    def __init__(self, path: Path, dtype: type[np.generic]) -> None:
+        self.dtype = np.dtype(dtype)
+        self.length = 0
+        self._file = path.open("wb")
+        self._file.write(_npy_header(self.dtype, 0))
+
+    def append(self, values: np.ndarray) -> None:
+        data = np.ascontiguousarray(values, dtype=self.dtype)
+        self._file.write(data.tobytes())
+        self.length += int(data.shape[0])
+
+    def close(self) -> None:
+        self._file.seek(0)
+        self._file.write(_npy_header(self.dtype, self.length))
+        self._file.close()
+
+    def abort(self) -> None:
+        self._file.close()
+
+
+def _npy_header(dtype: np.dtype, length: int) -> bytes:
+    """An npy 1.0 header for a 1-D C-order array, padded to exactly ``_NPY_HEADER_SIZE`` bytes."""
+    text = repr({"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (length,)})
+    body = text.encode("latin1")
+    pad = _NPY_HEADER_SIZE - 10 - len(body) - 1
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", _NPY_HEADER_SIZE - 10) + body + b" " * pad + b"\n"
+
+
+class _CorpusWriter:
+    """Reads files, tokenizes batches of lines and appends them to the four arrays."""
+
+    def __init__(self, staging: Path, tokenizer: Tokenizer, words: str, batch_chars: int, paths: list[Path],
+                 on_progress: ProgressCallback | None) -> None:
+        self._tokenizer = tokenizer
+        self._jieba = _jieba_tokenizer() if words == "jieba" else None
+        self._continuation = np.fromiter((t.startswith("##") for t in tokenizer.tokens), dtype=bool,
+                                         count=len(tokenizer.tokens))
+        self._batch_chars = batch_chars
+        self._on_progress = on_progress
+        self._bytes_total = sum(p.stat().st_size for p in paths)
+        self._bytes_read = 0
+        self._arrays = {key: _ArrayFile(staging / name, dtype) for (key, name), dtype in zip(
+            ARRAY_FILES.items(), (np.int32, np.bool_, np.int64, np.int64))}
+        self._arrays["sentence_offsets"].append(np.zeros(1, np.int64))
+        self._arrays["document_offsets"].append(np.zeros(1, np.int64))
+        self._texts: list[str] = []
+        self._breaks: list[bool] = []  # a document starts before this line
+        self._pending_chars = 0
+        self._num_tokens = 0
+        self._num_sentences = 0
+        self._num_documents = 0
+        self._doc_sentences = 0
+        self._dropped = 0
+        self._lines = 0
+        self._files: list[dict[str, Any]] = []
+
+    def __enter__(self) -> _CorpusWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            for array in self._arrays.values():
+                array.abort()
+
+    def _read(self, n: int) -> None:
+        self._bytes_read += n
+
+    def add_file(self, path: Path) -> None:
+        compressed = path.name.endswith(".gz")
+        with path.open("rb", buffering=0) as raw:
+            hashing = _HashingReader(raw, self._read)
+            buffered = io.BufferedReader(hashing, _READ_BLOCK)
+            stream: BinaryIO = gzip.GzipFile(fileobj=buffered, mode="rb") if compressed else buffered  # type: ignore[assignment]
+            seen_text = blank_after_text = has_break = False
+            new_document = True  # a file's first sentence starts a document
+            for _, text in _iter_lines(stream, path, compressed):
+                self._lines += 1
+                if not text:
+                    new_document = True
+                    blank_after_text = seen_text
+                    continue
+                has_break = has_break or blank_after_text
+                seen_text = True
+                self._texts.append(text)
+                self._breaks.append(new_document)
+                new_document = False
+                self._pending_chars += len(text)
+                if self._pending_chars >= self._batch_chars:
+                    self._flush()
+            while buffered.read(_READ_BLOCK):  # hash whatever follows the gzip stream, too
+                pass
+        self._flush()
+        if seen_text and not has_break:
+            logger.warning("%s: no blank line between documents; the whole file is one document "
+                           "(sentence-pair objectives need documents: %s)", path, _FORMAT_HINT)
+        self._files.append({"path": str(path.resolve()), "name": path.name, "size": hashing.size,
+                            "sha256": hashing.sha256.hexdigest()})
+
+    def _flush(self) -> None:
+        if self._texts:
+            ids, starts, lengths = self._encode(self._texts)
+            sentence_ends: list[int] = []
+            document_ends: list[int] = []
+            end = self._num_tokens
+            for length, new_document in zip(lengths.tolist(), self._breaks):
+                if new_document and self._doc_sentences:
+                    document_ends.append(self._num_sentences)
+                    self._doc_sentences = 0
+                if length:
+                    end += length
+                    sentence_ends.append(end)
+                    self._num_sentences += 1
+                    self._doc_sentences += 1
+                else:
+                    self._dropped += 1
+            self._num_documents += len(document_ends)
+            self._num_tokens = end
+            self._arrays["tokens"].append(ids)
+            self._arrays["word_starts"].append(starts)
+            self._arrays["sentence_offsets"].append(np.array(sentence_ends, np.int64))
+            self._arrays["document_offsets"].append(np.array(document_ends, np.int64))
+            self._texts, self._breaks, self._pending_chars = [], [], 0
+        if self._on_progress is not None:
+            self._on_progress(self._bytes_read, self._bytes_total)
+
+    def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Token ids, word-start flags and per-text token counts of a batch of texts."""
+        if self._jieba is None:
+            id_lists = self._tokenizer.batch_ids(texts)
+            lengths = np.fromiter(map(len, id_lists), np.int64, count=len(id_lists))
+            ids = np.fromiter(itertools.chain.from_iterable(id_lists), np.int32, count=int(lengths.sum()))
+            return ids, ~self._continuation[ids], lengths
+        encoded = self._tokenizer(texts, return_offsets_mapping=True)
+        id_parts: list[np.ndarray] = []
+        start_parts: list[np.ndarray] = []
+        lengths = np.zeros(len(texts), np.int64)
+        for i, (text, with_specials, offsets) in enumerate(zip(texts, encoded["input_ids"],
+                                                              encoded["offset_mapping"])):
+            ids = np.asarray(with_specials[1:-1], np.int32)  # drop [CLS] ... [SEP]
+            if not len(ids):
+                continue
+            word_ends = np.cumsum([len(w) for w in self._jieba.cut(text)])
+            char_starts = np.fromiter((o[0] for o in offsets[1:-1]), np.int64, count=len(ids))
+            word_of_token = np.searchsorted(word_ends, char_starts, side="right")
+            starts = np.ones(len(ids), bool)
+            starts[1:] = word_of_token[1:] != word_of_token[:-1]
+            id_parts.append(ids)
+            start_parts.append(starts & ~self._continuation[ids])
+            lengths[i] = len(ids)
+        if not id_parts:
+            return np.zeros(0, np.int32), np.zeros(0, bool), lengths
+        return np.concatenate(id_parts), np.concatenate(start_parts), lengths
+
+    def finish(self) -> tuple[dict[str, int], list[dict[str, Any]]]:
+        self._flush()
+        if self._doc_sentences:
+            self._arrays["document_offsets"].append(np.array([self._num_sentences], np.int64))
+            self._num_documents += 1
+            self._doc_sentences = 0
+        if self._num_tokens == 0:
+            names = ", ".join(str(f["path"]) for f in self._files)
+            raise DataError(f"{names}: the corpus holds no tokens ({self._lines} lines read)",
+                            hint=f"expected {_FORMAT_HINT}; check that the text matches the vocab")
+        for array in self._arrays.values():
+            array.close()
+        counts = {"tokens": self._num_tokens, "sentences": self._num_sentences, "documents": self._num_documents,
+                  "lines": self._lines, "dropped_sentences": self._dropped}
+        return counts, self._files
+
+
+# -------------------------------------------------------------------------------------------------- jieba
+def _import_jieba() -> Any:
+    try:
+        import jieba
+    except ImportError:
+        raise UsageError('words="jieba" needs the jieba word segmenter, which is not installed',
+                         hint="pip install jieba") from None
+    return jieba
+
+
+@functools.lru_cache(maxsize=1)
+def _jieba_tokenizer() -> Any:
+    """A private, initialised jieba tokenizer, made once per process (loading the dictionary takes about a
+    second). Private because the user's global one may carry custom words, which would make the output depend
+    on the calling program; jieba's startup messages are kept off the log."""
+    jieba = _import_jieba()
+    jieba_logger = logging.getLogger("jieba")
+    level = jieba_logger.level
+    jieba_logger.setLevel(logging.WARNING)
+    try:
+        segmenter = jieba.Tokenizer()
+        segmenter.initialize()
+    finally:
+        jieba_logger.setLevel(level)
+    return segmenter
+
+
+__all__ = [
+    "ARRAY_FILES",
+    "DEFAULT_BATCH_CHARS",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "META_FILE",
+    "WORD_MODES",
+    "ProgressCallback",
+    "TokenizedCorpus",
+    "WordMode",
+    "prepare_corpus",
+]
