@@ -1,0 +1,571 @@
+"""``zoo.pretrain``: continue pretraining a released checkpoint on your own corpus, with the original objectives.
+
+Read it top to bottom: :func:`pretrain` sets up (processes, output directory, base model, data, optimizer, a
+checkpoint to resume from), :func:`_train` is the loop, :func:`_write_output` the result.
+
+One step, on every process (``torchrun`` starts several; a plain call is one)::
+
+    micro-batches of this process's share of the global batch  (zoo.training.data)
+    count the predicted tokens and pair labels of the whole global batch (one all_reduce)
+    for each micro-batch: forward (autocast), loss = Σnll / global count × world size, backward
+    clip to global norm 1.0, LAMB/AdamW step, learning-rate schedule step     (zoo.training.optim)
+
+Dividing by the global counts makes the gradient exactly the gradient of upstream's loss on the whole global
+batch — mean masked-LM NLL over its predicted positions plus mean SOP/NSP NLL over its examples — whatever the
+number of processes and accumulation steps, so two processes end where one would (within float tolerance).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo._fs import sha256_file
+from zoo.config import ModelConfig, normalize_dtype
+from zoo.converters.layout import CONFIG, VOCAB, WEIGHTS, read_config, read_receipt, staged_into, tokenizer_options
+from zoo.converters.safetensors_out import write_state
+from zoo.errors import CheckpointError, DataError, UsageError
+from zoo.loader import load_model, pick_device
+from zoo.progress import Progress, ProgressCallback, ProgressEvent, reporting
+from zoo.tokenizer import Tokenizer
+from zoo.training import checkpoint as ckpt
+from zoo.training.data import CorpusSource, Layout, Position, Source, TFRecordSource, loader, locate
+from zoo.weights import Model, Prepared, prepare
+
+log = logging.getLogger("zoo.training")
+
+OBJECTIVES = ("sop", "nsp", "mlm")
+OPTIMIZERS = ("lamb", "lamb-brightmart", "adamw")
+#: Settings that may change when a run is resumed (they do not change what is computed).
+_RESUMABLE_CHANGES = frozenset({"save_every", "log_every", "keep_checkpoints", "workers", "device"})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Every setting of a run (``None``: the model family's upstream default, filled in by :meth:`resolved`)."""
+
+    steps: int
+    batch_size: int = 128
+    max_seq_length: int = 128
+    lr: float | None = None
+    warmup: int | None = None
+    objective: str | None = None
+    optimizer: str | None = None
+    grad_accum: int = 1
+    clip: float = 1.0
+    dtype: str = "float32"
+    seed: int = 12345
+    masked_lm_prob: float = 0.15
+    max_predictions: int = 20
+    short_seq_prob: float = 0.1
+    ngram: int | None = None
+    whole_word: bool = False
+    max_position_embeddings: int | None = None
+    position_init: str = "copy"
+    gradient_checkpointing: bool = False
+    save_every: int = 1000
+    log_every: int = 10
+    keep_checkpoints: int = 2
+
+    def resolved(self, architecture: str) -> TrainingConfig:
+        """Fill in the family defaults: ALBERT — SOP, n-gram masking (n ≤ 3), LAMB, lr 1.76e-3 (the ALBERT
+        paper's for batch 4096; scale it for smaller batches); BERT — NSP, token masking, AdamW, lr 1e-4;
+        warmup 10% of the steps."""
+        albert = architecture != "bert"
+        values: dict[str, Any] = {
+            "objective": self.objective or ("sop" if albert else "nsp"),
+            "optimizer": self.optimizer or ("lamb-brightmart" if architecture == "albert-brightmart"
+                                            else "lamb" if albert else "adamw"),
+            "lr": self.lr if self.lr is not None else (1.76e-3 if albert else 1e-4),
+            "warmup": self.warmup if self.warmup is not None else self.steps // 10,
+            "ngram": self.ngram if self.ngram is not None else (3 if albert else 1),
+            "dtype": normalize_dtype(self.dtype),
+        }
+        return dataclasses.replace(self, **values)
+
+    def check(self) -> None:
+        def positive(name: str, value: float | int) -> None:
+            if not value > 0:
+                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
+
+        for name in ("steps", "batch_size", "max_seq_length", "grad_accum", "save_every", "log_every", "clip"):
+            positive(name, getattr(self, name))
+        if self.lr is not None and not (self.lr >= 0 and math.isfinite(self.lr)):
+            raise UsageError(f"--lr must be a finite number >= 0, got {self.lr}")
+        if self.warmup is not None and not 0 <= self.warmup <= self.steps:
+            raise UsageError(f"--warmup must lie in [0, --steps], got {self.warmup}")
+        if self.objective is not None and self.objective not in OBJECTIVES:
+            raise UsageError(f"--objective {self.objective!r}", hint=f"use one of {', '.join(OBJECTIVES)}")
+        if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"--optimizer {self.optimizer!r}", hint=f"use one of {', '.join(OPTIMIZERS)}")
+        if self.position_init not in ("copy", "random"):
+            raise UsageError(f"--position-init {self.position_init!r}", hint="use copy or random")
+        if not 0 <= self.masked_lm_prob <= 1 or self.max_predictions < 0 or not 0 <= self.short_seq_prob <= 1:
+            raise UsageError("--masked-lm-prob and --short-seq-prob lie in [0, 1]; --max-predictions is >= 0")
+        if self.keep_checkpoints < 1:
+            raise UsageError(f"--keep-checkpoints must be at least 1, got {self.keep_checkpoints}")
+
+
+# ------------------------------------------------------------------------------------------- processes
+@dataclasses.dataclass(frozen=True)
+class _World:
+    rank: int
+    size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            torch.distributed.barrier()
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over the processes (float64 on the process's device)."""
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        if self.size > 1:
+            torch.distributed.all_reduce(t)
+        return t.tolist()  # type: ignore[no-any-return]
+
+
+def _join(device: str | torch.device) -> _World:
+    """This process's place: one process, or one of ``torchrun``'s (``WORLD_SIZE``/``RANK``/``LOCAL_RANK``)."""
+    size = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if size <= 1:
+        return _World(0, 1, 0, pick_device(device))
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    dev = pick_device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return _World(rank, size, local, dev)
+
+
+# -------------------------------------------------------------------------------------------- pretrain
+def pretrain(model: Model, *, out: str | os.PathLike[str], steps: int, corpus: Sequence[str | os.PathLike[str]] = (),
+             tfrecords: Sequence[str | os.PathLike[str]] = (), resume: bool = False, device: str = "auto",
+             workers: int = 1, source: int | None = None, offline: bool | None = None,
+             manifests: Sequence[str | os.PathLike[str]] = (), progress: Progress = None,
+             **settings: Any) -> Path:
+    """Continue pretraining ``model`` (anything :func:`zoo.load` takes) and write the result into ``out``.
+
+    Data: ``corpus`` — plain-text files (UTF-8, one sentence per line, a blank line between documents; ``.gz``
+    too) — or ``tfrecords`` written by upstream ``create_pretraining_data.py``. ``settings`` are the fields of
+    :class:`TrainingConfig` (``batch_size`` is the global batch, ``lr``, ``warmup``, ``objective`` ``sop``/``nsp``
+    /``mlm``, ``optimizer`` ``lamb``/``adamw``, ``dtype``, ``max_position_embeddings``, ``save_every`` …).
+    ``resume=True`` continues the run in ``out`` from its newest checkpoint, exactly. Under ``torchrun`` every
+    process calls this; only the first writes. Returns ``out``: a directory :func:`zoo.load`, ``zoo run``,
+    ``zoo export`` and ``zoo mirror`` accept, with ``receipt.json`` saying how it was made.
+    """
+    config = TrainingConfig(steps=steps, **settings)
+    config.check()
+    if bool(corpus) == bool(tfrecords):
+        raise UsageError("give the training data as corpus files or as TFRecord files (one of the two)",
+                         hint="zoo pretrain MODEL --corpus FILE... or --tfrecord FILE...")
+    world = _join(device)
+    out_dir = Path(out)
+    with reporting(progress if world.main else False) as emit:
+        prepared = _prepare_base(model, world, source=source, offline=offline, manifests=manifests, emit=emit)
+        base_config, layout = read_config(prepared.path)
+        if layout != "zoo":
+            raise UnsupportedError_(prepared.path)
+        config = config.resolved(base_config.architecture)
+        run = _Run(config, base_config, prepared, out_dir, world, emit)
+        run.check_positions()
+        run.open_output(resume)
+        source_data = run.data(corpus, tfrecords)
+        run.build_model()
+        start = run.restore(resume)
+        _train(run, source_data, start, workers=workers)
+        if world.main:
+            _write_output(run)
+        world.barrier()
+    return out_dir
+
+
+def UnsupportedError_(path: Path) -> Exception:  # noqa: N802 - reads like the exception it builds
+    from zoo.errors import UnsupportedError
+
+    return UnsupportedError(f"{path} holds transformers-named weights (an hf export)",
+                            hint="train from the registry model or from the `zoo convert` directory it came from")
+
+
+def _prepare_base(model: Model, world: _World, *, source: int | None, offline: bool | None,
+                  manifests: Sequence[str | os.PathLike[str]], emit: ProgressCallback) -> Prepared:
+    """Download and convert the base model once: the first process does it, the others find it in the cache."""
+    prepared = None
+    if world.main:
+        prepared = prepare(model, source=source, offline=offline, manifests=manifests, progress=emit)
+    world.barrier()
+    if prepared is None:
+        prepared = prepare(model, source=source, offline=offline, manifests=manifests)
+    return prepared
+
+
+class _Run:
+    """The state of one training run: settings, base model, output directory, model, optimizer."""
+
+    def __init__(self, config: TrainingConfig, base_config: ModelConfig, prepared: Prepared, out: Path,
+                 world: _World, emit: ProgressCallback) -> None:
+        self.config, self.base_config, self.prepared, self.out, self.world, self.emit = (
+            config, base_config, prepared, out, world, emit)
+        self.name = prepared.manifest.name if prepared.manifest else (prepared.release or prepared.path).name
+        self.model_config = base_config
+        if config.max_position_embeddings is not None:
+            self.model_config = dataclasses.replace(base_config,
+                                                    max_position_embeddings=config.max_position_embeddings)
+        lowercase, strip_accents = (prepared.manifest.tokenizer.lowercase, prepared.manifest.tokenizer.strip_accents) \
+            if prepared.manifest else tokenizer_options(prepared.path)
+        self.tokenizer = Tokenizer.from_file(prepared.path / VOCAB, lowercase=lowercase, strip_accents=strip_accents,
+                                             model_max_length=self.model_config.max_position_embeddings)
+        self.data_description: dict[str, Any] = {}
+        self.final: dict[str, float] = {}
+
+    # ------------------------------------------------------------------------------------- settings
+    def settings(self) -> dict[str, Any]:
+        """What defines the run (compared on resume)."""
+        return {**dataclasses.asdict(self.config), "base": self.base_identity(), "world_size": self.world.size}
+
+    def base_identity(self) -> dict[str, Any]:
+        receipt = read_receipt(self.prepared.path) or {}
+        weights = next((o["sha256"] for o in receipt.get("outputs", []) if o.get("path") == WEIGHTS), None)
+        return {"model": self.name, "source": self.prepared.pulled.source.label if self.prepared.pulled else
+                str(self.prepared.release or self.prepared.path),
+                "source_sha256": self.prepared.pulled.sha256 if self.prepared.pulled else None,
+                "weights_sha256": weights}
+
+    def check_positions(self) -> None:
+        limit = self.model_config.max_position_embeddings
+        if self.config.max_position_embeddings is not None and \
+                self.config.max_position_embeddings < self.base_config.max_position_embeddings:
+            raise UsageError(f"--max-position-embeddings {self.config.max_position_embeddings} is smaller than the "
+                             f"model's {self.base_config.max_position_embeddings}",
+                             hint="it can only grow; leave it out to keep the model's")
+        if self.config.max_seq_length > limit:
+            raise UsageError(f"--max-seq-length {self.config.max_seq_length} is longer than the model's {limit} "
+                             "positions",
+                             hint=f"add --max-position-embeddings {self.config.max_seq_length} to extend the table "
+                                  "(--position-init copy|random) and train the new positions")
+
+    # --------------------------------------------------------------------------------------- output
+    def open_output(self, resume: bool) -> None:
+        run_file = self.out / "run.json"
+        if self.world.main:
+            existing = ckpt.checkpoints(self.out / "checkpoints")
+            if resume:
+                if not existing:
+                    raise UsageError(f"{self.out} holds no checkpoint to resume from",
+                                     hint="run without --resume to start a new run")
+                _check_same_run(json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else {},
+                                self.settings(), self.out)
+            elif existing or run_file.exists() or (self.out / WEIGHTS).exists():
+                raise UsageError(f"{self.out} already holds a training run",
+                                 hint="continue it with --resume, or choose another --out directory")
+            self.out.mkdir(parents=True, exist_ok=True)
+            ckpt.clean_staging(self.out / "checkpoints")
+            run_file.write_text(json.dumps(self.settings(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        self.world.barrier()
+
+    # ----------------------------------------------------------------------------------------- data
+    def data(self, corpus: Sequence[str | os.PathLike[str]], tfrecords: Sequence[str | os.PathLike[str]]) -> Source:
+        from zoo.training.corpus import prepare_corpus
+        from zoo.training.instances import InstanceSampler
+        from zoo.training.masking import ExampleBuilder, MaskingConfig
+
+        cfg = self.config
+        if tfrecords:
+            source: Source = TFRecordSource([Path(f) for f in tfrecords], seed=cfg.seed,
+                                            vocab_size=self.model_config.vocab_size,
+                                            max_seq_length=cfg.max_seq_length)
+            if source.max_seq_length > self.model_config.max_position_embeddings:
+                raise UsageError(f"the TFRecords hold sequences of {source.max_seq_length} tokens, longer than the "
+                                 f"model's {self.model_config.max_position_embeddings} positions",
+                                 hint=f"add --max-position-embeddings {source.max_seq_length}")
+        else:
+            words = "jieba" if cfg.whole_word else "wordpiece"
+            key = hashlib.sha256(json.dumps([str(Path(f).resolve()) for f in corpus]).encode()).hexdigest()[:16]
+            directory = self.out / "data" / f"corpus-{key}-{words}"
+
+            def tokenizing(done: int, total: int | None) -> None:
+                self.emit(ProgressEvent("tokenize", "corpus", done=done, total=total))
+
+            tokenized = None
+            if self.world.main:
+                tokenized = prepare_corpus([Path(f) for f in corpus], self.tokenizer, directory, words=words,
+                                           on_progress=tokenizing)
+                self.emit(ProgressEvent("done", "corpus"))
+            self.world.barrier()
+            if tokenized is None:
+                tokenized = prepare_corpus([Path(f) for f in corpus], self.tokenizer, directory, words=words)
+            sampler = InstanceSampler(tokenized, objective=cfg.objective, max_seq_length=cfg.max_seq_length,  # type: ignore[arg-type]
+                                      short_seq_prob=cfg.short_seq_prob, seed=cfg.seed)
+            masking = MaskingConfig(max_seq_length=cfg.max_seq_length, masked_lm_prob=cfg.masked_lm_prob,
+                                    max_predictions_per_seq=cfg.max_predictions, ngram=int(cfg.ngram or 1),
+                                    whole_word=cfg.whole_word or int(cfg.ngram or 1) > 1)
+            builder = ExampleBuilder(masking, vocab_size=self.tokenizer.vocab_size,
+                                     cls_token_id=self.tokenizer.cls_token_id,
+                                     sep_token_id=self.tokenizer.sep_token_id,
+                                     mask_token_id=self.tokenizer.mask_token_id,
+                                     pad_token_id=self.tokenizer.pad_token_id, seed=cfg.seed)
+            source = CorpusSource(tokenized, sampler, builder)
+        self.data_description = source.describe()
+        return source
+
+    # ---------------------------------------------------------------------------------------- model
+    def build_model(self) -> None:
+        from zoo.training.optim import create_optimizer, param_groups
+
+        cfg, world = self.config, self.world
+        present = _heads_in(self.prepared.path / WEIGHTS)
+        pair = cfg.objective != "mlm"
+        heads = "pretraining" if (pair or "seq_relationship" in present) else "mlm"
+        if pair and "seq_relationship" not in present:
+            log.warning("%s has no %s head: it starts from a fresh initialisation", self.name, cfg.objective.upper())  # type: ignore[union-attr]
+        self.model = load_model(self.prepared.path / WEIGHTS, self.base_config, device=world.device, dtype="float32",
+                                heads=heads, max_position_embeddings=cfg.max_position_embeddings,
+                                position_init=cfg.position_init, init_missing_heads=True)
+        self.model.train().requires_grad_(True)
+        if not pair:  # nothing trains them: leave them as they are (and out of the gradient all-reduce)
+            for module in (self.model.pooler, getattr(self.model, "seq_relationship", None)):
+                if module is not None:
+                    module.requires_grad_(False)
+        self.model.gradient_checkpointing = cfg.gradient_checkpointing
+        trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self.optimizer, self.schedule = create_optimizer(param_groups(trainable), optimizer=cfg.optimizer,  # type: ignore[arg-type]
+                                                         init_lr=float(cfg.lr or 0), num_train_steps=cfg.steps,
+                                                         num_warmup_steps=int(cfg.warmup or 0))
+        self.trainable = [p for _, p in trainable]
+        self.ddp: torch.nn.Module = self.model
+        if world.size > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[world.device.index] if world.device.type == "cuda" else None)
+        if cfg.dtype == "float16" and world.device.type != "cuda":
+            raise UsageError("--dtype fp16 trains with a loss scaler on CUDA GPUs only",
+                             hint="use --dtype bf16 (or fp32) on the CPU")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.dtype == "float16")
+
+    # --------------------------------------------------------------------------------------- resume
+    def restore(self, resume: bool) -> tuple[int, Position]:
+        if not resume:
+            return 0, Position()
+        latest = ckpt.checkpoints(self.out / "checkpoints")[-1]
+        model_state, state = ckpt.load(latest, self.world.device)
+        missing = set(self.model.state_dict()) ^ set(model_state)
+        if missing:
+            raise CheckpointError(f"{latest.path} does not match the model ({', '.join(sorted(missing)[:3])} …)",
+                                  hint="the checkpoint belongs to another run")
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        log.info("resuming %s from step %d (%s)", self.out, latest.step, latest.path.name)
+        return latest.step, latest.position
+
+    def save(self, step: int, position: Position) -> None:
+        if not self.world.main:
+            return
+        optimizer = {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                     "scaler": self.scaler.state_dict()}
+        ckpt.save(self.out / "checkpoints", step=step, position=position, settings=self.settings(),
+                  model=self.model.state_dict(), optimizer=optimizer, keep=self.config.keep_checkpoints)
+
+
+def _check_same_run(saved: dict[str, Any], now: dict[str, Any], out: Path) -> None:
+    differ = sorted(k for k in set(saved) | set(now) if k not in _RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+    if differ:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} then, {now.get(k)!r} now" for k in differ[:4])
+        raise UsageError(f"--resume: this command differs from the run in {out} ({shown})",
+                         hint="resume with the same settings (see its run.json), or start a new run elsewhere")
+
+
+def _heads_in(weights: Path) -> set[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as f:
+        return {name.split(".")[0] for name in f.keys() if name.startswith(("mlm.", "seq_relationship."))}
+
+
+# -------------------------------------------------------------------------------------------- the loop
+def _train(run: _Run, source: Source, start: tuple[int, Position], *, workers: int) -> None:
+    cfg, world = run.config, run.world
+    step, position = start
+    layout = Layout(cfg.batch_size, world.size, world.rank, cfg.grad_accum)
+    if step >= cfg.steps:
+        log.info("%s: already at step %d of %d", run.out, step, cfg.steps)
+        return
+    batches = loader(source, layout, position, workers=workers)
+    metrics = open(run.out / "metrics.jsonl", "a", encoding="utf-8") if world.main else None
+    autocast_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(cfg.dtype))
+    window = _Window()
+    try:
+        while step < cfg.steps:
+            micro = [next(batches) for _ in range(cfg.grad_accum)]
+            assert all(s == step for s, _, _ in micro), "data out of step"  # a bug, never user input
+            tensors = [{k: v.to(world.device, non_blocking=True) for k, v in m.items()} for _, _, m in micro]
+            n_mlm, n_pair = world.sum([float(sum(int((t["labels"] != -100).sum()) for t in tensors)),
+                                       float(sum(int((t["seq_relationship_label"] != -100).sum()) for t in tensors))])
+            torch.manual_seed(_step_seed(cfg.seed, step, world.rank))  # dropout: a function of (seed, step, rank)
+            sums = [0.0] * 5  # mlm nll, pair nll, mlm correct, pair correct, real tokens
+            for i, batch in enumerate(tensors):
+                sync = i == len(tensors) - 1
+                with (contextlib.nullcontext() if sync or world.size == 1 else run.ddp.no_sync()), \
+                        torch.autocast(world.device.type, dtype=autocast_dtype or torch.float32,
+                                       enabled=autocast_dtype is not None):
+                    out = run.ddp(batch["input_ids"], attention_mask=batch["attention_mask"],
+                                  token_type_ids=batch["token_type_ids"], labels=batch["labels"],
+                                  seq_relationship_labels=batch["seq_relationship_label"]
+                                  if cfg.objective != "mlm" else None, loss_reduction="sum")
+                    loss = out.mlm_loss / max(n_mlm, 1.0)
+                    if out.seq_relationship_loss is not None:
+                        loss = loss + out.seq_relationship_loss / max(n_pair, 1.0)
+                run.scaler.scale(loss * world.size).backward()
+                sums[0] += float(out.mlm_loss)
+                sums[1] += float(out.seq_relationship_loss) if out.seq_relationship_loss is not None else 0.0
+                sums[2] += _correct(out.masked_lm_logits, batch["labels"][batch["labels"] != -100])
+                if out.seq_relationship_logits is not None and cfg.objective != "mlm":
+                    sums[3] += _correct(out.seq_relationship_logits, batch["seq_relationship_label"])
+                sums[4] += float(batch["attention_mask"].sum())
+            run.scaler.unscale_(run.optimizer)
+            from zoo.training.optim import clip_by_global_norm
+
+            norm = float(clip_by_global_norm(run.trainable, cfg.clip))
+            lr = run.optimizer.param_groups[0]["lr"]
+            if math.isfinite(norm) or cfg.dtype == "float16":
+                run.scaler.step(run.optimizer)
+            else:
+                log.warning("step %d: the gradient norm is %s; the update is skipped", step, norm)
+            run.scaler.update()
+            run.optimizer.zero_grad(set_to_none=True)
+            run.schedule.step()
+            step += 1
+            totals = world.sum(sums)
+            window.add(totals[4], cfg.batch_size)
+            record = _metrics(step, totals, n_mlm, n_pair, lr, norm, window, cfg.objective)
+            run.final = record
+            if metrics is not None and (step % cfg.log_every == 0 or step == cfg.steps):
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
+            run.emit(ProgressEvent("train", run.name, done=step, total=cfg.steps, unit="step",
+                                   postfix={"loss": round(record["loss"], 4), "tok/s": int(record["tokens_per_s"])}))
+            if not math.isfinite(record["loss"]):
+                raise DataError(f"training diverged at step {step} (loss {record['loss']})",
+                                hint="lower --lr, raise --warmup, or use --dtype fp32; --resume continues from the "
+                                     "last checkpoint")
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                run.save(step, locate(source, step * cfg.batch_size))
+    finally:
+        if metrics is not None:
+            metrics.close()
+        close = getattr(batches, "close", None)
+        if callable(close):
+            close()
+    run.emit(ProgressEvent("done", run.name))
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{step}:{rank}".encode()).digest()[:8], "little") >> 1
+
+
+def _correct(logits: torch.Tensor | None, targets: torch.Tensor) -> float:
+    if logits is None or not len(targets):
+        return 0.0
+    keep = targets != -100
+    return float(((logits.argmax(-1) == targets) & keep).sum())
+
+
+class _Window:
+    """Throughput over the last few steps."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float, int]] = []
+
+    def add(self, tokens: float, examples: int) -> None:
+        self.samples.append((time.monotonic(), tokens, examples))
+        self.samples = self.samples[-20:]
+
+    def rates(self) -> tuple[float, float]:
+        if len(self.samples) < 2:
+            return 0.0, 0.0
+        elapsed = max(self.samples[-1][0] - self.samples[0][0], 1e-9)
+        tokens = sum(t for _, t, _ in self.samples[1:])
+        examples = sum(e for _, _, e in self.samples[1:])
+        return tokens / elapsed, examples / elapsed
+
+
+def _metrics(step: int, totals: list[float], n_mlm: float, n_pair: float, lr: float, norm: float,
+             window: _Window, objective: str | None) -> dict[str, Any]:
+    mlm = totals[0] / max(n_mlm, 1.0)
+    record: dict[str, Any] = {"step": step, "mlm_loss": mlm, "mlm_accuracy": totals[2] / max(n_mlm, 1.0)}
+    loss = mlm
+    if objective != "mlm":
+        pair = totals[1] / max(n_pair, 1.0)
+        record[f"{objective}_loss"] = pair
+        record[f"{objective}_accuracy"] = totals[3] / max(n_pair, 1.0)
+        loss += pair
+    tokens_per_s, examples_per_s = window.rates()
+    record.update(loss=loss, lr=lr, grad_norm=norm, tokens_per_s=tokens_per_s, examples_per_s=examples_per_s,
+                  time=time.time())
+    return record
+
+
+# ------------------------------------------------------------------------------------------ the result
+def _write_output(run: _Run) -> None:
+    """The trained model as a zoo directory in ``out`` (weights with the pretraining heads, config, vocab) and a
+    receipt recording the base model, the data, every setting and the final losses."""
+    cfg = run.config
+    state = {k: v.detach().to("cpu", torch.float32) for k, v in run.model.state_dict().items()}
+    vocab = (run.prepared.path / VOCAB).read_bytes()
+    with staged_into(run.out, kind="pretraining") as staged:
+        with staged.open(WEIGHTS, "weights") as fh:
+            write_state(fh, state, {"format": "pt", "zoo.trained_from": run.name})
+        staged.write_json(CONFIG, run.model_config.to_dict(), "config")
+        staged.write_bytes(VOCAB, vocab, "vocab")
+        lowercase, strip_accents = run.tokenizer.lowercase, run.tokenizer.strip_accents
+        staged.receipt.update({
+            "base": run.base_identity(),
+            "architecture": run.model_config.architecture,
+            "data": _data_receipt(run.data_description),
+            "settings": dataclasses.asdict(cfg),
+            "world_size": run.world.size,
+            "device": run.world.device.type,
+            "steps": cfg.steps,
+            "examples": cfg.steps * cfg.batch_size,
+            "final": {k: v for k, v in run.final.items() if k != "time"},
+            "heads": sorted({n.split(".")[0] for n in state if n.startswith(("mlm.", "seq_relationship."))}),
+            "tokenizer": {"lowercase": lowercase, "strip_accents": strip_accents},
+        })
+    log.info("wrote %s", run.out)
+
+
+def _data_receipt(description: dict[str, Any]) -> dict[str, Any]:
+    data = dict(description)
+    if data.get("kind") == "tfrecord":
+        data["files"] = [{"path": f, "sha256": sha256_file(Path(f))[0]} for f in data["files"]]
+    return data
+
+
+def iter_metrics(out: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """The records of a run's ``metrics.jsonl``."""
+    with open(Path(out) / "metrics.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+__all__ = ["OBJECTIVES", "OPTIMIZERS", "TrainingConfig", "iter_metrics", "pretrain"]
