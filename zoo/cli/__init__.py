@@ -14,11 +14,11 @@ import sys
 from collections.abc import Sequence
 
 from zoo._version import __version__
-from zoo.cli import ckpt, fetch, hub, models, registry
+from zoo.cli import ckpt, fetch, hub, models, registry, train
 from zoo.cli._common import err_console
 from zoo.errors import ZooError
 
-_COMMAND_MODULES = (registry, fetch, ckpt, models, hub)
+_COMMAND_MODULES = (registry, fetch, ckpt, models, hub, train)
 
 _EPILOG = """\
 examples:

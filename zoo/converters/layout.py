@@ -107,6 +107,29 @@ def staged_output(out: Path, *, kind: str) -> Iterator[Staged]:
         raise
 
 
+@contextlib.contextmanager
+def staged_into(out: Path, *, kind: str) -> Iterator[Staged]:
+    """Like :func:`staged_output`, for a directory that holds other things too (a training run's ``--out``):
+    the files are staged in a hidden subdirectory, then each is renamed into ``out``, the receipt last — an
+    older receipt is removed first, so ``out`` never looks complete with a mix of old and new files."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Staged(Path(tempfile.mkdtemp(prefix=".final.tmp-", dir=out)))
+    try:
+        with disk_full_is_an_error(f"writing {out}", hint="free some space and run it again"):
+            yield staging
+            receipt = {"receipt_version": RECEIPT_VERSION, "kind": kind, "zoo_version": __version__,
+                       **staging.receipt, "outputs": [staging.outputs[k] for k in sorted(staging.outputs)]}
+            staging.write_json(RECEIPT, receipt, "receipt")
+            (out / RECEIPT).unlink(missing_ok=True)
+            for name in sorted(staging.outputs):
+                if name != RECEIPT:
+                    os.replace(staging.path / name, out / name)
+            os.replace(staging.path / RECEIPT, out / RECEIPT)
+    finally:
+        shutil.rmtree(staging.path, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------------------------- reading
 def read_receipt(directory: Path) -> dict[str, Any] | None:
     """The directory's receipt, or None when it has none (a bare transformers folder, an older layout)."""
@@ -277,4 +300,4 @@ def missing_file(directory: Path, name: str) -> NotFoundError:
 
 __all__ = ["CONFIG", "CONVERTER_VERSION", "RECEIPT", "RECEIPT_VERSION", "Staged", "VOCAB", "WEIGHTS",
            "check_outputs", "convert_once", "is_converted_dir", "output_records", "read_config", "read_json",
-           "read_receipt", "rebuild_if_damaged", "staged_output", "tokenizer_options"]
+           "read_receipt", "rebuild_if_damaged", "staged_into", "staged_output", "tokenizer_options"]

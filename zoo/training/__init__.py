@@ -24,4 +24,27 @@ The data side follows upstream ``create_pretraining_data.py`` but works per epoc
     words optionally), deterministically from ``(seed, epoch, index)``.
 
 Nothing here imports TensorFlow.
+
+The loop itself is :mod:`~zoo.training.trainer` (``zoo.pretrain``), fed by :mod:`~zoo.training.data`, saving
+:mod:`~zoo.training.checkpoint`s, optimizing with :mod:`~zoo.training.optim`; upstream TFRecords are read by
+:mod:`~zoo.training.tfrecord`.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zoo.training.trainer import TrainingConfig, pretrain
+
+
+def __getattr__(name: str) -> Any:
+    """``pretrain`` and ``TrainingConfig`` load torch: imported on first use."""
+    if name in ("pretrain", "TrainingConfig"):
+        from zoo.training import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module 'zoo.training' has no attribute {name!r}")
+
+
+__all__ = ["TrainingConfig", "pretrain"]

@@ -57,7 +57,8 @@ class TrainingConfig:
 
     steps: int
     batch_size: int = 128
-    max_seq_length: int = 128
+    #: tokens per example; ``None``: 128 for a corpus, the records' length for TFRecords
+    max_seq_length: int | None = None
     lr: float | None = None
     warmup: int | None = None
     objective: str | None = None
@@ -99,8 +100,10 @@ class TrainingConfig:
             if not value > 0:
                 raise UsageError(f"--{name.replace('_', '-')} must be positive, got {value}")
 
-        for name in ("steps", "batch_size", "max_seq_length", "grad_accum", "save_every", "log_every", "clip"):
+        for name in ("steps", "batch_size", "grad_accum", "save_every", "log_every", "clip"):
             positive(name, getattr(self, name))
+        if self.max_seq_length is not None:
+            positive("max_seq_length", self.max_seq_length)
         if self.lr is not None and not (self.lr >= 0 and math.isfinite(self.lr)):
             raise UsageError(f"--lr must be a finite number >= 0, got {self.lr}")
         if self.warmup is not None and not 0 <= self.warmup <= self.steps:
@@ -185,10 +188,15 @@ def pretrain(model: Model, *, out: str | os.PathLike[str], steps: int, corpus: S
         if layout != "zoo":
             raise UnsupportedError_(prepared.path)
         config = config.resolved(base_config.architecture)
+        if corpus and config.max_seq_length is None:
+            config = dataclasses.replace(config, max_seq_length=128)
         run = _Run(config, base_config, prepared, out_dir, world, emit)
         run.check_positions()
         run.open_output(resume)
         source_data = run.data(corpus, tfrecords)
+        if config.max_seq_length is None:  # from the TFRecords
+            run.config = config = dataclasses.replace(config, max_seq_length=source_data.max_seq_length)
+            run.check_positions()
         run.build_model()
         start = run.restore(resume)
         _train(run, source_data, start, workers=workers)
@@ -256,7 +264,7 @@ class _Run:
             raise UsageError(f"--max-position-embeddings {self.config.max_position_embeddings} is smaller than the "
                              f"model's {self.base_config.max_position_embeddings}",
                              hint="it can only grow; leave it out to keep the model's")
-        if self.config.max_seq_length > limit:
+        if self.config.max_seq_length is not None and self.config.max_seq_length > limit:
             raise UsageError(f"--max-seq-length {self.config.max_seq_length} is longer than the model's {limit} "
                              "positions",
                              hint=f"add --max-position-embeddings {self.config.max_seq_length} to extend the table "
@@ -292,10 +300,6 @@ class _Run:
             source: Source = TFRecordSource([Path(f) for f in tfrecords], seed=cfg.seed,
                                             vocab_size=self.model_config.vocab_size,
                                             max_seq_length=cfg.max_seq_length)
-            if source.max_seq_length > self.model_config.max_position_embeddings:
-                raise UsageError(f"the TFRecords hold sequences of {source.max_seq_length} tokens, longer than the "
-                                 f"model's {self.model_config.max_position_embeddings} positions",
-                                 hint=f"add --max-position-embeddings {source.max_seq_length}")
         else:
             words = "jieba" if cfg.whole_word else "wordpiece"
             key = hashlib.sha256(json.dumps([str(Path(f).resolve()) for f in corpus]).encode()).hexdigest()[:16]
@@ -312,6 +316,7 @@ class _Run:
             self.world.barrier()
             if tokenized is None:
                 tokenized = prepare_corpus([Path(f) for f in corpus], self.tokenizer, directory, words=words)
+            assert cfg.max_seq_length is not None
             sampler = InstanceSampler(tokenized, objective=cfg.objective, max_seq_length=cfg.max_seq_length,  # type: ignore[arg-type]
                                       short_seq_prob=cfg.short_seq_prob, seed=cfg.seed)
             masking = MaskingConfig(max_seq_length=cfg.max_seq_length, masked_lm_prob=cfg.masked_lm_prob,
@@ -375,6 +380,12 @@ class _Run:
         if "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         log.info("resuming %s from step %d (%s)", self.out, latest.step, latest.path.name)
+        if self.world.main:  # the steps after the checkpoint are trained again: their records go
+            metrics = self.out / "metrics.jsonl"
+            if metrics.is_file():
+                kept = [line for line in metrics.read_text(encoding="utf-8").splitlines()
+                        if line.strip() and json.loads(line).get("step", 0) <= latest.step]
+                metrics.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         return latest.step, latest.position
 
     def save(self, step: int, position: Position) -> None:
@@ -435,8 +446,8 @@ def _train(run: _Run, source: Source, start: tuple[int, Position], *, workers: i
                     if out.seq_relationship_loss is not None:
                         loss = loss + out.seq_relationship_loss / max(n_pair, 1.0)
                 run.scaler.scale(loss * world.size).backward()
-                sums[0] += float(out.mlm_loss)
-                sums[1] += float(out.seq_relationship_loss) if out.seq_relationship_loss is not None else 0.0
+                sums[0] += float(out.mlm_loss.detach())
+                sums[1] += float(out.seq_relationship_loss.detach()) if out.seq_relationship_loss is not None else 0.0
                 sums[2] += _correct(out.masked_lm_logits, batch["labels"][batch["labels"] != -100])
                 if out.seq_relationship_logits is not None and cfg.objective != "mlm":
                     sums[3] += _correct(out.seq_relationship_logits, batch["seq_relationship_label"])

@@ -1,0 +1,226 @@
+"""zoo pretrain: losses against upstream TensorFlow, learning, exact resume after kill -9, two processes = one,
+the output directory, and bad input.
+
+References: tests/fixtures/pretraining/losses/*.npz were computed by the upstream ``run_pretraining.py`` loss
+functions on the upstream models restored from tests/fixtures/tf (see tests/fixtures/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import zoo
+from zoo.cli import main
+from zoo.errors import DataError, UsageError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+TF = FIXTURES / "tf"
+PRE = FIXTURES / "pretraining"
+CORPUS = PRE / "corpus.txt"
+TINY = ["--batch-size", "8", "--max-seq-length", "32", "--workers", "0", "-q"]
+
+
+# ---------------------------------------------------------------------------------------- the losses
+@pytest.mark.parametrize("fixture", ["bert", "albert_google", "albert_google_groups", "albert_brightmart",
+                                     "albert_brightmart_preln"])
+def test_losses_match_upstream_tensorflow(fixture: str) -> None:
+    ref = np.load(PRE / "losses" / f"{fixture}.npz")
+    model = zoo.load(TF / fixture, device="cpu", heads="pretraining").model
+    ids, mask, types = (torch.from_numpy(ref[k]).long() for k in ("input_ids", "input_mask", "segment_ids"))
+    positions, targets = ref["masked_lm_positions"], ref["masked_lm_ids"]
+    real = ref["masked_lm_weights"] == 1
+    labels = torch.full(ids.shape, -100)
+    for row, col in zip(*np.nonzero(real)):
+        labels[row, positions[row, col]] = int(targets[row, col])
+    pair = torch.from_numpy(ref["next_sentence_labels"][:, 0]).long()
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask, token_type_ids=types, labels=labels, seq_relationship_labels=pair)
+    n = int(real.sum())
+    # upstream: Σ w·nll / (Σ w + 1e-5); zoo: the plain mean over the n predicted positions
+    assert float(out.mlm_loss) * n / (n + 1e-5) == pytest.approx(float(ref["masked_lm_loss"]), abs=2e-6, rel=2e-6)
+    assert float(out.seq_relationship_loss) == pytest.approx(float(ref["next_sentence_loss"]), abs=2e-6)
+    assert float(out.loss) == pytest.approx(float(ref["total_loss"]), abs=1e-5)
+    log_probs = torch.log_softmax(out.masked_lm_logits.double(), -1).numpy()
+    assert np.abs(log_probs - ref["masked_lm_log_probs"].reshape(-1, ref["masked_lm_log_probs"].shape[-1])[
+        real.reshape(-1)]).max() < 2e-5
+    with torch.no_grad():
+        summed = model(ids, attention_mask=mask, token_type_ids=types, labels=labels, seq_relationship_labels=pair,
+                       loss_reduction="sum")
+    assert int(summed.mlm_count) == n and int(summed.seq_relationship_count) == 3
+    assert float(summed.mlm_loss) == pytest.approx(float(out.mlm_loss) * n, rel=1e-6)
+
+
+# -------------------------------------------------------------------------------------------- runs
+def _release(tmp_path: Path, fixture: str = "albert_google", **config: float) -> Path:
+    """A copy of a fixture release with config changes (e.g. dropout 0 for bit-comparable runs)."""
+    target = tmp_path / f"{fixture}_release"
+    shutil.copytree(TF / fixture, target)
+    name = next(p for p in target.glob("*config*.json"))
+    data = json.loads(name.read_text())
+    data.update(config)
+    name.write_text(json.dumps(data))
+    return target
+
+
+def _zoo(*args: str, env: dict[str, str] | None = None, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=240, **kwargs)  # type: ignore[call-overload]
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "model.safetensors"))
+
+
+def test_a_tiny_model_learns_a_small_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("今天天气很好。\n我们是中国人。\n\n他说了一个大国的事。\n今天天气很好。\n" * 30, encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["pretrain", str(TF / "albert_google"), "--corpus", str(corpus), "--out", str(out), "--steps", "60",
+                 "--lr", "0.02", "--warmup", "5", "--log-every", "1", *TINY]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    records = _metrics(out)
+    assert [r["step"] for r in records] == list(range(1, 61))
+    first, last = np.mean([r["mlm_loss"] for r in records[1:6]]), np.mean([r["mlm_loss"] for r in records[-5:]])
+    assert last < 0.75 * first, (first, last)  # the repeated sentences are learned
+    assert np.mean([r["mlm_accuracy"] for r in records[-10:]]) > np.mean([r["mlm_accuracy"] for r in records[:10]])
+    assert records[0]["lr"] == 0.0  # upstream's schedule: no update at step 0
+    assert {"loss", "mlm_loss", "sop_loss", "mlm_accuracy", "sop_accuracy", "lr", "grad_norm",
+            "tokens_per_s"} <= set(records[-1])
+
+
+def test_the_output_is_a_zoo_model_with_a_receipt(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["pretrain", str(TF / "bert"), "--corpus", str(CORPUS), "--out", str(out), "--steps", "4",
+                 *TINY]) == 0
+    receipt = json.loads((out / "receipt.json").read_text())
+    assert receipt["kind"] == "pretraining" and receipt["steps"] == 4 and receipt["examples"] == 32
+    assert receipt["settings"]["objective"] == "nsp" and receipt["settings"]["optimizer"] == "adamw"
+    assert receipt["data"]["files"][0]["sha256"] == __import__("hashlib").sha256(CORPUS.read_bytes()).hexdigest()
+    assert receipt["base"]["weights_sha256"] and receipt["heads"] == ["mlm", "seq_relationship"]
+    assert set(receipt["final"]) >= {"loss", "mlm_loss", "nsp_loss"}
+    loaded = zoo.load(out, device="cpu")
+    assert loaded.config.architecture == "bert" and loaded.fill_mask("今天天气很[MASK]。")[0]
+    capsys.readouterr()
+    assert main(["run", str(out), "今天[MASK]气很好", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["masks"][0][0]["token"]
+    transformers = pytest.importorskip("transformers")
+    exported = zoo.export(out, tmp_path / "hf").path
+    hf = transformers.AutoModelForPreTraining.from_pretrained(exported).eval()
+    batch = loaded.encode(["今天天气很好"])
+    with torch.no_grad():
+        assert torch.allclose(hf(**batch).prediction_logits, loaded(["今天天气很好"]).mlm_logits, atol=1e-5)
+
+
+def test_two_gloo_processes_end_where_one_does(tmp_path: Path) -> None:
+    release = _release(tmp_path, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    one, two = tmp_path / "one", tmp_path / "two"
+    common = ["--corpus", str(CORPUS), "--steps", "5", "--batch-size", "8", "--max-seq-length", "32",
+              "--workers", "0", "-q", "--lr", "0.01", "--warmup", "1"]
+    single = _zoo("pretrain", str(release), "--out", str(one), "--grad-accum", "2", *common)
+    assert single.returncode == 0, single.stderr
+    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "zoo",
+                             "pretrain", str(release), "--out", str(two), *common],
+                            capture_output=True, text=True, timeout=240)
+    assert double.returncode == 0, double.stderr[-3000:]
+    a, b = _weights(one), _weights(two)
+    moved = max(float((a[k] - load_file(str(one / "checkpoints" / "step-000000005" / "model.safetensors"))[k])
+                      .abs().max()) for k in a)
+    assert moved == 0.0  # the final weights are the last checkpoint's
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    first = zoo.load(release, device="cpu").model.state_dict()
+    assert max(float((a[k] - first[k]).abs().max()) for k in first) > 1e-3  # and training did move them
+    assert json.loads((two / "receipt.json").read_text())["world_size"] == 2
+
+
+def test_resume_after_kill_9_is_exact(tmp_path: Path) -> None:
+    args = ["pretrain", str(TF / "albert_google"), "--corpus", str(CORPUS), "--steps", "120", "--save-every", "5",
+            "--log-every", "1", *TINY]
+    whole = _zoo(*args, "--out", str(tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", *args, "--out", str(out)], stderr=subprocess.DEVNULL)
+    checkpoints = out / "checkpoints"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if checkpoints.is_dir() and any(p.name >= "step-000000015" for p in checkpoints.glob("step-*")):
+            break
+        time.sleep(0.002)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "model.safetensors").exists()
+    again = _zoo(*args, "--out", str(out))  # without --resume: refused, nothing lost
+    assert again.returncode == UsageError.exit_code and "--resume" in again.stderr
+    resumed = _zoo(*args, "--out", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _weights(tmp_path / "whole"), _weights(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [r["step"] for r in _metrics(out)]
+    assert steps == list(range(1, 121))  # the records of steps trained twice are not duplicated
+    assert len(list(checkpoints.glob("step-*"))) == 2  # --keep-checkpoints 2
+
+
+# ------------------------------------------------------------------------------------- data and errors
+def test_upstream_tfrecords_train_a_bert(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(["pretrain", str(TF / "bert"), "--tfrecord", str(PRE / "bert.tfrecord"), "--out", str(out),
+                 "--steps", "3", "--batch-size", "4", "--max-seq-length", "32", "--workers", "0", "-q"]) == 0
+    receipt = json.loads((out / "receipt.json").read_text())
+    assert receipt["data"]["kind"] == "tfrecord" and receipt["data"]["records"] == 44
+    damaged = tmp_path / "bad.tfrecord"
+    data = bytearray((PRE / "bert.tfrecord").read_bytes())
+    data[500] ^= 0x40
+    damaged.write_bytes(bytes(data))
+    assert main(["pretrain", str(TF / "bert"), "--tfrecord", str(damaged), "--out", str(tmp_path / "bad"),
+                 "--steps", "3", "--batch-size", "4", "--workers", "0", "-q"]) == DataError.exit_code
+
+
+def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    base = ["pretrain", str(TF / "albert_google"), "--steps", "2", "--workers", "0", "-q", "--batch-size", "4",
+            "--max-seq-length", "32"]
+    assert main([*base, "--corpus", str(empty), "--out", str(tmp_path / "a")]) == DataError.exit_code
+    assert "empty" in capsys.readouterr().err
+    assert main([*base, "--corpus", str(CORPUS), "--out", str(tmp_path / "b"), "--max-seq-length", "128"]) == 2
+    err = capsys.readouterr().err
+    assert "longer than the model's 64 positions" in err and "--max-position-embeddings 128" in err
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes("今天天气很好\n".encode() + b"\xff\xfe\n")
+    assert main([*base, "--corpus", str(bad), "--out", str(tmp_path / "c")]) == DataError.exit_code
+    assert "bad.txt:2: not UTF-8 text" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "d")]) == 2  # no data at all
+    assert main([*base, "--corpus", str(CORPUS), "--out", str(tmp_path / "e"), "--resume"]) == 2
+    assert main([*base, "--corpus", str(CORPUS), "--out", str(tmp_path / "f"), "--batch-size", "6",
+                 "--grad-accum", "4"]) == 2
+    assert "does not split evenly" in capsys.readouterr().err
+
+
+def test_longer_positions_are_trained(tmp_path: Path) -> None:
+    long = tmp_path / "long.txt"
+    long.write_text(("今天天气很好我们是中国人他说了一个大国的事" * 8 + "\n") * 4, encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["pretrain", str(TF / "albert_google"), "--corpus", str(long), "--out", str(out), "--steps", "3",
+                 "--batch-size", "2", "--max-seq-length", "100", "--max-position-embeddings", "128",
+                 "--objective", "mlm", "--workers", "0", "-q"]) == 0
+    loaded = zoo.load(out, device="cpu")
+    assert loaded.config.max_position_embeddings == 128 and loaded.tokenizer.model_max_length == 128
+    start = zoo.load(TF / "albert_google", device="cpu").model.embeddings.position.weight
+    table = loaded.model.embeddings.position.weight
+    assert not torch.equal(table[64:100], start[:36])  # the copied rows moved: they were trained
