@@ -149,11 +149,11 @@ def test_two_gloo_processes_end_where_one_does(tmp_path: Path) -> None:
 
 
 def test_resume_after_kill_9_is_exact(tmp_path: Path) -> None:
-    args = ["pretrain", str(TF / "albert_google"), "--corpus", str(CORPUS), "--steps", "120", "--save-every", "5",
+    args = ["pretrain", str(TF / "albert_google"), "--corpus", str(CORPUS), "--steps", "40", "--save-every", "5",
             "--log-every", "1", *TINY]
-    whole = _zoo(*args, "--out", str(tmp_path / "whole"))
-    assert whole.returncode == 0, whole.stderr
     out = tmp_path / "killed"
+    whole = subprocess.Popen([sys.executable, "-m", "zoo", *args, "--out", str(tmp_path / "whole")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     proc = subprocess.Popen([sys.executable, "-m", "zoo", *args, "--out", str(out)], stderr=subprocess.DEVNULL)
     checkpoints = out / "checkpoints"
     deadline = time.monotonic() + 120
@@ -169,10 +169,11 @@ def test_resume_after_kill_9_is_exact(tmp_path: Path) -> None:
     assert again.returncode == UsageError.exit_code and "--resume" in again.stderr
     resumed = _zoo(*args, "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
+    assert whole.wait(timeout=240) == 0, whole.stderr.read() if whole.stderr else ""
     a, b = _weights(tmp_path / "whole"), _weights(out)
     assert all(torch.equal(a[k], b[k]) for k in a)
     steps = [r["step"] for r in _metrics(out)]
-    assert steps == list(range(1, 121))  # the records of steps trained twice are not duplicated
+    assert steps == list(range(1, 41))  # the records of steps trained twice are not duplicated
     assert len(list(checkpoints.glob("step-*"))) == 2  # --keep-checkpoints 2
 
 
@@ -224,3 +225,65 @@ def test_longer_positions_are_trained(tmp_path: Path) -> None:
     start = zoo.load(TF / "albert_google", device="cpu").model.embeddings.position.weight
     table = loaded.model.embeddings.position.weight
     assert not torch.equal(table[64:100], start[:36])  # the copied rows moved: they were trained
+
+
+def test_checkpoint_written_when_the_disk_is_full_leaves_the_previous_one(small_disk) -> None:
+    from zoo.errors import DiskSpaceError
+    from zoo.training import checkpoint
+    from zoo.training.data import Position
+
+    disk = small_disk(256 << 10)
+    model = {"w": torch.arange(12_000, dtype=torch.float32)}  # 48 KB per checkpoint file
+    first = checkpoint.save(disk, step=1, position=Position(0, 8, 8), settings={"a": 1}, model=model,
+                            optimizer={"state": {0: {"exp_avg": torch.ones(12_000)}}})
+    from support.disk import fill
+
+    fill(disk, leave=60 << 10)
+    with pytest.raises(DiskSpaceError, match="step 2"):
+        checkpoint.save(disk, step=2, position=Position(0, 16, 16), settings={"a": 1}, model=model,
+                        optimizer={"state": {0: {"exp_avg": torch.ones(12_000)}}})
+    [kept] = checkpoint.checkpoints(disk)
+    assert kept.path == first and kept.step == 1 and kept.position == Position(0, 8, 8)
+    state, _ = checkpoint.load(kept, torch.device("cpu"))
+    assert torch.equal(state["w"], model["w"])
+    assert not list(disk.glob(".step-*"))  # the staging directory is gone
+
+
+def test_gradient_checkpointing_and_bf16_compute_the_same_loss() -> None:
+    from zoo.config import ModelConfig
+    from zoo.models.encoder import Encoder
+
+    config = ModelConfig(architecture="bert", vocab_size=50, hidden_size=32, num_hidden_layers=2,
+                         num_attention_heads=4, intermediate_size=48, max_position_embeddings=16,
+                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    model = Encoder(config, heads="pretraining").train().requires_grad_(True)
+    ids = torch.randint(5, 50, (3, 12))
+    labels = torch.full_like(ids, -100)
+    labels[:, 3] = ids[:, 3]
+    pair = torch.tensor([0, 1, 0])
+
+    def grads(checkpointing: bool) -> tuple[float, list[torch.Tensor]]:
+        model.zero_grad()
+        model.gradient_checkpointing = checkpointing
+        loss = model(ids, labels=labels, seq_relationship_labels=pair).loss
+        loss.backward()
+        return float(loss.detach()), [p.grad.clone() for p in model.parameters()]
+
+    plain, recomputed = grads(False), grads(True)
+    assert plain[0] == recomputed[0] and all(torch.allclose(a, b, atol=1e-7) for a, b in zip(plain[1], recomputed[1]))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = float(model(ids, labels=labels, seq_relationship_labels=pair).loss)
+    assert abs(low - plain[0]) < 0.05 * plain[0] and low != plain[0]
+
+
+def test_whole_word_masking_and_progress_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("jieba")
+    out = tmp_path / "run"
+    assert main(["pretrain", str(TF / "bert"), "--corpus", str(CORPUS), "--out", str(out), "--steps", "2",
+                 "--batch-size", "4", "--max-seq-length", "32", "--workers", "0", "--whole-word"]) == 0
+    err = capsys.readouterr().err
+    assert "bert: train started (2 steps)" in err and "train done 100%" in err  # plain lines: not a terminal
+    receipt = json.loads((out / "receipt.json").read_text())
+    assert receipt["settings"]["whole_word"] is True
+    assert any(p.name.endswith("-jieba") for p in (out / "data").iterdir())

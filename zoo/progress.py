@@ -118,14 +118,20 @@ class Bars:
             return
         bar = self._bars.get(key)
         if bar is None:
-            from tqdm.auto import tqdm
+            desc = f"{event.label} ({event.stage})"
+            if event.unit == "B":  # sizes as zoo prints them everywhere: KiB, MiB, GiB (tqdm would say kB, M)
+                bar = _byte_bar()(total=event.total, desc=desc, file=self.stream, dynamic_ncols=True, leave=True,
+                                  mininterval=0.2, bar_format=_byte_format(event.total))
+            else:
+                from tqdm.auto import tqdm
 
-            byte = event.unit == "B"
-            bar = self._bars[key] = tqdm(total=event.total, desc=f"{event.label} ({event.stage})", file=self.stream,
-                                         unit=event.unit, unit_scale=byte, unit_divisor=1024 if byte else 1000,
-                                         dynamic_ncols=True, leave=True, mininterval=0.2)
+                bar = tqdm(total=event.total, desc=desc, file=self.stream, unit=event.unit, dynamic_ncols=True,
+                           leave=True, mininterval=0.2)
+            self._bars[key] = bar
         if event.total != bar.total:
             bar.total = event.total
+            if event.unit == "B":
+                bar.bar_format = _byte_format(event.total)
         bar.n = event.done
         if event.postfix:
             bar.set_postfix(event.postfix, refresh=False)
@@ -182,6 +188,36 @@ class Bars:
             self._lines.clear()
 
 
+def _byte_format(total: float | None) -> str:
+    if total is None:
+        return "{desc}: {zoo_n} [{elapsed}, {zoo_rate}]"
+    return "{desc}: {percentage:3.0f}%|{bar}| {zoo_n}/{zoo_total} [{elapsed}<{remaining}, {zoo_rate}]"
+
+
+_BYTE_BAR: type | None = None
+
+
+def _byte_bar() -> type:
+    """A tqdm bar whose byte counts and speed are formatted by :func:`zoo._fs.human_size`."""
+    global _BYTE_BAR
+    if _BYTE_BAR is None:
+        from tqdm.auto import tqdm
+
+        from zoo._fs import human_size
+
+        class ByteBar(tqdm):  # type: ignore[misc, valid-type]
+            @property
+            def format_dict(self) -> dict[str, Any]:
+                d = super().format_dict
+                rate = d.get("rate") or (d["n"] / d["elapsed"] if d.get("elapsed") else None)
+                d.update(zoo_n=human_size(d["n"]), zoo_total=human_size(d["total"]) if d["total"] else "?",
+                         zoo_rate=f"{human_size(rate)}/s" if rate else "?/s")
+                return d
+
+        _BYTE_BAR = ByteBar
+    return _BYTE_BAR
+
+
 def _amount(n: float | None, unit: str) -> str:
     if unit == "B":
         from zoo._fs import human_size
@@ -189,7 +225,9 @@ def _amount(n: float | None, unit: str) -> str:
         return human_size(n)
     if n is None:
         return f"? {unit}s"
-    return f"{n:,.0f} {unit}s" if n >= 10 else f"{n:.1f} {unit}s"
+    if float(n).is_integer() or n >= 10:
+        return f"{n:,.0f} {unit}s"
+    return f"{n:.1f} {unit}s"
 
 
 def _fmt(value: Any) -> str:

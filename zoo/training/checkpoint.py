@@ -11,6 +11,7 @@ is drawn from ``(seed, step, rank)`` at every step, so no generator state needs 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -69,7 +70,7 @@ def save(directory: Path, *, step: int, position: Position, settings: dict[str, 
                                         "intact"):
             save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.items()},
                       str(staging / WEIGHTS))
-            torch.save(optimizer, staging / OPTIMIZER)
+            _torch_save(optimizer, staging / OPTIMIZER)
             state = {"step": step, "position": dataclasses.asdict(position), "settings": settings}
             (staging / STATE).write_text(json.dumps(state, indent=1, sort_keys=True) + "\n", encoding="utf-8")
             if final.exists():
@@ -79,8 +80,25 @@ def save(directory: Path, *, step: int, position: Position, settings: dict[str, 
         shutil.rmtree(staging, ignore_errors=True)
         raise
     for old in checkpoints(directory)[:-keep] if keep > 0 else []:
-        rmtree(old.path)
+        _remove(old.path)
     return final
+
+
+def _remove(path: Path) -> None:
+    """Rename first (atomic), then delete: a run killed mid-way leaves a hidden leftover, never a half checkpoint."""
+    doomed = path.with_name(f".{path.name}.delete-{os.getpid()}")
+    os.rename(path, doomed)
+    rmtree(doomed)
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    """``torch.save``, whose writer reports a full disk as a RuntimeError: turned back into ENOSPC."""
+    try:
+        torch.save(obj, path)
+    except RuntimeError:
+        if shutil.disk_usage(path.parent).free < (1 << 20):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
+        raise
 
 
 def load(checkpoint: Checkpoint, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -99,6 +117,6 @@ def load(checkpoint: Checkpoint, device: torch.device) -> tuple[dict[str, torch.
 
 
 def clean_staging(directory: Path) -> None:
-    """Remove what a killed run left half-written."""
-    for path in directory.glob(".step-*.tmp-*") if directory.is_dir() else []:
+    """Remove what a killed run left half-written or half-deleted."""
+    for path in directory.glob(".step-*") if directory.is_dir() else []:
         rmtree(path)

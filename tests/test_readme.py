@@ -1,0 +1,78 @@
+"""The README's main jobs, executed: its console commands and its Python example, against a tiny fixture model
+registered under the README's names (a user manifest overrides the built-in, pointing at a local archive of the
+TensorFlow-written fixture)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+import zoo
+from zoo.cli import main
+from zoo.registry import clear_cache
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "tf" / "albert_google"
+#: appended to `zoo pretrain` so the README's command fits the fixture (64 positions) and runs in seconds
+SMALL = ["--steps", "3", "--batch-size", "4", "--max-seq-length", "32", "--workers", "0"]
+
+
+def blocks(kind: str) -> list[str]:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return re.findall(rf"```{kind}\n(.*?)```", text, re.DOTALL)
+
+
+@pytest.fixture
+def registered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    archive = Path(shutil.make_archive(str(tmp_path / "albert_fixture"), "gztar", FIXTURE))
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    config = yaml.safe_load((ROOT / "manifests" / "albert_base_zh.yaml").read_text(encoding="utf-8"))
+    upstream = {"vocab_size": 97, "embedding_size": 16, "hidden_size": 32, "num_hidden_layers": 3,
+                "num_attention_heads": 4, "intermediate_size": 64, "hidden_act": "relu",
+                "max_position_embeddings": 64}
+    for name in ("albert_base_zh", "albert_large_zh"):
+        data = {**config, "name": name, "aliases": [], "params": None, "config": upstream,
+                "sources": [{"url": archive.as_uri(), "sha256": hashlib.sha256(archive.read_bytes()).hexdigest(),
+                             "archive": "tar.gz", "format": "tf-checkpoint", "scheme": "google-albert",
+                             "checkpoint": "model.ckpt-best", "vocab": "vocab_chinese.txt"}]}
+        (manifests / f"{name}.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    monkeypatch.setenv("ZOO_MANIFEST_PATH", str(manifests))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reviews.txt").write_text("今天天气很好。\n我们是中国人。\n\n他说了一个大国的事。\n这是好的。\n" * 5,
+                                          encoding="utf-8")
+    clear_cache()
+    return tmp_path
+
+
+def test_readme_console_commands_run(registered: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    commands = [line.split("#")[0].strip()[2:] for block in blocks("console") for line in block.splitlines()
+                if line.startswith("$ zoo ")]
+    assert [shlex.split(c)[1] for c in commands[:4]] == ["pull", "run", "pretrain", "run"]
+    for command in commands:
+        argv = shlex.split(command)[1:]
+        if argv[0] == "pretrain":
+            argv += SMALL
+        code = main(argv)
+        out = capsys.readouterr().out
+        assert code == 0, command
+        assert out.strip(), command  # every main job prints its result
+    assert (registered / "albert_reviews" / "receipt.json").is_file()
+
+
+def test_readme_python_example_runs(registered: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    [example] = [b for b in blocks("python") if "zoo.load(\"albert_base_zh\")" in b]
+    namespace: dict[str, object] = {}
+    exec(compile(example, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    loaded = namespace["loaded"]
+    assert isinstance(loaded, zoo.Loaded) and loaded.manifest.name == "albert_base_zh"
+    assert "token" in capsys.readouterr().out  # fill_mask printed its predictions
+    assert tuple(namespace["vectors"].shape) == (2, 32)  # type: ignore[attr-defined]
+    assert os.environ["ZOO_MANIFEST_PATH"]
