@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _weights import SIZES, make  # noqa: E402
+from _weights import SIZES, make
 
 
 def main() -> None:

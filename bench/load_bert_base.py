@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _weights import SIZES, make  # noqa: E402
+from _weights import SIZES, make
 
 # VmHWM (peak resident set of this process image; unlike ru_maxrss it is not inherited across exec)
 _HWM = "def hwm():\n    return next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"

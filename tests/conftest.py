@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from support.disk import small_disk  # noqa: F401 - a fixture
+
 from zoo.registry import clear_cache
 
 

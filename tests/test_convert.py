@@ -6,6 +6,8 @@ import hashlib
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -365,3 +367,85 @@ def test_cli_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["convert", str(FIXTURES / "bert"), str(tmp_path / "o2"), "--scheme", "brightmart-albert"]) == \
         CheckpointError.exit_code
     assert "bert_config.json: inconsistent config:\n  embedding_size: required for ALBERT" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ the fast path
+def test_convert_does_not_import_torch(tmp_path: Path) -> None:
+    code = ("import sys; from zoo.cli import main; rc = main(['convert', '-q', sys.argv[1], sys.argv[2]]); "
+            "assert rc == 0, rc; assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code, str(FIXTURES / "albert_google_adam"), str(tmp_path / "out")],
+                   check=True)
+
+
+def test_small_reads_and_bands_give_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   converted: dict[str, Path]) -> None:
+    """Reads of 24 bytes and transposes in bands of 96 bytes (three recycled buffers, every kernel in many
+    pieces): the same file as the default sizes."""
+    import zoo.converters.tf as tf_converter
+
+    monkeypatch.setattr(tf_converter, "_READ_CHUNK", 24)
+    monkeypatch.setattr(tf_converter, "_BAND_BYTES", 96)
+    for name in ("albert_google_groups", "albert_brightmart_lamb", "bert_fp16_headless"):
+        out = convert(FIXTURES / name, tmp_path / name)
+        assert (out / "model.safetensors").read_bytes() == (converted[name] / "model.safetensors").read_bytes()
+    out = convert(FIXTURES / "bert", tmp_path / "bf16", dtype="bfloat16")
+    values = dict(np.load(FIXTURES / "bert" / "variables.npz"))
+    tensors = load_file(out / "model.safetensors")
+    kernel = torch.from_numpy(values["bert/encoder/layer_1/intermediate/dense/kernel"].T.copy())
+    assert torch.equal(tensors["layers.1.intermediate.weight"], kernel.to(torch.bfloat16))
+
+
+def test_casts_match_torch() -> None:
+    from zoo.converters.arrays import cast
+
+    rng = np.random.default_rng(0)
+    special = [0.0, -0.0, 1.0, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-7 + 2**-9, 3.4e38, -3.4e38, np.inf, -np.inf, 1e-40,
+               1e-45, 65504.0, 65520.0, 6e-8, 2.9e-8, 1 / 3]
+    x = np.concatenate([np.array(special, np.float32),
+                        (rng.standard_normal(20000) * 10.0 ** rng.integers(-40, 38, 20000)).astype(np.float32)])
+    t = torch.from_numpy(x)
+    bits = lambda b: b.view(torch.int16).numpy().view(np.uint16)
+    assert np.array_equal(cast(x, "float32", "bfloat16"), bits(t.to(torch.bfloat16)))
+    assert np.array_equal(cast(x, "float32", "float16"), t.to(torch.float16).numpy())
+    b = t.to(torch.bfloat16)
+    assert np.array_equal(cast(bits(b), "bfloat16", "float32"), b.float().numpy())
+    assert np.array_equal(cast(bits(b), "bfloat16", "float16"), b.to(torch.float16).numpy())
+    h = t.to(torch.float16)
+    assert np.array_equal(cast(h.numpy(), "float16", "bfloat16"), bits(h.to(torch.bfloat16)))
+    d = torch.from_numpy(np.array([1 + 2**-11 + 2**-40, 1 + 2**-8 + 2**-40, 1e-300, 1e300, -7.1]))
+    assert np.array_equal(cast(d.numpy(), "float64", "float16"), d.to(torch.float16).numpy())
+    assert np.array_equal(cast(d.numpy(), "float64", "bfloat16"), bits(d.to(torch.bfloat16)))
+    assert cast(np.array([np.nan], np.float32), "float32", "bfloat16")[0] == 0x7FC0
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (64, 256), (65, 257), (300, 7), (7, 1000)])
+def test_tiled_transpose(shape: tuple[int, int]) -> None:
+    from zoo.converters.arrays import transposed, transposed_bands
+
+    x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    assert np.array_equal(transposed(x), x.T)
+    for band_bytes in (1, 100, 4096, 1 << 20):
+        assert np.array_equal(np.concatenate(list(transposed_bands(x, band_bytes=band_bytes))), x.T)
+
+
+def test_verified_input_hashes_are_not_recomputed(tmp_path: Path) -> None:
+    """convert_release(known_sha256=...) (a cache snapshot's verified record) records those digests instead of
+    hashing again; each tensor's CRC32C is still checked."""
+    from zoo.converters.tf import convert_release, find_release
+
+    src = tmp_path / "src"
+    shutil.copytree(FIXTURES / "bert", src)
+    release = find_release(src)
+    known = {p: f"{i:064x}" for i, p in enumerate(sorted(src.iterdir()))}
+    out = convert_release(release, tmp_path / "out", known_sha256=known)
+    inputs = {r["path"]: r for r in json.loads((out / "receipt.json").read_text())["inputs"]}
+    for path, digest in known.items():
+        if path.name in inputs:
+            assert inputs[path.name]["sha256"] == digest and inputs[path.name]["hashed"] == "verified snapshot"
+    data = src / "bert_model.ckpt.data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 1
+    data.write_bytes(bytes(raw))
+    with pytest.raises(zoo.IntegrityError, match="CRC32C mismatch"):
+        convert_release(release, tmp_path / "out2", known_sha256=known)
+    assert not (tmp_path / "out2").exists()

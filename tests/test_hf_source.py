@@ -9,12 +9,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from zoo import cache  # noqa: E402
-from zoo.config import ModelConfig  # noqa: E402
-from zoo.errors import CheckpointError, IntegrityError  # noqa: E402
-from zoo.converters import transformers as transformers_weights  # noqa: E402
-from zoo.fetch import hf  # noqa: E402
-from zoo.registry.schema import FilePin, Source  # noqa: E402
+from zoo.config import ModelConfig
+from zoo.converters import transformers as transformers_weights
+from zoo.errors import CheckpointError
+from zoo.fetch import hf
+from zoo.registry.schema import FilePin, Source
 
 CONFIG = ModelConfig(architecture="bert", vocab_size=11, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                      intermediate_size=16, max_position_embeddings=16)

@@ -17,9 +17,9 @@ torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
 pytest.importorskip("transformers")
 
-import zoo  # noqa: E402
-from zoo.errors import UnsupportedError, UsageError  # noqa: E402
-from zoo.hub import export  # noqa: E402
+import zoo
+from zoo.errors import UnsupportedError, UsageError
+from zoo.hub import export
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf"
 ATOL = 1e-5

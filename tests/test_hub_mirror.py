@@ -21,7 +21,7 @@ from zoo.cli import main
 from zoo.config import ModelConfig
 from zoo.errors import UsageError
 from zoo.hub import mirror
-from zoo.hub.mirror import git_blob_id, is_lfs, write_git_repo
+from zoo.hub.mirroring import git_blob_id, is_lfs, write_git_repo
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf"
 
@@ -53,7 +53,7 @@ def write_manifest(directory: Path, name: str, fixture: str = "albert_google") -
     return archive
 
 
-@pytest.fixture()
+@pytest.fixture
 def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     """A registered tiny ALBERT: (name, sha256 of its download)."""
     manifests = tmp_path / "manifests"
@@ -193,7 +193,7 @@ def test_cli_prints_the_commit_url(tiny, monkeypatch: pytest.MonkeyPatch, capsys
 
 
 def test_targets_for_several_models(tiny) -> None:
-    from zoo.hub.mirror import plan_targets
+    from zoo.hub.mirroring import plan_targets
 
     assert plan_targets(["a", "b"], None, repo_prefix="acme/zoo-") == [("a", "hf://acme/zoo-a"),
                                                                       ("b", "hf://acme/zoo-b")]

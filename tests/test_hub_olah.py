@@ -25,13 +25,13 @@ torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
 pytest.importorskip("transformers")
 
-import zoo  # noqa: E402
-from zoo import cache  # noqa: E402
-from zoo.cli import main  # noqa: E402
-from zoo.config import ModelConfig  # noqa: E402
-from zoo.fetch import hf  # noqa: E402
-from zoo.hub.mirror import write_git_repo  # noqa: E402
-from zoo.weights import prepare  # noqa: E402
+import zoo
+from zoo import cache
+from zoo.cli import main
+from zoo.config import ModelConfig
+from zoo.fetch import hf
+from zoo.hub.mirroring import write_git_repo
+from zoo.weights import prepare
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tf" / "albert_google"
 OLAH = Path(sys.executable).with_name("olah-cli")
@@ -106,7 +106,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory):
         log.close()
 
 
-@pytest.fixture()
+@pytest.fixture
 def via_hub(hub, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """Point huggingface_hub (already imported) and zoo at olah, as HF_ENDPOINT does for a fresh process."""
     from huggingface_hub import constants

@@ -12,14 +12,14 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from safetensors.torch import save_file  # noqa: E402
+from safetensors.torch import save_file
 
-import zoo  # noqa: E402
-from zoo.config import ModelConfig  # noqa: E402
-from zoo.converters import hf_names  # noqa: E402
-from zoo.errors import CheckpointError, NotFoundError, UsageError  # noqa: E402
-from zoo.loader import torch_dtype  # noqa: E402
-from zoo.models.encoder import Encoder  # noqa: E402
+import zoo
+from zoo.config import ModelConfig
+from zoo.converters import hf_names
+from zoo.errors import CheckpointError, NotFoundError, UsageError
+from zoo.loader import torch_dtype
+from zoo.models.encoder import Encoder
 
 CHARS = list("今天天气很好不错坏冷热我你他们的是在了有和人这中大为上个国以要")
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(CHARS), "。", "，", "the", "##s"]

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
 
-import zoo  # noqa: E402
+import zoo
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tf" / "albert_brightmart_preln"
 

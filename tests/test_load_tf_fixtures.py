@@ -15,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
 
-import zoo  # noqa: E402
+import zoo
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf"
 META = json.loads((FIXTURES / "fixtures.json").read_text(encoding="utf-8"))["fixtures"]

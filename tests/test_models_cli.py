@@ -12,12 +12,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from safetensors.torch import save_file  # noqa: E402
+from safetensors.torch import save_file
 
-import zoo  # noqa: E402
-from zoo.cli import main  # noqa: E402
-from zoo.config import ModelConfig  # noqa: E402
-from zoo.models.encoder import Encoder  # noqa: E402
+import zoo
+from zoo.cli import main
+from zoo.config import ModelConfig
+from zoo.models.encoder import Encoder
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"今天气很好冷热我你们的。"]
 CONFIG = ModelConfig(architecture="bert", vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1,

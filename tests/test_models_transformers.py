@@ -11,10 +11,10 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from zoo.config import ModelConfig  # noqa: E402
-from zoo.converters import hf_names  # noqa: E402
-from zoo.errors import CheckpointError, UnsupportedError  # noqa: E402
-from zoo.models.encoder import Encoder  # noqa: E402
+from zoo.config import ModelConfig
+from zoo.converters import hf_names
+from zoo.errors import CheckpointError, UnsupportedError
+from zoo.models.encoder import Encoder
 
 ATOL = 1e-5
 

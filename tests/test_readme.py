@@ -70,7 +70,7 @@ def test_readme_console_commands_run(registered: Path, capsys: pytest.CaptureFix
 def test_readme_python_example_runs(registered: Path, capsys: pytest.CaptureFixture[str]) -> None:
     [example] = [b for b in blocks("python") if "zoo.load(\"albert_base_zh\")" in b]
     namespace: dict[str, object] = {}
-    exec(compile(example, "README.md", "exec"), namespace)  # noqa: S102 - the README's own example
+    exec(compile(example, "README.md", "exec"), namespace)
     loaded = namespace["loaded"]
     assert isinstance(loaded, zoo.Loaded) and loaded.manifest.name == "albert_base_zh"
     assert "token" in capsys.readouterr().out  # fill_mask printed its predictions

@@ -139,6 +139,12 @@ def test_valid_manifest_parses_with_derived_fields() -> None:
          "unknown key"),
         ({"sources__0__scheme": "google-bert"}, "sources", "family albert cannot use scheme google-bert"),
         ({"tokenizer__lowercase": "yes"}, "tokenizer.lowercase", "expected true/false"),
+        ({"heads": "untrained"}, "heads", "expected a mapping, got a string"),
+        ({"heads": {"mlm": "random"}}, "heads.mlm", "expected one of trained, untrained, absent, unknown"),
+        ({"heads": {"mlm": True}}, "heads.mlm", "expected a string, got a boolean"),
+        ({"heads": {"nsp": "trained"}}, "heads.nsp", "unknown key"),
+        ({"heads": {"note": "  "}}, "heads.note", "non-empty string"),
+        ({"heads": {"note": 3}}, "heads.note", "expected a string, got an integer"),
     ],
 )
 def test_invalid_manifests_name_file_key_and_expectation(changes: dict[str, Any], key: str, message: str) -> None:
@@ -148,6 +154,20 @@ def test_invalid_manifests_name_file_key_and_expectation(changes: dict[str, Any]
     assert text.startswith("/m/test.yaml: ")
     assert re.search(rf"^/m/test\.yaml: {key}: ", text), text
     assert re.search(message, text), text
+
+
+def test_heads_key_is_optional_and_records_each_head() -> None:
+    plain = parse(manifest())
+    assert plain.heads.to_dict() == {"mlm": None, "seq_relationship": None, "pooler": None, "note": None}
+    assert plain.heads.describe("mlm") == "not recorded" and not plain.heads.unusable("mlm")
+    m = parse(manifest(heads={"mlm": "untrained", "pooler": "absent", "note": " released random "}))
+    assert (m.heads.mlm, m.heads.seq_relationship, m.heads.pooler) == ("untrained", None, "absent")
+    assert m.heads.note == "released random" and m.heads.unusable("mlm") and m.heads.unusable("pooler")
+    assert m.heads.describe("seq_relationship") == "not recorded"
+    assert not parse(manifest(heads={"mlm": "unknown"})).heads.unusable("mlm")
+    assert parse(manifest(heads=None)).heads == plain.heads
+    with pytest.raises(ValueError, match="head must be one of"):
+        m.heads.state("nsp")
 
 
 def test_bert_rejects_albert_only_keys_and_albert_schemes() -> None:
@@ -271,12 +291,16 @@ REQUIRED = {
     "albert_xlarge_zh_brightmart", "bert_base_zh", "bert_base_uncased", "bert_base_cased", "bert_large_uncased",
     "bert_large_cased", "bert_large_uncased_wwm", "bert_large_cased_wwm", "bert_base_multilingual_cased",
 }
+#: the Chinese BERT family (issue 13): HFL's whole-word-masking models and UER's RoBERTa miniatures
+BERT_ZH = ["bert_base_zh", "bert_wwm_ext_zh", "bert_wwm_zh", "macbert_base_zh", "macbert_large_zh", "rbt3_zh",
+           "rbtl3_zh", "roberta_base_zh_uer", "roberta_medium_zh_uer", "roberta_mini_zh_uer", "roberta_small_zh_uer",
+           "roberta_tiny_zh_uer", "roberta_wwm_ext_large_zh", "roberta_wwm_ext_zh"]
 
 
 def test_every_required_checkpoint_is_registered() -> None:
-    assert REQUIRED <= set(list_models())
-    assert list_models(family="bert", language="zh") == ["bert_base_zh"]
-    assert [m.name for m in list_manifests(family="bert", language="zh")] == ["bert_base_zh"]
+    assert set(list_models()) >= REQUIRED
+    assert list_models(family="bert", language="zh") == BERT_ZH
+    assert [m.name for m in list_manifests(family="bert", language="zh")] == BERT_ZH
 
 
 @pytest.mark.parametrize("path", BUILTIN, ids=[p.stem for p in BUILTIN])
@@ -285,8 +309,15 @@ def test_builtin_manifest_is_valid_and_consistent(path: Path) -> None:
     assert m.name == path.stem
     # params, when given, equals the count recomputed from the config (parse checks it; assert it is given)
     assert m.params == m.config.param_count()
-    assert m.sources[0].kind == "url" and m.sources[0].url.startswith("https://storage.googleapis.com/")
-    assert m.sources[0].format == "tf-checkpoint"
+    if m.sources[0].kind == "url":  # Google's releases; the Chinese BERT family's TF archives have no stable URL
+        assert m.sources[0].url.startswith("https://storage.googleapis.com/")
+        assert m.sources[0].format == "tf-checkpoint"
+    else:  # the Chinese BERT family: a commit only where one was found, and then every file is pinned too;
+        # otherwise main, trust on first use, and a comment on how to pin it (docs/manifests.md)
+        assert m.name in BERT_ZH
+        for source in m.sources:
+            assert source.revision_is_commit == source.pinned
+            assert source.revision_is_commit or source.revision == "main"
     for source in m.sources:
         if source.kind == "hf":
             assert source.format in ("pytorch", "safetensors") and source.checkpoint in source.files
@@ -295,8 +326,10 @@ def test_builtin_manifest_is_valid_and_consistent(path: Path) -> None:
     # known facts the research pins down
     if m.architecture == "albert" and m.language == "zh" and "google-research" in (m.homepage or ""):
         assert m.config.hidden_act == "relu"  # Google's Chinese ALBERT uses relu
-    if m.family == "bert" or "brightmart" in (m.homepage or ""):
+    if (m.family == "bert" and "UER" not in m.description) or "brightmart" in (m.homepage or ""):
         assert m.config.hidden_act == "gelu_new"  # TF's gelu is the tanh approximation
+    if "UER" in m.description:
+        assert m.config.hidden_act == "gelu"  # UER-py (PyTorch) computes gelu with erf
 
 
 def test_known_configuration_facts() -> None:

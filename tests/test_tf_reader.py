@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,8 @@ import torch
 
 import zoo
 from zoo.errors import CheckpointError, IntegrityError, NotFoundError, UnsupportedError, UsageError
-from zoo.tf import TensorBundle, list_variables, read_tf_checkpoint, find_prefix
+from zoo.tf import ShardReader, TensorBundle, find_prefix, list_variables, read_tf_checkpoint
+from zoo.tf.table import crc32c, mask_crc
 from zoo.tf.writer import entry_proto, header_proto, table_bytes, write_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf"
@@ -133,7 +135,8 @@ def test_list_variables_does_not_import_torch() -> None:
 
 
 def test_writer_matches_tensorflow_bytes(tmp_path: Path) -> None:
-    """The test/benchmark writer reproduces TensorFlow's own files, so damaged copies below are realistic."""
+    """The writer reproduces TensorFlow's own files, so damaged copies below are realistic (more in
+    test_tf_export.py)."""
     write_checkpoint(tmp_path / "bert_model.ckpt", recorded("bert"))
     for suffix in (".index", ".data-00000-of-00001"):
         assert (tmp_path / f"bert_model.ckpt{suffix}").read_bytes() == \
@@ -141,7 +144,7 @@ def test_writer_matches_tensorflow_bytes(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------- damaged files
-@pytest.fixture()
+@pytest.fixture
 def bert_copy(tmp_path: Path) -> Path:
     shutil.copytree(FIXTURES / "bert", tmp_path / "bert")
     return tmp_path / "bert" / "bert_model.ckpt"
@@ -225,3 +228,61 @@ def test_garbled_entry_and_inconsistent_size(tmp_path: Path) -> None:
     prefix = _index_with(tmp_path, [(b"x", entry_proto("float32", [2], 0, 0, 8, 0))])
     with pytest.raises(CheckpointError, match="no bundle header entry"):
         read_tf_checkpoint(prefix)
+
+
+# ------------------------------------------------------------------------------------ streaming reads
+def _collect(reader: ShardReader) -> dict[str, bytes]:
+    got: dict[str, bytes] = {}
+    for var, chunk in reader:
+        got[var.name] = got.get(var.name, b"") + chunk
+    return got
+
+
+def test_shard_reader_hashes_every_shard_while_reading(tmp_path: Path) -> None:
+    ckpt = read_tf_checkpoint(FIXTURES / "sharded")
+    wanted = ["layer_a/kernel", "layer_b/kernel"]  # one per shard; the others are read for the hash only
+    with ShardReader(ckpt, wanted, chunk=8) as reader:
+        assert [v.name for v in reader.order] == wanted
+        got = _collect(reader)
+    values = recorded("sharded")
+    assert {k: np.frombuffer(v, np.float32).reshape(values[k].shape).tolist() for k, v in got.items()} == \
+        {k: values[k].tolist() for k in wanted}
+    assert [(d.path, d.sha256, d.size) for d in reader.digests] == \
+        [(p, hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_size) for p in ckpt.data_files]
+    with ShardReader(ckpt, wanted, sha256=False) as reader:
+        assert _collect(reader) == got and reader.digests == []
+
+
+def test_shard_reader_checks_crcs_of_what_it_returns(bert_copy: Path) -> None:
+    ckpt = read_tf_checkpoint(bert_copy)
+    var = ckpt.variables["bert/encoder/layer_1/output/dense/kernel"]
+    flip(Path(f"{bert_copy}.data-00000-of-00001"), var.offset + 3)
+    ckpt = read_tf_checkpoint(bert_copy)
+    others = [n for n in ckpt if n != var.name]
+    with ShardReader(ckpt, others) as reader:  # the damaged variable is hashed, not checked
+        assert set(_collect(reader)) == set(others)
+    with ShardReader(ckpt, list(ckpt), chunk=64) as reader, \
+            pytest.raises(IntegrityError, match=f"CRC32C mismatch for variable '{var.name}'"):
+        _collect(reader)
+    with ShardReader(ckpt, list(ckpt), chunk=64) as reader:  # abandoned half way: close() stops the thread
+        next(iter(reader))
+    assert not reader._thread.is_alive()
+
+
+def test_shard_reader_handles_gaps_and_overlaps(tmp_path: Path) -> None:
+    """TensorFlow never writes them, but an index may place variables with gaps or overlaps: every byte of the
+    file is still hashed once, and every variable gets its own bytes."""
+    data = bytes(range(24))
+    (tmp_path / "m.data-00000-of-00001").write_bytes(data)
+
+    def entry(offset: int, size: int) -> bytes:
+        return entry_proto("float32", [size // 4], 0, offset, size, mask_crc(crc32c(data[offset:offset + size])))
+
+    (tmp_path / "m.index").write_bytes(table_bytes([(b"", header_proto()), (b"a", entry(0, 8)),
+                                                    (b"b", entry(4, 8)), (b"c", entry(16, 4)),
+                                                    (b"empty", entry(20, 0))]))
+    ckpt = read_tf_checkpoint(tmp_path / "m")
+    with ShardReader(ckpt, ["a", "b", "c", "empty"], chunk=8) as reader:
+        got = _collect(reader)
+    assert got == {"a": data[0:8], "b": data[4:12], "c": data[16:20], "empty": b""}
+    assert reader.digests[0].sha256 == hashlib.sha256(data).hexdigest() and reader.digests[0].size == 24

@@ -14,7 +14,7 @@ from zoo.errors import CheckpointError, UsageError
 from zoo.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers")
-from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy  # noqa: E402
+from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
 CORPUS = Path(__file__).parent / "fixtures" / "tokenizer_corpus.txt"
 LEFT_OUT = set("公🎉臺ö")  # not in the vocab: become [UNK] (or break a word into [UNK])

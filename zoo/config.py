@@ -154,7 +154,7 @@ class ModelConfig:
         """
         if self.architecture == "bert":
             return list(range(self.num_hidden_layers))
-        schedule = []
+        schedule: list[int] = []
         for layer in range(self.num_hidden_layers):
             group = int(layer / self.num_hidden_layers * self.num_hidden_groups)
             schedule.extend(group * self.inner_group_num + inner for inner in range(self.inner_group_num))
@@ -201,8 +201,8 @@ class ModelConfig:
             found.append(("architecture", f"expected one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}"))
         if self.hidden_size % self.num_attention_heads:
             found.append(("num_attention_heads",
-                          f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
-                          f"{self.num_attention_heads}"))
+                          (f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
+                           f"{self.num_attention_heads}")))
         if self.hidden_act not in ACTIVATIONS:
             found.append(("hidden_act", f"expected one of {', '.join(ACTIVATIONS)}, got {self.hidden_act!r}"))
         if self.ln_type not in LN_TYPES:
@@ -216,8 +216,8 @@ class ModelConfig:
                 found.append(("embedding_size", f"must be a positive integer, got {self.embedding_size}"))
             if self.num_hidden_groups > self.num_hidden_layers:
                 found.append(("num_hidden_groups",
-                              f"{self.num_hidden_groups} groups for {self.num_hidden_layers} layers: "
-                              "some groups would never run"))
+                              (f"{self.num_hidden_groups} groups for {self.num_hidden_layers} layers: "
+                               "some groups would never run")))
             if self.architecture == "albert-brightmart" and self.num_layer_sets != 1:
                 found.append(("num_hidden_groups", "brightmart ALBERT has exactly one shared layer (1 group, 1 inner)"))
         else:
@@ -248,7 +248,7 @@ class ModelConfig:
     def with_default_dropout(self) -> ModelConfig:
         """The same config, with dropout probabilities equal to the architecture's default written as ``None``
         (so a config read back from transformers or upstream JSON equals the manifest's)."""
-        values = {}
+        values: dict[str, Any] = {}
         if self.hidden_dropout_prob is not None and self.hidden_dropout_prob == (0.0 if self.is_albert else 0.1):
             values["hidden_dropout_prob"] = None
         if self.attention_probs_dropout_prob is not None and \

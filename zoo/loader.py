@@ -54,6 +54,8 @@ class Loaded:
     manifest: Manifest | None
     path: Path
     layout: str = "zoo"
+    #: fill-mask passed :func:`check_fill_mask` once (its warning about an ``unknown`` MLM head is given once)
+    _fill_mask_checked: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
@@ -76,14 +78,16 @@ class Loaded:
         if pairs:
             return self.tokenizer([a for a, _ in pairs], [b for _, b in pairs], padding=True,
                                   truncation=truncation, return_tensors="pt")
-        return self.tokenizer(texts, padding=True, truncation=truncation, return_tensors="pt")
+        singles = [t for t in texts if isinstance(t, str)]
+        return self.tokenizer(singles, padding=True, truncation=truncation, return_tensors="pt")
 
     def __call__(self, texts: TextOrPair | Sequence[TextOrPair], **forward: Any) -> ModelOutput:
         """Run the model on texts (or ``(text, pair)`` tuples); outputs stay on the model's device."""
         import torch
 
         with torch.inference_mode():
-            return self.model(**self.encode(texts), **forward)
+            out: ModelOutput = self.model(**self.encode(texts), **forward)
+        return out
 
     def embed(self, texts: str | Sequence[str], pooling: str = "cls", batch_size: int = 32) -> torch.Tensor:
         """One float32 vector per text: the last layer's [CLS] state (``"cls"``) or the mean over real
@@ -120,6 +124,9 @@ class Loaded:
         ``{"token", "id", "score"}`` (score = softmax probability). Loads the MLM head on first use."""
         import torch
 
+        if not self._fill_mask_checked:
+            check_fill_mask(self.manifest)
+            self._fill_mask_checked = True
         if top_k < 1:
             raise UsageError(f"top_k must be at least 1, got {top_k}")
         self._ensure_mlm_head()
@@ -137,8 +144,13 @@ class Loaded:
         with torch.inference_mode():
             hidden = self.model(**batch).last_hidden_state[0, positions]
             logits = self.model.mlm_logits(hidden).float()[:, : self.tokenizer.vocab_size]
-        probs = logits.softmax(-1)
-        scores, ids = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+        probs = logits.softmax(-1)  # over every row, as transformers' fill-mask computes it
+        ranking = probs.clone()
+        unreachable = [i for i in self.tokenizer.unreachable_ids if i < ranking.shape[-1]]
+        if unreachable:  # rows of empty or repeated vocab lines: no text has them, so they are never an answer
+            ranking[:, unreachable] = -1.0
+        ids = ranking.topk(min(top_k, ranking.shape[-1] - len(unreachable)), dim=-1).indices
+        scores = probs.gather(-1, ids)
         return [[{"token": self.tokenizer.convert_ids_to_tokens(int(i)), "id": int(i), "score": float(s)}
                  for s, i in zip(row_scores, row_ids)] for row_scores, row_ids in zip(scores, ids)]
 
@@ -152,7 +164,7 @@ class Loaded:
 
         weights = self.path / WEIGHTS
         with _open_weights(weights, self.config, self.device, self.layout) as f:
-            names = [n for n in f.keys() if n.startswith("mlm.")]
+            names = [n for n in f.keys() if n.startswith("mlm.")]  # noqa: SIM118 - a _Weights, not a dict
             if not names:
                 raise UsageError(f"{self.path} has no MLM head: fill-mask needs one",
                                  hint="use a checkpoint released with its pretraining heads (`zoo info` shows "
@@ -163,6 +175,27 @@ class Loaded:
         dtype = next(self.model.parameters()).dtype
         head.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
         self.model.mlm = head.eval().requires_grad_(False)
+
+
+def check_fill_mask(manifest: Manifest | None, *, warn: bool = True) -> None:
+    """Refuse fill-mask for a registry model whose manifest records its MLM head as ``untrained`` or ``absent``
+    (the ``heads:`` key, docs/manifests.md): its predictions would be noise. Needs only the manifest, so ``zoo run``
+    refuses before downloading anything. Logs a warning (``warn``) when the record is ``unknown``; a model loaded
+    from a path (``None``) passes."""
+    if manifest is None:
+        return
+    heads, name = manifest.heads, manifest.name
+    state = heads.state("mlm")
+    why = f" ({heads.note})" if heads.note else ""
+    if heads.unusable("mlm"):
+        raise UsageError(f"{name}: the MLM head of this release is {state}, so fill-mask would rank tokens at "
+                         f"random{why}",
+                         hint=f"the encoder is fine for embed() and fine-tuning; to predict masked tokens, train the "
+                              f"MLM head first (zoo pretrain {name} --corpus FILE --objective mlm --steps N "
+                              "--out DIR) and run the result (zoo run ./DIR ...)")
+    if state == "unknown" and warn:
+        log.warning("%s: whether the MLM head of this release was trained is not established%s; check the "
+                    "predictions before relying on them", name, why)
 
 
 # ------------------------------------------------------------------------------------------------ load
@@ -213,6 +246,8 @@ def _load_prepared(prepared: Any, device: torch.device, dtype: str | torch.dtype
     else:
         lowercase, strip_accents = tokenizer_options(directory)
     config, layout = read_config(directory)
+    if manifest is not None and heads in PRETRAINING_HEADS:
+        _warn_untrained_heads(manifest, heads)
     model = load_model(directory / WEIGHTS, config, device=device, dtype=dtype, heads=heads,
                        num_labels=num_labels, max_position_embeddings=max_position_embeddings,
                        position_init=position_init, layout=layout)
@@ -228,6 +263,17 @@ def _load_prepared(prepared: Any, device: torch.device, dtype: str | torch.dtype
                               f"{config.vocab_size}", hint="the vocab file does not belong to these weights")
     return Loaded(model=model, tokenizer=tokenizer, config=model.config, manifest=manifest, path=directory,
                   layout=layout)
+
+
+def _warn_untrained_heads(manifest: Manifest, heads: str) -> None:
+    """Loading a head the manifest records as untrained is fine for training it (``zoo pretrain``), not for its
+    predictions: say so once. (An ``absent`` head fails in :func:`load_model` unless it is initialised fresh.)"""
+    wanted = ("mlm", "seq_relationship") if heads == "pretraining" else ("mlm",)
+    untrained = [h for h in wanted if manifest.heads.state(h) == "untrained"]
+    if untrained:
+        note = f" ({manifest.heads.note})" if manifest.heads.note else ""
+        log.warning("%s: the %s head(s) of this release are untrained%s: train them before using their outputs",
+                    manifest.name, " and ".join(untrained), note)
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
@@ -303,6 +349,13 @@ def load_model(weights: Path, config: ModelConfig, *, device: str | torch.device
     state: dict[str, torch.Tensor] = {}
     with _open_weights(weights, config, dev, layout) as f:
         available = set(f.keys())
+        pooler = {name for name in expected if name.startswith("pooler.")}
+        if pooler and not pooler & available:
+            # transformers' *ForMaskedLM checkpoints have no pooler (e.g. UER's RoBERTa releases): like transformers'
+            # BertModel, initialise it fresh, and say that pooler_output is then untrained
+            log.warning("%s has no pooler (it was saved without one): pooler_output is randomly initialised and "
+                        "means nothing until trained; embed() does not use it", weights)
+            fresh |= pooler
         unused_heads = {k for k in available - set(expected) if k.split(".")[0] in CHECKPOINT_HEADS}
         missing = sorted(set(expected) - fresh - available)
         unexpected = sorted(available - set(expected) - unused_heads)
@@ -315,7 +368,7 @@ def load_model(weights: Path, config: ModelConfig, *, device: str | torch.device
                                       hint="this checkpoint was released without its pretraining heads; only the "
                                            "encoder (embeddings, pooled vectors) can be used")
             log.warning("%s has no %s head: initialising it fresh", weights, " or ".join(sorted(missing_heads)))
-            fresh |= {m for m in missing}
+            fresh |= set(missing)
             missing = []
         if missing or unexpected:
             raise CheckpointError(_mismatch(weights, missing, unexpected),
@@ -427,4 +480,4 @@ def _extend_positions(table: torch.Tensor, size: int, init: str, std: float) -> 
     return torch.cat([table, extra])
 
 
-__all__ = ["Loaded", "POSITION_INITS", "load", "load_model", "pick_device", "torch_dtype"]
+__all__ = ["POSITION_INITS", "Loaded", "check_fill_mask", "load", "load_model", "pick_device", "torch_dtype"]

@@ -205,10 +205,10 @@ def _byte_bar() -> type:
 
         from zoo._fs import human_size
 
-        class ByteBar(tqdm):  # type: ignore[misc, valid-type]
+        class ByteBar(tqdm):  # type: ignore[misc]
             @property
             def format_dict(self) -> dict[str, Any]:
-                d = super().format_dict
+                d: dict[str, Any] = super().format_dict
                 rate = d.get("rate") or (d["n"] / d["elapsed"] if d.get("elapsed") else None)
                 d.update(zoo_n=human_size(d["n"]), zoo_total=human_size(d["total"]) if d["total"] else "?",
                          zoo_rate=f"{human_size(rate)}/s" if rate else "?/s")

@@ -100,9 +100,9 @@ def resolve(manifest: Manifest, *, source: int | None = None, connections: int =
             log.info("%s: source %d (%s) failed: %s", manifest.name, src.index, src.label, exc.message)
             failures.append((src, exc))
             continue
-        for failed, exc in failures:  # the final error would list them; say so when a later source rescues
+        for failed, error in failures:  # the final error would list them; say so when a later source rescues
             log.warning("%s: source %d (%s) failed (%s); used source %d (%s)", manifest.name, failed.index,
-                        failed.label, exc.message, src.index, src.label)
+                        failed.label, error.message, src.index, src.label)
         emit(ProgressEvent("done", manifest.name, message=str(pulled.path)))
         return pulled
     raise _all_failed(manifest, failures)
@@ -206,21 +206,24 @@ def _pull_source(manifest: Manifest, src: Source, opts: FetchOptions, emit: Prog
 
 def _pull_url(manifest: Manifest, src: Source, key: str, opts: FetchOptions, emit: ProgressCallback,
               offline: bool) -> Pulled:
-    pin = cache.get_pin(src.label) if src.sha256 is None else None
-    expected = src.sha256 or (pin.sha256 if pin else None)
-    found = cache.verified_blob(expected) or _from_journal(src, expected)
-    if found is not None:
-        blob, size = found
-        sha = blob.name
-    elif offline:
-        raise OfflineError(f"{src.label}: not in the cache")
-    else:
-        blob, sha, size = _download(manifest, src, expected, pin, opts, emit)
-    pulled = _build_snapshot(manifest, src, key, blob, sha, size, emit)
-    if src.sha256 is None and pin is None:
-        cache.record_pin(src.label, sha, size)
-        log.info("recorded trust-on-first-use pin for %s: sha256 %s", src.label, sha)
-    rmtree(cache.partial_dir(src.label))  # the journal's job is done
+    # The download lock is held until the journal is gone: `zoo cache prune` in another process skips
+    # partial/<key>/ (and the verified download it names) for as long as this pull may still need it.
+    with cache.lock(cache.download_lock(src.label)):
+        pin = cache.get_pin(src.label) if src.sha256 is None else None
+        expected = src.sha256 or (pin.sha256 if pin else None)
+        found = cache.verified_blob(expected) or _from_journal(src, expected)
+        if found is not None:
+            blob, size = found
+            sha = blob.name
+        elif offline:
+            raise OfflineError(f"{src.label}: not in the cache")
+        else:
+            blob, sha, size = _download(manifest, src, expected, pin, opts, emit)
+        pulled = _build_snapshot(manifest, src, key, blob, sha, size, emit)
+        if src.sha256 is None and pin is None:
+            cache.record_pin(src.label, sha, size)
+            log.info("recorded trust-on-first-use pin for %s: sha256 %s", src.label, sha)
+        rmtree(cache.partial_dir(src.label))  # the journal's job is done
     return pulled
 
 
@@ -247,38 +250,43 @@ def _from_journal(src: Source, expected: str | None) -> tuple[Path, int] | None:
 def _download(manifest: Manifest, src: Source, expected: str | None, pin: cache.Pin | None, opts: FetchOptions,
               emit: ProgressCallback) -> tuple[Path, str, int]:
     workdir = cache.partial_dir(src.label)
-    with cache.lock(cache.download_lock(src.label)):
-        workdir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(workdir / "source.json", {"url": src.label, "model": manifest.name})
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(workdir / "source.json", {"url": src.label, "model": manifest.name})
+    try:
         got = fetch(src, workdir, options=opts, progress=emit)
-        sha, size = got.files[DATA]
-        data = workdir / DATA
-        problem = None
-        if src.size is not None and size != src.size:
-            problem = f"size {size} bytes, expected {src.size}"
-        elif expected is not None and sha != expected:
-            problem = f"sha256 {sha}, expected {expected}"
-        if problem is not None:
-            hint = _diagnose(data, size, src.size)
-            where = cache.quarantine(data, f"{src.label}: {problem}")
-            rmtree(workdir)
-            if pin is not None:
-                raise _pin_mismatch(src.label, problem, pin, where=where)
-            raise IntegrityError(f"{problem}; download quarantined at {where}", hint=hint)
-        if expected is None:
-            _refuse_html(data, src)
-        write_json_atomic(workdir / _JOURNAL, {"url": src.label, "sha256": sha, "size": size})
-        blob = cache.add_blob(data, sha)
+    except BaseException:
+        if all(p.name == "source.json" for p in workdir.iterdir()):
+            rmtree(workdir)  # nothing to resume from: leave no empty folder behind
+        raise
+    sha, size = got.files[DATA]
+    data = workdir / DATA
+    problem = None
+    if src.size is not None and size != src.size:
+        problem = f"size {size} bytes, expected {src.size}"
+    elif expected is not None and sha != expected:
+        problem = f"sha256 {sha}, expected {expected}"
+    if problem is not None:
+        hint = _diagnose(data, size, src.size)
+        where = cache.quarantine(data, f"{src.label}: {problem}")
+        rmtree(workdir)
+        if pin is not None:
+            raise _pin_mismatch(src.label, problem, pin, where=where)
+        raise IntegrityError(f"{problem}; download quarantined at {where}", hint=hint)
+    if expected is None:
+        _refuse_html(data, src, workdir)
+    write_json_atomic(workdir / _JOURNAL, {"url": src.label, "sha256": sha, "size": size})
+    blob = cache.add_blob(data, sha)
     log.info("%s: %d bytes verified (sha256 %s), %d fetched this run", src.label, size, sha, got.fetched)
     return blob, sha, size
 
 
-def _refuse_html(path: Path, src: Source) -> None:
+def _refuse_html(path: Path, src: Source, workdir: Path) -> None:
     """An unpinned download that is an HTML page is a login/portal page, not a checkpoint: never pin it."""
     with open(path, "rb") as f:
         head = f.read(512).lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
         where = cache.quarantine(path, f"{src.label}: an HTML page instead of the file")
+        rmtree(workdir)
         raise IntegrityError(f"{src.label}: the server sent an HTML page instead of the file; quarantined at {where}",
                              hint="a proxy, captive portal or login page is in the way; open the URL in a browser")
 

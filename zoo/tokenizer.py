@@ -19,6 +19,7 @@ and never changed afterwards.)
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from tokenizers.processors import TemplateProcessing
 from zoo.errors import CheckpointError, NotFoundError, UsageError
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_PLACEHOLDER = re.compile(r"\[zoo-(?:empty|dup)-\d+\]")
 #: Configured copies kept per tokenizer (one per distinct truncation/padding combination in use).
 _MAX_CONFIGURED = 8
 
@@ -62,6 +64,8 @@ class Tokenizer:
         self.pad_token_id, self.unk_token_id, self.cls_token_id, self.sep_token_id, self.mask_token_id = (
             self.vocab[t] for t in SPECIAL_TOKENS)
         self.special_ids = frozenset(self.vocab[t] for t in SPECIAL_TOKENS)
+        #: ids no text can produce: the placeholders of empty and repeated vocab lines (see read_vocab_tokens)
+        self.unreachable_ids = frozenset(i for i, t in enumerate(self.tokens) if _PLACEHOLDER.fullmatch(t))
 
         tok = _HFTokenizer(WordPiece(self.vocab, unk_token="[UNK]", max_input_chars_per_word=100))
         tok.normalizer = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents,
@@ -91,8 +95,8 @@ class Tokenizer:
         return len(self.tokens)
 
     def __repr__(self) -> str:
-        return f"Tokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase}, " \
-               f"model_max_length={self.model_max_length})"
+        return (f"Tokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase}, "
+                f"model_max_length={self.model_max_length})")
 
     # --------------------------------------------------------------------------------------- encode
     def __call__(self, text: TextInput, text_pair: TextInput | None = None, *, padding: bool | str = False,
@@ -201,7 +205,7 @@ class Tokenizer:
         ids = [int(i) for i in ids]
         if skip_special_tokens:
             ids = [i for i in ids if i not in self.special_ids]
-        return self._tok.decoder.decode(self.convert_ids_to_tokens(ids))
+        return str(self._tok.decoder.decode(self.convert_ids_to_tokens(ids)))
 
 
 def read_vocab_tokens(path: Path) -> list[str]:

@@ -20,11 +20,12 @@ work continues, with a warning.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from zoo import cache
@@ -97,8 +98,12 @@ def prepare(model: Model, *, source: int | None = None, offline: bool | None = N
 def after_load_failure(prepared: Prepared, error: ZooError) -> bool:
     """A load of ``prepared`` failed with ``error``: when it is a cached conversion whose bytes are damaged,
     invalidate it (the caller prepares again, which rebuilds it) and return True."""
-    return prepared.cached and isinstance(error, (CheckpointError, IntegrityError, NotFoundError)) \
-        and rebuild_if_damaged(prepared.path)
+    if not prepared.cached or not isinstance(error, (CheckpointError, IntegrityError, NotFoundError)):
+        return False
+    if cache.read_conversion(prepared.path) is None:  # removed meanwhile (`zoo cache prune` elsewhere)
+        log.warning("the cached conversion %s was removed while it was being loaded; making it again", prepared.path)
+        return True
+    return rebuild_if_damaged(prepared.path)
 
 
 # ------------------------------------------------------------------------------------------------ paths
@@ -137,32 +142,52 @@ def _from_registry(manifest: Manifest, *, source: int | None, offline: bool | No
                    emit: ProgressCallback) -> Prepared:
     pulled = resolve(manifest, source=source, offline=offline, progress=emit)
     try:
-        path = convert_snapshot(pulled, emit)
+        path = _convert_held(pulled, emit, offline)
     except (IntegrityError, CheckpointError) as exc:
         if not _snapshot_rotted(pulled):
             raise _published_damage(exc, pulled) from None
         log.warning("%s: the cached download was damaged after it was verified (%s); rebuilding it",
                     manifest.name, exc.message)
         pulled = resolve(manifest, source=pulled.source.index, offline=offline, progress=emit)
-        path = convert_snapshot(pulled, emit)
+        path = _convert_held(pulled, emit, offline)
     return Prepared(path, manifest, pulled, cached=True)
 
 
+class _SnapshotGone(Exception):
+    """The snapshot a conversion was about to read was removed (``zoo cache prune`` in another process)."""
+
+
+def _convert_held(pulled: Pulled, emit: ProgressCallback | None, offline: bool | None) -> Path:
+    """:func:`convert_snapshot`, pulling the snapshot again if it vanished before its lock was taken."""
+    try:
+        return convert_snapshot(pulled, emit)
+    except _SnapshotGone:
+        log.info("%s: the snapshot was removed before it could be converted; pulling it again", pulled.manifest.name)
+        again = resolve(pulled.manifest, source=pulled.source.index, offline=offline, progress=emit)
+        return convert_snapshot(again, emit)
+
+
 def convert_snapshot(pulled: Pulled, emit: ProgressCallback | None = None) -> Path:
-    """The converted directory of a verified snapshot, made once: a TF checkpoint or transformers weights."""
+    """The converted directory of a verified snapshot, made once: a TF checkpoint or transformers weights.
+
+    While a conversion is made the snapshot's lock is held, so ``zoo cache prune`` in another process skips the
+    snapshot being read (and waits for nothing: it just leaves it)."""
     root, src, manifest = pulled.path, pulled.source, pulled.manifest
     target = cache.converted_path(pulled.sha256, CONVERTER_VERSION)
-    weights, vocab = src.find_checkpoint(root), src.find_vocab(root)
     if src.format == "tf-checkpoint":
         from zoo.converters.tf import Release, convert_release
 
         def make(out: Path) -> object:
+            weights, vocab = src.find_checkpoint(root), src.find_vocab(root)
             return convert_release(Release(weights, None, vocab), out, scheme=str(src.scheme), config=manifest.config,
-                                   source_sha256=pulled.sha256, progress=emit, label=manifest.name)
+                                   source_sha256=pulled.sha256, progress=emit, label=manifest.name,
+                                   # verified when the snapshot was made (stamps checked on use): not hashed again
+                                   known_sha256={root / rel: r.sha256 for rel, r in pulled.snapshot.files.items()})
     else:
         from zoo.converters.transformers import convert_transformers
 
         def make(out: Path) -> object:
+            weights, vocab = src.find_checkpoint(root), src.find_vocab(root)
             if emit is not None:
                 emit(ProgressEvent("note", manifest.name, message=f"converting {weights.name}"))
             return convert_transformers(
@@ -170,8 +195,17 @@ def convert_snapshot(pulled: Pulled, emit: ProgressCallback | None = None) -> Pa
                 source_sha256=pulled.sha256, inputs={rel: r.sha256 for rel, r in pulled.snapshot.files.items()},
                 lowercase=manifest.tokenizer.lowercase, strip_accents=manifest.tokenizer.strip_accents)
 
+    key = pulled.snapshot.key
+
+    @contextlib.contextmanager
+    def snapshot_in_use() -> Iterator[None]:
+        with cache.lock(cache.snapshot_lock(manifest.name, key), on_wait=_waiting(emit, manifest.name)):
+            if cache.read_snapshot(manifest.name, key) is None:
+                raise _SnapshotGone()
+            yield
+
     return convert_once(target, make, origin=manifest.name, source=src.label,
-                        on_wait=_waiting(emit, manifest.name))
+                        on_wait=_waiting(emit, manifest.name), hold=snapshot_in_use)
 
 
 def _snapshot_rotted(pulled: Pulled) -> bool:

@@ -10,14 +10,22 @@ purpose, one scripted :class:`Fault` per GET request (in order)::
 
 Fault kinds: ``reset`` (TCP RST after ``at`` body bytes), ``truncate`` (close cleanly after ``at`` bytes although
 Content-Length promised more), ``stall`` (send ``at`` bytes, then nothing for ``seconds``), ``status`` (answer
-``status`` with an optional Retry-After). Route options: ``ranges=False`` (ignore Range, no Accept-Ranges),
-``change_after=N`` (after N GETs the file is replaced by ``changed_data`` with a new ETag), ``rate`` (bytes/s
-per connection), and :meth:`FaultServer.redirect` for redirect chains.
+``status`` with an optional Retry-After), ``pause`` (send ``at`` bytes, set ``reached``, wait for ``release``,
+then send the rest: a test acts while a download is certainly in progress, without sleeping on a guess).
+
+Route options: ``ranges=False`` (ignore Range, no Accept-Ranges), ``change_after=N`` (after N GETs the file is
+replaced by ``changed_data`` with a new ETag), ``rate`` (bytes/s per connection), ``unknown_size`` (no
+Content-Length, no ETag, no ranges: the body ends when the connection closes), ``encoding`` (a
+``Content-Encoding`` header, the body gzip-compressed, whatever the client asked for), ``claimed_size`` (announce
+this size in Content-Length and Content-Range but have only ``data``), ``always_416`` (every Range request gets
+416), ``trickle=(n, seconds)`` (``n`` body bytes every ``seconds``), ``header_trickle`` (seconds between the
+bytes of the response headers), ``content_type``; and :meth:`FaultServer.redirect` for redirect chains.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import re
 import socket
 import struct
@@ -33,6 +41,8 @@ class Fault:
     status: int = 503
     retry_after: str | None = None
     seconds: float = 0.0
+    reached: threading.Event = dataclasses.field(default_factory=threading.Event)
+    release: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
 @dataclasses.dataclass
@@ -45,6 +55,13 @@ class Route:
     changed_data: bytes | None = None
     rate: int | None = None
     redirect: str | None = None
+    unknown_size: bool = False
+    encoding: str | None = None
+    claimed_size: int | None = None
+    always_416: bool = False
+    trickle: tuple[int, float] | None = None
+    header_trickle: float | None = None
+    content_type: str | None = None
     gets: int = 0
 
 
@@ -161,10 +178,15 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "status":
             self._simple(fault.status, retry_after=fault.retry_after)
             return
-        data, size = route.data, len(route.data)
+        data = gzip.compress(route.data, mtime=0) if route.encoding else route.data
+        size = route.claimed_size if route.claimed_size is not None else len(data)
         start, end, status = 0, size, 200
         rng = self.headers.get("Range")
-        if rng and route.ranges:
+        ranges = route.ranges and not route.unknown_size
+        if rng and ranges:
+            if route.always_416:
+                self._simple(416, content_range=f"bytes */{size}")
+                return
             if_range = self.headers.get("If-Range")
             m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng.strip())
             if m and (if_range is None or if_range == route.etag):
@@ -174,29 +196,73 @@ class _Handler(BaseHTTPRequestHandler):
                     self._simple(416, content_range=f"bytes */{size}")
                     return
                 status = 206
-        self.send_response(status)
-        self.send_header("Content-Length", str(end - start))
-        self.send_header("ETag", route.etag)
-        if route.ranges:
-            self.send_header("Accept-Ranges", "bytes")
+        headers = [("Content-Length", str(end - start))] if not route.unknown_size else [("Connection", "close")]
+        if not route.unknown_size:
+            headers.append(("ETag", route.etag))
+        if ranges:
+            headers.append(("Accept-Ranges", "bytes"))
         if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+            headers.append(("Content-Range", f"bytes {start}-{end - 1}/{size}"))
+        if route.encoding:
+            headers.append(("Content-Encoding", route.encoding))
+        if route.content_type:
+            headers.append(("Content-Type", route.content_type))
+        if route.header_trickle is not None:
+            self._trickle_headers(status, headers, route.header_trickle)
+            return
+        self.send_response(status)
+        for key, value in headers:
+            self.send_header(key, value)
         self.end_headers()
         if head:
             self._record(status, 0)
             return
-        self._send_body(data[start:end], route, fault, status)
+        if route.unknown_size:
+            self.close_connection = True
+        self._send_body(data[start:min(end, len(data))], route, fault, status)
+
+    def _trickle_headers(self, status: int, headers: list[tuple[str, str]], pause: float) -> None:
+        """Send the status line and headers one byte at a time, ``pause`` seconds apart, then give up."""
+        raw = f"HTTP/1.1 {status} OK\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers) + "\r\n"
+        self.close_connection = True
+        sent = 0
+        try:
+            for byte in raw.encode():
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                sent += 1
+                time.sleep(pause)
+        except OSError:
+            pass
+        finally:
+            self._record(status, 0)
 
     def _send_body(self, body: bytes, route: Route, fault: Fault | None, status: int) -> None:
-        limit = len(body) if fault is None else min(fault.at, len(body))
-        sent, step, t0 = 0, 64 << 10, time.monotonic()
+        limit = len(body) if fault is None or fault.kind == "pause" else min(fault.at, len(body))
+        step, t0 = 64 << 10, time.monotonic()
+        if route.trickle is not None:
+            step = route.trickle[0]
+        sent = 0
         try:
             while sent < limit:
+                if fault is not None and fault.kind == "pause" and sent <= fault.at < sent + step:
+                    if fault.at > sent:
+                        self.wfile.write(body[sent:fault.at])
+                        self.owner.streamed += fault.at - sent
+                        sent = fault.at
+                    self.wfile.flush()
+                    fault.reached.set()
+                    fault.release.wait(30)
+                    fault = None
+                    continue
                 chunk = body[sent:min(limit, sent + step)]
                 self.wfile.write(chunk)
                 sent += len(chunk)
                 self.owner.streamed += len(chunk)
-                if route.rate:
+                if route.trickle is not None:
+                    self.wfile.flush()
+                    time.sleep(route.trickle[1])
+                elif route.rate:
                     ahead = sent / route.rate - (time.monotonic() - t0)
                     if ahead > 0:
                         time.sleep(ahead)
@@ -205,9 +271,9 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(fault.seconds)
             if fault is not None and fault.kind == "reset":
                 self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            if fault is not None:
+            if fault is not None or route.claimed_size is not None or route.unknown_size:
                 self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR) if fault.kind != "reset" else None
+                self.connection.shutdown(socket.SHUT_RDWR) if fault is None or fault.kind != "reset" else None
         except OSError:
             pass  # the client went away (killed, interrupted): normal in these tests
         finally:

@@ -130,10 +130,11 @@ def remove(name: str, *, sources: Iterable[str] = ()) -> list[Entry]:
     for snap in snapshots(name):
         paths = [p for p in (snap.path, blob_path(snap.sha256)) if p.exists()]
         entry = Entry("snapshot", snap.model, snap.source, disk_usage(paths), snap.last_used, tuple(paths))
-        if _remove_snapshot(snap):
-            removed.append(entry)
+        gone = _remove_snapshot(snap)
+        if gone is not None:
+            removed += [entry, *gone]
     for conv in conversions():
-        if conv.origin == name and conv.marker.exists():
+        if conv.origin == name:
             entry = Entry("conversion", conv.origin, conv.source, disk_usage([conv.path]), conv.last_used,
                           (conv.path,))
             if _remove_conversion(conv):
@@ -148,23 +149,29 @@ def remove(name: str, *, sources: Iterable[str] = ()) -> list[Entry]:
     return removed
 
 
-def _remove_snapshot(snap: Snapshot) -> bool:
+def _remove_snapshot(snap: Snapshot) -> list[Entry] | None:
+    """Remove a snapshot, and its blob and conversions when no other snapshot shares them. None when another
+    process holds the snapshot (pulling or converting it); else the conversions that went with it."""
     with try_lock(snapshot_lock(snap.model, snap.key)) as mine:
         if not mine:
             log.warning("skipped %s (%s): another zoo process is using it", snap.model, snap.source)
-            return False
+            return None
         invalidate(snap)  # first: the entry stops being valid before its files go
         rmtree(snap.path)
+    gone = []
     if not any(s.sha256 == snap.sha256 for s in snapshots()):
         blob_path(snap.sha256).unlink(missing_ok=True)
         for conv in conversions():
             if conv.path.name.startswith(f"{snap.sha256}-c"):
-                _remove_conversion(conv)
+                entry = Entry("conversion", conv.origin, conv.source, disk_usage([conv.path]), conv.last_used,
+                              (conv.path,))
+                if _remove_conversion(conv):
+                    gone.append(entry)
     try:
         snap.path.parent.rmdir()
     except OSError:
         pass
-    return True
+    return gone
 
 
 def _remove_conversion(conv: Conversion) -> bool:
@@ -196,6 +203,7 @@ def prune(max_size: int, *, converter_version: int | None = None) -> list[Entry]
     skipped. Returns what was removed."""
     root = home()
     removed: list[Entry] = []
+    blobs_in_use: bool | None = None
     for entry in entries():
         if entry.kind == "staging" and entry.detail == "incomplete conversion":
             if _remove_half_conversion(entry.paths[0]):
@@ -211,24 +219,28 @@ def prune(max_size: int, *, converter_version: int | None = None) -> list[Entry]
             if _remove_partial(entry.paths[0]):
                 removed.append(entry)
         elif entry.kind == "blob":
-            entry.paths[0].unlink(missing_ok=True)
-            removed.append(entry)
+            if blobs_in_use is None:
+                blobs_in_use = _downloads_running()
+            if not blobs_in_use:  # a running pull may be about to reuse a stored blob it found by its pin
+                entry.paths[0].unlink(missing_ok=True)
+                removed.append(entry)
     if converter_version is not None:
         for conv in conversions():
             if conv.version != converter_version and _remove_conversion(conv):
                 removed.append(Entry("conversion", conv.origin, f"converter v{conv.version}", 0, 0, (conv.path,)))
-    _remove_unheld_locks()
     candidates: list[tuple[float, Snapshot | Conversion]] = [(s.last_used, s) for s in snapshots()]
     candidates += [(c.last_used, c) for c in conversions()]
     for _, item in sorted(candidates, key=lambda pair: pair[0]):
         if total_size() <= max_size:
             break
         if isinstance(item, Snapshot):
-            if item.marker.exists() and _remove_snapshot(item):
-                removed.append(Entry("snapshot", item.model, item.source, 0, item.last_used, (item.path,)))
+            gone = _remove_snapshot(item) if item.marker.exists() else None
+            if gone is not None:
+                removed += [Entry("snapshot", item.model, item.source, 0, item.last_used, (item.path,)), *gone]
         elif item.marker.exists() and _remove_conversion(item):
             removed.append(Entry("conversion", item.origin, item.source, 0, item.last_used, (item.path,)))
-    for folder in ("partial", "tmp", "quarantine"):
+    _remove_unheld_locks()  # last: removing entries above took (and so created) their lock files
+    for folder in ("partial", "tmp", "quarantine", "locks"):
         try:
             (root / folder).rmdir()  # only when empty
         except OSError:
@@ -242,6 +254,17 @@ def _remove_half_conversion(path: Path) -> bool:
             return False
         rmtree(path)
     return True
+
+
+def _downloads_running() -> bool:
+    """Whether another process holds a download lock (it is pulling a URL source right now)."""
+    locks = home() / "locks"
+    for path in sorted(locks.glob("download-*.lock")) if locks.is_dir() else []:
+        with try_lock(path.stem) as mine:
+            if not mine:
+                log.info("kept unreferenced downloads: a pull is running")
+                return True
+    return False
 
 
 def _remove_unheld_locks() -> None:

@@ -1,6 +1,7 @@
 """Inter-process locks on cache entries.
 
-Locks only save bandwidth and CPU (two processes never download or convert the same thing at once); correctness
+Locks save bandwidth and CPU (two processes never download or convert the same thing at once) and keep
+``zoo cache prune``/``rm`` away from entries in use; correctness
 comes from atomic renames. An OS lock (``flock``, through filelock) is released by the kernel when its holder
 dies, so a killed process never blocks the next one.
 

@@ -114,10 +114,7 @@ def write_marker(snap: Snapshot) -> None:
 def snapshots(model: str | None = None) -> list[Snapshot]:
     """Every completed snapshot (of one model), in name order."""
     root = home() / "snapshots"
-    if model:
-        models = [root / model]
-    else:
-        models = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    models = [root / model] if model else sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     found = []
     for model_dir in models:
         for marker in sorted(model_dir.glob("*.json")) if model_dir.is_dir() else []:

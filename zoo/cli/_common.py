@@ -42,7 +42,7 @@ def progress(args: argparse.Namespace) -> Any:
 
     setting = os.environ.get("ZOO_PROGRESS", "").strip().lower()
     quiet = getattr(args, "quiet", False) or setting in ("0", "false", "no", "off")
-    return reporting(False if quiet else True)
+    return reporting(not quiet)
 
 
 def manifest_dirs(args: argparse.Namespace) -> tuple[Path, ...]:

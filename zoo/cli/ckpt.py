@@ -8,17 +8,22 @@ import json
 from zoo.cli._common import emit_json, err_console, progress
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     """Add this group's commands to the parser."""
     ckpt = sub.add_parser("ckpt", parents=[common], help="inspect TensorFlow checkpoints",
                           description="Inspect TensorFlow checkpoints without TensorFlow.")
     ckpt_sub = ckpt.add_subparsers(dest="ckpt_command", metavar="COMMAND")
     ls = ckpt_sub.add_parser("ls", parents=[common], help="list variables (name, dtype, shape)",
                              description="List a checkpoint's variables like tf.train.list_variables.")
-    ls.add_argument("path", metavar="PATH", help="checkpoint prefix, one of its files, or a directory with one checkpoint")
+    ls.add_argument("path", metavar="PATH",
+                    help="checkpoint prefix, one of its files, or a directory with one checkpoint")
     ls.add_argument("--json", action="store_true", help='print a JSON list of {"name", "dtype", "shape"}')
     ls.set_defaults(func=_ls)
-    ckpt.set_defaults(func=lambda args: ckpt.print_help() or 2)
+    def ckpt_help(args: argparse.Namespace) -> int:
+        ckpt.print_help()
+        return 2
+
+    ckpt.set_defaults(func=ckpt_help)
 
     from zoo.config import DTYPES, SCHEMES  # pure Python, no torch
 

@@ -12,7 +12,7 @@ from zoo.cli._common import emit_json, err_console, out_console, progress, regis
 from zoo.errors import IntegrityError, NotFoundError, UsageError
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     """Add this group's commands to the parser."""
     p = sub.add_parser("pull", parents=[common], help="download, verify and extract a checkpoint",
                        description="Download, verify and extract NAME; print its local directory (last line of "
@@ -53,7 +53,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                              help="remove leftovers, then least recently used entries down to a size")
     p.add_argument("--max-size", required=True, metavar="SIZE", help="target cache size, e.g. 20G, 500M, 0")
     p.set_defaults(func=_cache_prune)
-    cache_p.set_defaults(func=lambda args: (cache_p.print_help(sys.stderr), 2)[1])
+    def cache_help(args: argparse.Namespace) -> int:
+        cache_p.print_help(sys.stderr)
+        return 2
+
+    cache_p.set_defaults(func=cache_help)
 
 
 def _source_options(p: argparse.ArgumentParser) -> None:
@@ -133,7 +137,7 @@ def _cache_ls(args: argparse.Namespace) -> int:
     from zoo import cache
     from zoo._fs import human_size
 
-    rows = [{"kind": e.kind, "name": e.name, "source": e.detail, "size": e.size,
+    rows: list[dict[str, Any]] = [{"kind": e.kind, "name": e.name, "source": e.detail, "size": e.size,
              "last_used": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e.last_used)),
              "paths": [str(p) for p in e.paths]} for e in cache.entries()]
     if args.json:

@@ -10,12 +10,13 @@ from zoo.cli._common import emit_json, err_console, manifest_dirs, progress, reg
 from zoo.errors import UsageError
 
 if TYPE_CHECKING:
-    from zoo.hub.mirror import Mirrored
+    from zoo.hub.mirroring import Mirrored
 
 _EXPORT_EPILOG = """\
 examples:
   zoo export albert_base_zh ./albert_base_zh-hf       registry name: pulled, verified, converted, exported
-  zoo export ./converted ./out --format hf            a `zoo convert` output (or an upstream TF release dir)"""
+  zoo export ./converted ./out --format hf            a `zoo convert` output (or an upstream TF release dir)
+  zoo export ./pretrained ./out-tf --format tf         an upstream TF release: checkpoint, config JSON, vocab.txt"""
 
 _MIRROR_EPILOG = """\
 examples:
@@ -25,18 +26,26 @@ examples:
   zoo mirror --all --to /srv/hf-mirror --dry-run      list what would change"""
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     """Add this group's commands to the parser."""
     p = sub.add_parser("export", parents=[common],
-                       help="write a folder transformers loads (config, weights, tokenizer)",
+                       help="write a folder transformers loads, or an upstream TF release (--format tf)",
                        description="Export NAME_OR_PATH (a registry name, a `zoo convert` output or an upstream TF "
                                    "release directory) as a folder that transformers' Auto* classes load: "
                                    "config.json, model.safetensors, vocab.txt, tokenizer files and a README.md "
-                                   "model card. Prints the folder.",
+                                   "model card. With --format tf: what an upstream TensorFlow release holds "
+                                   "(checkpoint, bert_config.json/albert_config.json, vocab.txt), written without "
+                                   "TensorFlow. Prints the folder.",
                        epilog=_EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", metavar="NAME_OR_PATH")
     p.add_argument("out", metavar="DIR", help="output directory (new or empty)")
-    p.add_argument("--format", default="hf", choices=("hf",), help="output layout (default hf: transformers)")
+    p.add_argument("--format", default="hf", choices=("hf", "tf"),
+                   help="output layout: hf (default; transformers) or tf (an upstream TensorFlow release)")
+    from zoo.config import SCHEMES  # pure Python, no torch
+
+    p.add_argument("--scheme", choices=SCHEMES, help="--format tf: the upstream naming scheme (default: the one the "
+                                                     "model came from; only schemes of its architecture)")
+    p.add_argument("--global-step", type=int, metavar="N", help="--format tf: also write global_step = N")
     _source_options(p)
     p.set_defaults(func=_export)
 
@@ -64,19 +73,19 @@ def _source_options(p: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from zoo.hub.export import export
+    from zoo.hub.exporting import export
 
     registry_from_args(args)  # notes about user manifests that override built-ins
     with progress(args) as emit:
         exported = export(args.name, args.out, format=args.format, source=args.source, offline=args.offline,
-                          manifests=manifest_dirs(args), progress=emit)
+                          manifests=manifest_dirs(args), progress=emit, scheme=args.scheme,
+                          global_step=args.global_step)
     sys.stdout.write(f"{exported.path}\n")
     return 0
 
 
 def _mirror(args: argparse.Namespace) -> int:
-    from zoo.hub.mirror import mirror
-
+    from zoo.hub.mirroring import mirror
     from zoo.weights import target_of
 
     registry = registry_from_args(args)

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from zoo.loader import Loaded
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     model_opts = argparse.ArgumentParser(add_help=False)
     from zoo.config import DTYPES
 
@@ -63,6 +63,7 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
+    _refuse_untrained_mlm_head(args)
     loaded = _load(args)
     results = [{"text": text, "masks": loaded.fill_mask(text, top_k=args.top_k)} for text in args.texts]
     if args.json:
@@ -82,6 +83,22 @@ def _run(args: argparse.Namespace) -> int:
                 table.add_row(str(m) if rank == 1 else "", str(rank), item["token"], f"{item['score']:.4f}")
         console.print(table)
     return 0
+
+
+def _refuse_untrained_mlm_head(args: argparse.Namespace) -> None:
+    """A registry model whose MLM head its manifest records as untrained or absent is refused before anything is
+    downloaded (``Loaded.fill_mask`` refuses it too; a path is checked by nothing but its weights)."""
+    from zoo.errors import NotFoundError
+    from zoo.loader import check_fill_mask
+    from zoo.weights import looks_like_path
+
+    if looks_like_path(args.model):
+        return
+    try:
+        manifest = registry_from_args(args).get(args.model)
+    except NotFoundError:
+        return  # loading says so, with its hints
+    check_fill_mask(manifest, warn=False)
 
 
 def _embed(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from zoo.registry import Manifest
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "list", parents=[common], help="list registered checkpoints",
         description="List registered checkpoints: a table on a terminal, plain columns when piped, JSON with --json.",
@@ -59,6 +59,7 @@ def _row(manifest: Manifest) -> dict[str, Any]:
         "cached": cached is not None,
         "description": manifest.description,
         "builtin": manifest.builtin,
+        "heads": manifest.heads.to_dict(),
     }
 
 
@@ -117,6 +118,9 @@ def _info(args: argparse.Namespace) -> int:
         console.print(f"homepage: {manifest.homepage}")
     if manifest.citation:
         console.print(f"citation: {manifest.citation}")
+    console.print(f"heads:    {_heads_line(manifest)}")
+    if manifest.heads.note:
+        console.print(f"          {manifest.heads.note}", markup=False, highlight=False)
     console.print(f"cached:   {'yes' if data['cached'] else 'no'}")
     console.print(f"manifest: {manifest.path}{'' if manifest.builtin else ' (user)'}")
     table = Table(title="config", box=None, show_header=False, title_justify="left")
@@ -134,6 +138,18 @@ def _info(args: argparse.Namespace) -> int:
             console.print(f"  file {rel}: sha256 {pin['sha256'] or '?'}"
                           + (f", size {pin['size']:,} bytes" if pin["size"] is not None else ""))
     return 0
+
+
+def _heads_line(manifest: Manifest) -> str:
+    """``mlm untrained (fill-mask refused), seq_relationship untrained, pooler untrained`` for ``zoo info``."""
+    heads = manifest.heads
+    parts = []
+    for head in ("mlm", "seq_relationship", "pooler"):
+        text = f"{head} {heads.describe(head)}"
+        if head == "mlm" and heads.unusable("mlm"):
+            text += " (fill-mask refused)"
+        parts.append(text)
+    return ", ".join(parts)
 
 
 def _source_dict(source: Any) -> dict[str, Any]:

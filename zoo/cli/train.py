@@ -21,7 +21,7 @@ examples:
 docs/pretraining.md describes the corpus format, the objectives and every option."""
 
 
-def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     """Add ``pretrain`` to the parser."""
     from zoo.config import DTYPES
 

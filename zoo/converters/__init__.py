@@ -2,13 +2,16 @@
 convert — finding, downloading and caching are :mod:`zoo.weights`' and :mod:`zoo.resolver`'s business.
 
 - :mod:`~zoo.converters.tf`: TensorFlow checkpoints of the three upstream naming schemes (no TensorFlow needed)
+- :mod:`~zoo.converters.tf_export`: the other direction — a zoo model as an upstream TF release (``zoo export
+  --format tf``)
 - :mod:`~zoo.converters.transformers`: transformers-named ALBERT/BERT weights (``hf:`` sources)
 - :mod:`~zoo.converters.hf_names`: canonical ↔ transformers names and configs (used by export too)
 
     import zoo.converters
     zoo.converters.convert("albert_base_zh/", "out/")   # model.safetensors, config.json, vocab.txt, receipt.json
 
-Importing this package does not import torch; converting does.
+Importing this package does not import torch, and neither does converting a TF checkpoint (numpy views);
+transformers weights and transformers-layout exports do.
 """
 
 from zoo.converters.layout import CONVERTER_VERSION

@@ -8,7 +8,7 @@ Shapes = dict[str, tuple[int, ...]]
 
 
 def _linear(name: str, n_out: int, n_in: int, bias: bool = True) -> Shapes:
-    shapes = {f"{name}.weight": (n_out, n_in)}
+    shapes: Shapes = {f"{name}.weight": (n_out, n_in)}
     if bias:
         shapes[f"{name}.bias"] = (n_out,)
     return shapes

@@ -17,6 +17,7 @@ Tensors are torch tensors; this module imports torch lazily, inside the function
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +26,8 @@ from zoo.errors import CheckpointError, UnsupportedError
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger("zoo.converters")
 
 #: The transformers classes zoo reads and writes, by zoo's ``heads`` value: ``*ForPreTraining``,
 #: ``*ForMaskedLM`` and the bare ``*Model`` (``None``).
@@ -214,7 +217,31 @@ def from_transformers(state_dict: Mapping[str, torch.Tensor], config: ModelConfi
                 "this ALBERT has embedding_size == hidden_size and a trained embedding_hidden_mapping_in; "
                 "Google's architecture (and zoo's) has no mapping there",
                 hint="such a model cannot be represented exactly; load it with transformers instead")
-    return {ours: state_dict[theirs] for ours, theirs in names.items()}
+    out = {ours: state_dict[theirs] for ours, theirs in names.items()}
+    tied = _tied_names(config, head)
+    if tied is not None and not _decoder_is_tied(state_dict, names, tied):
+        # zoo's MLM head (like BERT's and ALBERT's TF code) has no decoder of its own: it is the word embeddings.
+        # A checkpoint whose decoder differs (trained untied) cannot be represented, so its MLM head is left out
+        # rather than silently replaced by a different one; the encoder is unaffected.
+        log.warning("the checkpoint's MLM decoder (%s) is not tied to the word embeddings, as zoo's %s MLM head "
+                    "is: the MLM head is left out (fill-mask is unavailable; the encoder is unaffected)",
+                    tied[0], config.architecture)
+        out = {name: t for name, t in out.items() if not name.startswith("mlm.")}
+    return out
+
+
+def _decoder_is_tied(state_dict: Mapping[str, torch.Tensor], names: Mapping[str, str], tied: tuple[str, str]) -> bool:
+    """Whether the checkpoint's decoder weight and bias, where it stores them, equal the word embeddings and the
+    MLM bias (transformers saves tied tensors under both names; an untied decoder would differ)."""
+    import torch
+
+    pairs = ((tied[0], names["embeddings.word.weight"]), (tied[1], names["mlm.bias"]))
+    for decoder, shared in pairs:
+        if decoder in state_dict:
+            a, b = state_dict[decoder], state_dict[shared]
+            if a.shape != b.shape or not torch.equal(a, b.to(a.dtype)):
+                return False
+    return True
 
 
 def transformers_config(config: ModelConfig, head: str | None = "pretraining") -> dict[str, Any]:

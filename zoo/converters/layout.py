@@ -72,6 +72,10 @@ class Staged:
         sha, size = sha256_file(path)
         self.outputs[name] = {"path": name, "role": role, "size": size, "sha256": sha}
 
+    def record(self, name: str, role: str, sha256: str, size: int) -> None:
+        """Record a file written through :meth:`raw_file` whose bytes the writer hashed as it wrote them."""
+        self.outputs[name] = {"path": name, "role": role, "size": size, "sha256": sha256}
+
     def raw_file(self, name: str) -> IO[bytes]:
         """A plain file handle for writers that need to seek (call :meth:`adopt` after closing it)."""
         fd = os.open(self.path / name, os.O_RDWR | os.O_CREAT | os.O_EXCL, file_mode())
@@ -180,16 +184,20 @@ def check_outputs(directory: Path) -> str | None:
 
 # ------------------------------------------------------------------------------------ cached conversions
 def convert_once(target: Path, make: Callable[[Path], object], *, origin: str, source: str,
-                 on_wait: Callable[[str], None] | None = None) -> Path:
+                 on_wait: Callable[[str], None] | None = None,
+                 hold: Callable[[], contextlib.AbstractContextManager[object]] | None = None) -> Path:
     """The conversion at ``target`` in the cache, made by ``make(out)`` once.
 
     A complete conversion whose files still match their stamps is reused without hashing. One that is damaged
     or incomplete is rebuilt, with a warning. ``make`` writes a directory at ``out`` through
-    :func:`staged_output`; concurrent callers wait on the lock and reuse the result.
+    :func:`staged_output`; concurrent callers wait on the lock and reuse the result. ``hold``, when given, is
+    entered (before the conversion's own lock) for as long as a conversion is made: the caller locks what
+    ``make`` reads, such as the cached snapshot, so ``zoo cache prune`` leaves it alone meanwhile.
     """
     if _usable(target):
         return target
-    with cache.lock(cache.conversion_lock(target), on_wait=on_wait):
+    with hold() if hold is not None else contextlib.nullcontext(), \
+            cache.lock(cache.conversion_lock(target), on_wait=on_wait):
         if _usable(target):  # another process made it while we waited
             return target
         if target.exists():
@@ -298,6 +306,23 @@ def missing_file(directory: Path, name: str) -> NotFoundError:
                          hint=f"a converted directory holds {WEIGHTS}, {CONFIG}, {VOCAB} and {RECEIPT}")
 
 
-__all__ = ["CONFIG", "CONVERTER_VERSION", "RECEIPT", "RECEIPT_VERSION", "Staged", "VOCAB", "WEIGHTS",
-           "check_outputs", "convert_once", "is_converted_dir", "output_records", "read_config", "read_json",
-           "read_receipt", "rebuild_if_damaged", "staged_into", "staged_output", "tokenizer_options"]
+__all__ = [
+    "CONFIG",
+    "CONVERTER_VERSION",
+    "RECEIPT",
+    "RECEIPT_VERSION",
+    "VOCAB",
+    "WEIGHTS",
+    "Staged",
+    "check_outputs",
+    "convert_once",
+    "is_converted_dir",
+    "output_records",
+    "read_config",
+    "read_json",
+    "read_receipt",
+    "rebuild_if_damaged",
+    "staged_into",
+    "staged_output",
+    "tokenizer_options",
+]

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 #: torch dtype name → safetensors dtype tag
 DTYPE_TAGS = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int32": "I32",
               "int64": "I64"}
-_ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int32": 4, "int64": 8}
+ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int32": 4, "int64": 8}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Spec:
 
     @property
     def nbytes(self) -> int:
-        return math.prod(self.shape) * _ITEMSIZE[self.dtype]
+        return math.prod(self.shape) * ITEMSIZE[self.dtype]
 
 
 def header(specs: Iterable[Spec], metadata: Mapping[str, str]) -> bytes:
@@ -67,4 +67,4 @@ def write_tensor(fh: BinaryIO | Any, spec: Spec, tensor: torch.Tensor) -> None:
     if spec.nbytes == 0:
         return
     flat = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8)
-    fh.write(memoryview(flat.numpy()))
+    fh.write(flat.numpy().data)

@@ -99,25 +99,34 @@ def _listing(items: list[str], limit: int = 20) -> str:
     return f"\n  {shown}{more}"
 
 
+def name_map(scheme: str, config: ModelConfig, heads: Iterable[str] = ()) -> dict[str, str]:
+    """``{TF variable name: canonical name}`` of the ``scheme``'s checkpoint for ``config``: the encoder and the
+    given pretraining ``heads`` (``mlm``, ``seq_relationship``). The converter reads through it, the TF exporter
+    (:mod:`zoo.converters.tf_export`) writes through its inverse."""
+    names: dict[str, str] = _MODULES[check_scheme(scheme)].encoder_names(config)
+    for head in heads:
+        names.update(HEAD_NAME_MAPS[head])
+    return names
+
+
 def plan(scheme: str, config: ModelConfig, shapes: Mapping[str, tuple[int, ...]]) -> Plan:
     """Map a checkpoint's variables (name → stored shape) onto canonical parameters for ``config``.
 
     Raises :class:`CheckpointError` naming every unmapped variable, missing parameter or wrong shape.
     """
-    module = _MODULES[check_scheme(scheme)]
+    check_scheme(scheme)
     if SCHEME_ARCHITECTURE[scheme] != config.architecture:
         raise CheckpointError(f"scheme {scheme} writes architecture {SCHEME_ARCHITECTURE[scheme]!r}, "
                               f"but the config says {config.architecture!r}")
-    names: dict[str, str] = module.encoder_names(config)
-    canonical = encoder_shapes(config)
     heads = {head: any(n in shapes for n in HEAD_NAME_MAPS[head]) for head in HEAD_NAME_MAPS}
+    names = name_map(scheme, config, [head for head, present in heads.items() if present])
+    canonical = encoder_shapes(config)
     for head, present in heads.items():
         if present:
-            names.update(HEAD_NAME_MAPS[head])
             canonical.update(head_shapes(config)[head])
     assert set(names.values()) == set(canonical), "name map and canonical shapes disagree"
 
-    skipped = Counter()
+    skipped: Counter[str] = Counter()
     skipped_names = []
     unmapped = []
     for name in shapes:

@@ -1,33 +1,39 @@
 """The TF converter: an upstream TF release (or a bare checkpoint prefix) → zoo's converted directory.
 
-Reads the checkpoint with zoo's TensorBundle reader (no TensorFlow), maps names through the scheme's plan
-(:mod:`zoo.converters.schemes`), streams every tensor into ``model.safetensors`` (hashed while written) and writes
-``config.json``, the normalized ``vocab.txt`` and a receipt through :mod:`zoo.converters.layout`. The input files
-are hashed on the second core while the conversion runs.
+Reads the checkpoint with zoo's TensorBundle reader (no TensorFlow, no torch: numpy views of the bytes), maps
+names through the scheme's plan (:mod:`zoo.converters.schemes`), streams every tensor into ``model.safetensors``
+and writes ``config.json``, the normalized ``vocab.txt`` and a receipt through :mod:`zoo.converters.layout`.
+Each file is read once and written once: the input shards are sha256-hashed in the same pass that checks the
+tensors' CRC32C (or not at all when their verified digests are passed in), the output is hashed while it is
+written, and reading, transposing, writing and hashing run on their own threads (see :func:`_write_weights`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
+import functools
+import hashlib
 import json
 import logging
 import os
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
 
 from zoo._fs import sha256_file
 from zoo.config import SCHEME_ARCHITECTURE, ModelConfig, normalize_dtype
+from zoo.converters.arrays import cast, transposed_bands, view
 from zoo.converters.layout import CONFIG, CONVERTER_VERSION, VOCAB, WEIGHTS, Staged, staged_output
-from zoo.converters.safetensors_out import Spec, header, write_tensor
+from zoo.converters.safetensors_out import ITEMSIZE, Spec, header
 from zoo.converters.schemes import Plan, check_scheme, detect_scheme, plan
 from zoo.converters.vocab import Vocab, looks_cased, read_vocab
 from zoo.errors import CheckpointError, NotFoundError, UsageError
 from zoo.progress import ProgressCallback, ProgressEvent
-from zoo.tf.bundle import TensorBundle, Variable, find_prefix
-
-if TYPE_CHECKING:
-    import torch
+from zoo.tf.bundle import FileDigest, ShardReader, TensorBundle, find_prefix
 
 log = logging.getLogger("zoo.converters")
 
@@ -102,52 +108,175 @@ def _check_config(config: ModelConfig, origin: str) -> None:
         raise CheckpointError(f"{origin}: inconsistent config:\n  {lines}")
 
 
-def _transpose(x: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
-    """``x.t().contiguous()`` written into a reused buffer (no fresh allocation and page faults per kernel)."""
-    rows, cols = x.shape
-    return scratch[: x.numel() * x.element_size()].view(x.dtype).view(cols, rows).copy_(x.t())
+_READ_CHUNK = 8 << 20  # bytes per read of the input shards
+_BAND_BYTES = 8 << 20  # a transposed kernel is written in row bands of about this size
+_BANDS = 3  # band buffers in flight (one being filled, the others queued for the output threads)
+_AHEAD = 640 << 20  # tensor bytes the reader may have started beyond what is written (one tensor always)
 
 
-def _hash_inputs(bundle: TensorBundle, release: Release) -> list[dict[str, Any]]:
+class _Output:
+    """The weights file, written and sha256-hashed on two threads of their own, in order.
+
+    :meth:`put` queues a buffer for both (blocking when ``depth`` are waiting); ``release`` (if given) runs once
+    both are done with it, so its memory can be reused. An error in either thread (a full disk) is raised by the
+    next :meth:`put` or by :meth:`finish`, which returns the file's sha256 and size."""
+
+    def __init__(self, fh: Any, depth: int = 4) -> None:
+        self.fh = fh
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.error: BaseException | None = None
+        self.lock = threading.Lock()
+        self.queues: list[queue.Queue[list[Any] | None]] = [queue.Queue(depth), queue.Queue(depth)]
+        self.threads = [threading.Thread(target=self._run, args=(q, fn), name=f"zoo-{what}", daemon=True)
+                        for q, fn, what in zip(self.queues, (self._write, self.sha.update), ("writer", "hasher"))]
+        for thread in self.threads:
+            thread.start()
+
+    def _write(self, data: Any) -> None:
+        self.fh.write(data)
+
+    def put(self, data: Any, release: Callable[[], None] | None = None) -> None:
+        if self.error is not None:
+            raise self.error
+        if isinstance(data, np.ndarray):
+            data = data.reshape(-1).view(np.uint8).data
+        self.size += len(data)
+        item = [data, release, len(self.queues)]  # buffer, release, users left
+        for q in self.queues:
+            q.put(item)
+
+    def _run(self, q: queue.Queue[list[Any] | None], fn: Callable[[Any], Any]) -> None:
+        while (item := q.get()) is not None:
+            try:
+                if self.error is None and len(item[0]):
+                    fn(item[0])
+            except BaseException as exc:  # kept for the producer; keep draining so it never blocks
+                self.error = exc
+            finally:
+                with self.lock:
+                    item[2] -= 1
+                    last = item[2] == 0
+                if last and item[1] is not None:
+                    item[1]()
+
+    def _stop(self) -> None:
+        for q in self.queues:
+            q.put(None)
+        for thread in self.threads:
+            thread.join()
+
+    def finish(self) -> tuple[str, int]:
+        self._stop()
+        if self.error is not None:
+            raise self.error
+        return self.sha.hexdigest(), self.size
+
+    def abort(self) -> None:
+        self._stop()
+
+
+def _write_weights(staged: Staged, bundle: TensorBundle, the_plan: Plan, dtype: str | None,
+                   metadata: dict[str, str], emit: ProgressCallback, label: str,
+                   hash_data: bool) -> tuple[int, list[FileDigest]]:
+    """Stream every planned tensor into the weights file; returns the parameter count and, with ``hash_data``,
+    the data shards' sha256 (computed while they were read).
+
+    Four threads share the work: a :class:`~zoo.tf.bundle.ShardReader` goes through the memory-mapped shards
+    front to back, hashing them and checking each tensor's CRC32C; this thread transposes kernels (tiled, from the
+    mapping straight into three recycled band buffers) and casts — a kernel as soon as the reader reaches it,
+    while the reader hashes it; :class:`_Output`'s two threads write the output and hash it. Untransposed tensors
+    go from the mapping to the output without a copy. A tensor's mapped pages are dropped once it is written, and
+    the reader keeps at most :data:`_AHEAD` bytes of tensors in flight, so memory stays below the output's size.
+    No torch: numpy views."""
+    by_name = {t.tf_name: t for t in the_plan.targets}
+    flipped = {name for name, t in by_name.items() if t.transpose}
+    reader = ShardReader(bundle, by_name, whole=flipped, sha256=hash_data, chunk=_READ_CHUNK, ahead=_AHEAD)
+    specs = [Spec(by_name[v.name].name, dtype or v.dtype, by_name[v.name].shape) for v in reader.order]
+    row_bytes = max((v.shape[0] * 8 for v in reader.order if v.name in flipped), default=0)
+    free: queue.Queue[np.ndarray] = queue.Queue()
+    for _ in range(_BANDS if flipped else 0):
+        free.put(np.empty(_BAND_BYTES + row_bytes, dtype=np.uint8))
+    taken: list[np.ndarray] = []
+
+    def buffers(of: np.dtype[Any]) -> Iterator[np.ndarray]:
+        while True:
+            raw = free.get()
+            taken.append(raw)
+            yield raw.view(of)
+
+    params, done, total = 0, 0, sum(spec.nbytes for spec in specs)
+    with staged.raw_file(WEIGHTS) as fh:
+        writer = _Output(fh)
+        try:
+            writer.put(header(specs, metadata))
+            received = 0
+            with reader:
+                for var, chunk in reader:
+                    out_dtype = dtype or var.dtype
+                    if var.name in flipped:
+                        x = view(chunk, var.dtype, var.shape)
+                        for band in transposed_bands(x, buffers(x.dtype), _BAND_BYTES):
+                            raw = taken.pop()
+                            if out_dtype == var.dtype:
+                                writer.put(band, functools.partial(free.put, raw))
+                            else:
+                                converted = cast(band, var.dtype, out_dtype)
+                                free.put(raw)
+                                writer.put(converted)
+                        del x, chunk
+                        reader.release(var)
+                    else:
+                        received += len(chunk)
+                        last = received == var.size
+                        if out_dtype == var.dtype:
+                            writer.put(chunk, functools.partial(reader.release, var) if last else None)
+                        else:
+                            writer.put(cast(view(chunk, var.dtype, (len(chunk) // ITEMSIZE[var.dtype],)),
+                                            var.dtype, out_dtype))
+                            if last:
+                                reader.release(var)
+                        del chunk
+                        if not last:
+                            continue
+                        received = 0
+                    params += var.numel
+                    done += var.numel * ITEMSIZE[out_dtype]
+                    emit(ProgressEvent("convert", label, done=done, total=total))
+                sha, size = writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
+    staged.record(WEIGHTS, "weights", sha, size)
+    return params, reader.digests
+
+
+def _hash_inputs(bundle: TensorBundle, release: Release, digests: list[FileDigest],
+                 known: Mapping[Path, str]) -> list[dict[str, Any]]:
+    """Receipt records of every input file: sha256 computed while reading (data shards), looked up in ``known``
+    (a verified snapshot's record), or hashed now (the small files)."""
+    data = {d.path: d for d in digests}
     files = [(bundle.index_path, "checkpoint-index")] + [(p, "checkpoint-data") for p in bundle.data_files]
     if release.config_file is not None:
         files.append((release.config_file, "config"))
     files.append((release.vocab_file, "vocab"))
     records = []
     for path, role in files:
-        sha, size = sha256_file(path)
-        records.append({"path": path.name, "role": role, "size": size, "sha256": sha})
+        record: dict[str, Any] = {"path": path.name, "role": role}
+        sha = known.get(_key(path))
+        if sha is not None:
+            record.update(size=path.stat().st_size, sha256=sha, hashed="verified snapshot")
+        elif path in data:
+            record.update(size=data[path].size, sha256=data[path].sha256)
+        else:
+            sha, size = sha256_file(path)
+            record.update(size=size, sha256=sha)
+        records.append(record)
     return records
 
 
-def _write_weights(staged: Staged, bundle: TensorBundle, the_plan: Plan, dtype: str | None,
-                   metadata: dict[str, str], emit: ProgressCallback, label: str) -> int:
-    """Stream every planned tensor into the weights file (hashed as written); returns the parameter count."""
-    import torch
-
-    targets = sorted(the_plan.targets, key=lambda t: (bundle.variables[t.tf_name].shard,
-                                                      bundle.variables[t.tf_name].offset))
-    variables: dict[str, Variable] = {t.tf_name: bundle.variables[t.tf_name] for t in targets}
-    specs = [Spec(t.name, dtype or variables[t.tf_name].dtype, t.shape) for t in targets]
-    scratch_size = max((variables[t.tf_name].size for t in targets if t.transpose), default=0)
-    scratch = torch.empty(scratch_size, dtype=torch.uint8)
-    params, done, total = 0, 0, sum(spec.nbytes for spec in specs)
-    with staged.open(WEIGHTS, "weights") as fh:
-        fh.write(header(specs, metadata))
-        for target, spec in zip(targets, specs):
-            var = variables[target.tf_name]
-            x = bundle.read(var)
-            if target.transpose:
-                x = _transpose(x, scratch)
-            if dtype and spec.dtype != var.dtype:
-                x = x.to(getattr(torch, dtype))
-            write_tensor(fh, spec, x)
-            params += x.numel()
-            done += spec.nbytes
-            emit(ProgressEvent("convert", label, done=done, total=total))
-            del x
-            bundle.evict(var)
-    return params
+def _key(path: Path) -> Path:
+    return Path(os.path.abspath(path))
 
 
 def convert(src: str | os.PathLike[str], out: str | os.PathLike[str], *, scheme: str = "auto",
@@ -164,14 +293,20 @@ def convert(src: str | os.PathLike[str], out: str | os.PathLike[str], *, scheme:
     as stored. ``progress`` receives ``convert`` events (bytes written).
     """
     given = config if isinstance(config, ModelConfig) else None
-    release = find_release(src, config=None if given else config, vocab=vocab, need_config=given is None)
+    config_file = None if isinstance(config, ModelConfig) else config
+    release = find_release(src, config=config_file, vocab=vocab, need_config=given is None)
     return convert_release(release, Path(out), scheme=scheme, config=given, dtype=dtype, progress=progress)
 
 
 def convert_release(release: Release, out: Path, *, scheme: str = "auto", config: ModelConfig | None = None,
                     dtype: str | None = None, source_sha256: str | None = None,
-                    progress: ProgressCallback | None = None, label: str | None = None) -> Path:
-    """Convert the files of ``release`` into ``out``; ``config`` (if given) replaces its config file."""
+                    progress: ProgressCallback | None = None, label: str | None = None,
+                    known_sha256: Mapping[str | os.PathLike[str], str] | None = None) -> Path:
+    """Convert the files of ``release`` into ``out``; ``config`` (if given) replaces its config file.
+
+    ``known_sha256`` maps input files (absolute paths) to sha256 digests already verified — a cache snapshot's
+    marker — so the receipt records them without hashing the files again (their CRC32Cs are still checked)."""
+    known = {_key(Path(p)): sha for p, sha in (known_sha256 or {}).items()}
     dtype = normalize_dtype(dtype) if dtype is not None else None
     emit = progress or (lambda event: None)
     label = label or release.prefix.parent.name or release.prefix.name
@@ -206,13 +341,13 @@ def convert_release(release: Release, out: Path, *, scheme: str = "auto", config
                     "zoo.converter_version": str(CONVERTER_VERSION)}
         if source_sha256:
             metadata["zoo.source_sha256"] = source_sha256
-        with staged_output(out, kind="conversion") as staged, \
-                concurrent.futures.ThreadPoolExecutor(1) as pool:  # hash the inputs while converting
-            inputs = pool.submit(_hash_inputs, bundle, release)
-            params = _write_weights(staged, bundle, the_plan, dtype, metadata, emit, label)
+        hash_data = any(_key(p) not in known for p in bundle.data_files)
+        with staged_output(out, kind="conversion") as staged:
+            params, digests = _write_weights(staged, bundle, the_plan, dtype, metadata, emit, label, hash_data)
             staged.write_json(CONFIG, model_config.to_dict(), "config")
             staged.write_text(VOCAB, vocab_data.text(), "vocab")
-            staged.receipt.update(_receipt(scheme, model_config, the_plan, inputs.result(), params, dtype,
+            inputs = _hash_inputs(bundle, release, digests, known)
+            staged.receipt.update(_receipt(scheme, model_config, the_plan, inputs, params, dtype,
                                            vocab_data, source_sha256))
     finally:
         bundle.close()

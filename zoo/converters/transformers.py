@@ -8,6 +8,7 @@ with code execution) and written, like a converted TF checkpoint, as ``model.saf
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,10 +40,18 @@ def read_state(path: Path, fmt: str) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         # weights_only: tensors and plain containers only; anything else (code) is refused, never run
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+    except pickle.UnpicklingError as exc:
+        # torch's own text goes on to explain how to load the file anyway (weights_only=False, allow-listing
+        # globals): advice that runs whatever code the file holds, so none of it is repeated here
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f" (it references {found.group(1)})" if found else ""
+        raise CheckpointError(f"{path}: not a readable {fmt} checkpoint: it holds objects other than tensors{what}, "
+                              "which zoo does not unpickle",
+                              hint="zoo refuses such files on purpose (unpickling can run code); use a source that "
+                                   "publishes safetensors or a plain tensor state dict") from None
+    except (SafetensorError, RuntimeError, EOFError, OSError) as exc:
         raise CheckpointError(f"{path}: not a readable {fmt} checkpoint: {first_line(exc)}",
-                              hint="a pytorch_model.bin holding anything but tensors is refused on purpose"
-                              if fmt == "pytorch" else "the file is damaged or truncated") from None
+                              hint="the file is damaged or truncated") from None
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -67,10 +76,11 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def check_shapes(state: Mapping[str, torch.Tensor], config: ModelConfig, origin: str) -> None:
-    """Every encoder tensor present with the shape ``config`` implies; heads may be absent, nothing extra."""
+    """Every encoder tensor present with the shape ``config`` implies; heads may be absent, and so may the pooler
+    (transformers' ``*ForMaskedLM`` save none; the loader then initialises it fresh, with a warning); nothing extra."""
     expected = expected_shapes(config)
-    heads = ("mlm.", "seq_relationship.")
-    missing = sorted(k for k in expected if k not in state and not k.startswith(heads))  # heads are optional
+    optional = ("mlm.", "seq_relationship.", "pooler.")
+    missing = sorted(k for k in expected if k not in state and not k.startswith(optional))
     unexpected = sorted(k for k in state if k not in expected)
     wrong = [f"{k} {list(state[k].shape)} (config implies {list(shape)})"
              for k, shape in expected.items() if k in state and tuple(state[k].shape) != shape]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zoo.fetch.base import DATA, Download, FetchOptions, Fetched
+from zoo.fetch.base import DATA, Download, Fetched, FetchOptions
 from zoo.progress import ProgressCallback, ProgressEvent
 
 if TYPE_CHECKING:

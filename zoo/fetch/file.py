@@ -35,11 +35,14 @@ def download(url: str, workdir: Path, *, options: FetchOptions | None = None,
     except OSError as exc:
         raise NetworkError(f"{url}: cannot read {src}: {exc.strerror or exc}",
                            hint="is the share mounted? try another source (--source N)") from exc
+    st = os.fstat(fd_in)  # of what was opened: no swap between the check and the copy
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd_in)
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "a fifo" if stat.S_ISFIFO(st.st_mode) else \
+            "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a special file"
+        raise UnsupportedError(f"{url}: {src} is not a regular file ({what})",
+                               hint="a file:// source must name the downloaded archive or checkpoint file")
     with os.fdopen(fd_in, "rb", buffering=0) as fin:
-        st = os.fstat(fin.fileno())  # of what was opened: no swap between the check and the copy
-        if not stat.S_ISREG(st.st_mode):
-            raise UnsupportedError(f"{url}: {src} is not a regular file (a device, fifo or directory)",
-                                   hint="a file:// source must name the downloaded archive or checkpoint file")
         os.set_blocking(fin.fileno(), True)
         size = st.st_size
         if expected_size is not None and size != expected_size:

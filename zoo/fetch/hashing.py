@@ -81,7 +81,7 @@ class OrderedHasher:
                     self._read_back(*item)
                 else:
                     self._sha.update(item)
-            except BaseException as exc:  # noqa: BLE001 - reported by hexdigest()
+            except BaseException as exc:
                 self._error = exc
 
     def _read_back(self, start: int, end: int) -> None:

@@ -17,13 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 from zoo._fs import sha256_file
 from zoo.errors import NetworkError, first_line
-from zoo.fetch.base import FetchOptions, Fetched
+from zoo.fetch.base import Fetched, FetchOptions
+from zoo.fetch.probe import UNREACHABLE_HINT, check_reachable
 from zoo.progress import ProgressCallback, ProgressEvent
 
 if TYPE_CHECKING:
     from zoo.registry.schema import Source
 
 log = logging.getLogger("zoo.fetch.hf")
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
 def wanted_files(source: Source) -> list[str]:
@@ -50,6 +53,11 @@ def fetch(source: Source, workdir: Path, *, options: FetchOptions | None = None,
                     "reproducible (pin the commit in the manifest)", repo, source.revision or "main")
     emit = progress or (lambda event: None)
     endpoint = os.environ.get("HF_ENDPOINT") or None  # at call time: huggingface_hub reads it only on import
+    try:  # fail in a moment, naming the host, where huggingface_hub would retry for half a minute
+        check_reachable(endpoint or DEFAULT_ENDPOINT, timeout=(options or FetchOptions()).connect_timeout,
+                        what=f"HF_ENDPOINT={endpoint}" if endpoint else "the Hugging Face Hub", hint=UNREACHABLE_HINT)
+    except NetworkError as exc:
+        raise NetworkError(f"{source.label}: {exc.message}", hint=exc.hint) from None
     workdir.mkdir(parents=True, exist_ok=True)
     got: dict[str, tuple[str, int]] = {}
     fetched = 0
@@ -58,10 +66,8 @@ def fetch(source: Source, workdir: Path, *, options: FetchOptions | None = None,
             path = Path(hf_hub_download(repo, rel, revision=source.revision, endpoint=endpoint,
                                         local_dir=workdir, tqdm_class=_forwarding_tqdm(emit, source.label, rel)))
         except LocalEntryNotFoundError as exc:  # a subclass of EntryNotFoundError: catch it first
-            raise NetworkError(f"{source.label}: cannot reach {endpoint or 'the Hub'} for {rel}: "
-                               f"{first_line(exc)}",
-                               hint="check the network, HF_ENDPOINT and proxy settings; to use only what is "
-                                    "cached set ZOO_OFFLINE=1 (--offline)") from None
+            raise NetworkError(f"{source.label}: cannot reach {endpoint or DEFAULT_ENDPOINT} for {rel}: "
+                               f"{first_line(exc)}", hint=UNREACHABLE_HINT) from None
         except EntryNotFoundError:
             raise NetworkError(f"{source.label}: the repo has no file {rel!r}",
                                hint="check the manifest's files/checkpoint/vocab and revision") from None
@@ -90,7 +96,7 @@ def _forwarding_tqdm(emit: ProgressCallback, label: str, rel: str) -> type:
     """A silent tqdm class that reports huggingface_hub's byte counts as zoo progress events."""
     from tqdm.auto import tqdm
 
-    class Forwarding(tqdm):  # type: ignore[misc, valid-type]
+    class Forwarding(tqdm):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)

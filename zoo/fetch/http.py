@@ -40,6 +40,7 @@ from zoo._version import __version__
 from zoo.errors import DiskSpaceError, IntegrityError, NetworkError
 from zoo.fetch.base import Download, FetchOptions
 from zoo.fetch.hashing import OrderedHasher
+from zoo.fetch.probe import UNREACHABLE_HINT, why_unreachable
 from zoo.progress import ProgressCallback, ProgressEvent
 
 log = logging.getLogger("zoo.fetch")
@@ -55,12 +56,13 @@ class _Retry(Exception):
     against ``max_attempts`` even though some bytes arrived (a connection too slow to ever finish)."""
 
     def __init__(self, reason: str, retry_after: float | None = None, *, counts: bool = False,
-                 closed_at: int | None = None) -> None:
+                 closed_at: int | None = None, early_close: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
         self.counts = counts
         self.closed_at = closed_at  # where a clean close ended the body early
+        self.early_close = early_close  # the body ended cleanly before its Content-Length
 
 
 class _UpstreamChanged(Exception):
@@ -115,9 +117,9 @@ def download(url: str, workdir: Path, *, options: FetchOptions | None = None,
     downloader = _Downloader(url, Path(workdir), options or FetchOptions(), progress, label, expected_size)
     try:
         return downloader.run()
-    except DiskSpaceError:
-        if not downloader._resumable():
-            downloader._discard()  # cannot resume: give the space back
+    except BaseException:
+        if downloader.started and not downloader._resumable():
+            downloader._discard()  # bytes no later run can resume from: give the space back
         raise
 
 
@@ -137,6 +139,8 @@ class _Downloader:
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._local = threading.local()
+        #: bytes of this run may be on disk (a failure before that leaves an earlier run's state alone)
+        self.started = False
 
     # ------------------------------------------------------------------------------------------- driver
     def run(self) -> Download:
@@ -169,6 +173,7 @@ class _Downloader:
 
     def _attempt(self, remote: _Remote, *, resume: bool) -> Download:
         self.remote = remote
+        self.started = True
         parts = self._load_parts(remote) if resume else None
         if parts is None:
             self._discard()
@@ -211,6 +216,7 @@ class _Downloader:
 
     def _transfer(self, remote: _Remote, parts: list[_Part]) -> None:
         self.remote, self.parts = remote, parts
+        self._save(remote, parts)  # from the start: a full disk later can overwrite it in place
         self._stop.clear()
         self._error = None
         self._pending = collections.deque(p for p in parts if not p.complete)
@@ -286,7 +292,7 @@ class _Downloader:
                 else:
                     self._fail(exc)
                 return
-            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            except BaseException as exc:
                 self._fail(exc)
                 return
 
@@ -315,7 +321,7 @@ class _Downloader:
 
     def _backoff(self, failures: int, retry_after: float | None) -> float:
         opts = self.options
-        delay = min(opts.backoff_max, opts.backoff_base * 2 ** max(0, failures - 1)) * random.uniform(0.5, 1.0)
+        delay: float = min(opts.backoff_max, opts.backoff_base * 2 ** max(0, failures - 1)) * random.uniform(0.5, 1.0)
         if retry_after is not None:
             delay = max(delay, min(retry_after, opts.retry_after_max))
         return delay
@@ -340,16 +346,21 @@ class _Downloader:
         with _request(self._session(), "GET", remote.url, headers, opts, stream=True) as resp:
             if ranged:
                 self._check_ranged(resp, part)
-            for chunk in resp.iter_content(opts.chunk_size, opts):
-                if self._stop.is_set():
-                    return False
-                if part.end is not None and part.offset + len(chunk) > part.end:
-                    raise _Retry(f"server sent more than the {part.end - part.start} bytes asked for")
-                _pwrite_all(self.fd, chunk, part.offset)
-                self.hasher.wrote(part.offset, chunk)
-                part.done += len(chunk)
-                with self._fetched_lock:
-                    self.fetched += len(chunk)
+            try:
+                for chunk in resp.iter_content(opts.chunk_size, opts):
+                    if self._stop.is_set():
+                        return False
+                    if part.end is not None and part.offset + len(chunk) > part.end:
+                        raise _Retry(f"server sent more than the {part.end - part.start} bytes asked for")
+                    _pwrite_all(self.fd, chunk, part.offset)
+                    self.hasher.wrote(part.offset, chunk)
+                    part.done += len(chunk)
+                    with self._fetched_lock:
+                        self.fetched += len(chunk)
+            except _Retry as exc:
+                if exc.early_close and exc.closed_at is None:
+                    exc.closed_at = part.offset  # a clean close before Content-Length: where, to compare
+                raise
         if self._stop.is_set():
             return False
         if part.end is None:  # size unknown: the stream ending cleanly is the end of the file
@@ -437,19 +448,35 @@ class _Downloader:
         return parts
 
     def _save(self, remote: _Remote, parts: list[_Part]) -> None:
+        """Record each part's progress in ``state.json`` (atomically). The file is padded to a size that any
+        later state fits in, so when the disk is full — the moment the state matters most — it can still be
+        overwritten in place, in blocks it already owns, and the download stays resumable."""
         if remote.size is None or not remote.ranges or not remote.validator:
             return  # not resumable across runs
         state: dict[str, Any] = {"version": STATE_VERSION, "url": self.url, "size": remote.size,
                                  "validator": remote.validator,
                                  "parts": [[p.start, p.end, p.done] for p in parts]}
+        text = json.dumps(state)
+        widest = json.dumps({**state, "parts": [[p.start, p.end, (p.end or 0) - p.start] for p in parts]})
+        room = -(-(len(widest) + 256) // 4096) * 4096
+        data = (text + " " * (room - len(text))).encode()
         tmp = self.state_path.with_name(f"state.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(state))
+            tmp.write_bytes(data)
             os.replace(tmp, self.state_path)
         except OSError as exc:  # a full disk must not hide the error that stopped the download
             tmp.unlink(missing_ok=True)
             if not is_disk_full(exc):
                 raise
+            self._save_in_place(data)
+
+    def _save_in_place(self, data: bytes) -> None:
+        try:
+            with open(self.state_path, "r+b") as fh:
+                if os.fstat(fh.fileno()).st_size >= len(data):
+                    fh.write(data.ljust(os.fstat(fh.fileno()).st_size))
+        except OSError:
+            pass  # no earlier state to overwrite: the next run starts over
 
     def _discard(self) -> None:
         self.state_path.unlink(missing_ok=True)
@@ -473,7 +500,7 @@ _current = threading.local()
 
 
 def _watched(pool_cls: type) -> type:
-    class Watched(pool_cls):  # type: ignore[misc, valid-type]
+    class Watched(pool_cls):  # type: ignore[misc]
         def _get_conn(self, timeout: float | None = None) -> Any:
             conn = super()._get_conn(timeout)
             watch = getattr(_current, "watch", None)
@@ -540,7 +567,7 @@ def _request(session: requests.Session, method: str, url: str, headers: dict[str
         raise NetworkError(f"{url}: too many redirects", hint="the mirror is misconfigured") from exc
     except (requests.ConnectionError, requests.Timeout) as exc:
         if fired.is_set():
-            raise _Retry(f"the response headers took longer than {options.header_timeout:.0f}s", counts=True) from None
+            raise _Retry(f"the response headers took longer than {options.header_timeout:g}s", counts=True) from None
         fatal = _unreachable(url, exc)
         if fatal is not None:
             raise fatal from None
@@ -572,7 +599,8 @@ def _refuse_encoded(url: str, resp: requests.Response) -> None:
     if encoding not in ("", "identity"):
         resp.close()
         raise NetworkError(f"{url}: the server sent the file with Content-Encoding: {encoding} although zoo asked "
-                           "for the unencoded bytes (Accept-Encoding: identity); zoo never stores or pins encoded bytes",
+                           "for the unencoded bytes (Accept-Encoding: identity); zoo never stores or pins encoded "
+                           "bytes",
                            hint="a misconfigured server or proxy is compressing downloads; try another source "
                                 "(--source N) or bypass the proxy")
 
@@ -581,22 +609,10 @@ def _unreachable(url: str, exc: BaseException) -> NetworkError | None:
     """A NetworkError for failures that retrying cannot fix: the host does not resolve, or refuses connections."""
     host = urlsplit(url).hostname or url
     port = urlsplit(url).port
-    chain: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo and len(chain) < 20:
-        cause = todo.pop()
-        if any(cause is seen for seen in chain):
-            continue
-        chain.append(cause)
-        todo += [c for c in (cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args)
-                 if isinstance(c, BaseException)]
-    text = " ".join(f"{type(e).__name__} {e}" for e in chain)
-    if any(isinstance(e, socket.gaierror) for e in chain) or "NameResolutionError" in text \
-            or "Name or service not known" in text or "Temporary failure in name resolution" in text:
-        return NetworkError(f"{url}: cannot resolve the host {host} (no network, or no DNS)",
-                            hint="check the network; to use only what is cached set ZOO_OFFLINE=1 (--offline), "
-                                 "or add a mirror source to the manifest")
-    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "Connection refused" in text:
+    why = why_unreachable(exc)
+    if why == "unresolved":
+        return NetworkError(f"{url}: cannot resolve the host {host} (no network, or no DNS)", hint=UNREACHABLE_HINT)
+    if why == "refused":
         where = f"{host}:{port}" if port else host
         return NetworkError(f"{url}: {where} refused the connection",
                             hint="is the server (or mirror) running? to use only what is cached set ZOO_OFFLINE=1 "
@@ -637,7 +653,22 @@ class _StreamGuard:
                                      f"{human_size(options.min_speed)}/s, ZOO_MIN_SPEED)", counts=True)
                     window_start, window_bytes = now, 0
         except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as exc:
-            raise _Retry(_describe(exc)) from None
+            raise _Retry(_describe(exc), early_close=_incomplete_read(exc)) from None
+
+
+def _incomplete_read(exc: BaseException) -> bool:
+    """Whether the server closed the connection cleanly before the Content-Length it announced."""
+    seen: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(seen) < 20:
+        cause = todo.pop()
+        if any(cause is s for s in seen):
+            continue
+        seen.append(cause)
+        if type(cause).__name__ == "IncompleteRead":
+            return True
+        todo += [c for c in (cause.__cause__, cause.__context__, *cause.args) if isinstance(c, BaseException)]
+    return False
 
 
 def _describe(exc: BaseException) -> str:

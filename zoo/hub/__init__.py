@@ -9,7 +9,7 @@ Pulling ``hf:`` sources lives in :mod:`zoo.fetch.hf` and :mod:`zoo.resolver`. Im
 neither torch nor huggingface_hub.
 """
 
-from zoo.hub.export import Exported, export
-from zoo.hub.mirror import FileAction, Mirrored, mirror
+from zoo.hub.exporting import Exported, export
+from zoo.hub.mirroring import FileAction, Mirrored, mirror
 
 __all__ = ["Exported", "FileAction", "Mirrored", "export", "mirror"]

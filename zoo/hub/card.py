@@ -92,10 +92,10 @@ def model_card(prov: Provenance, config: ModelConfig, hf_config: Mapping[str, An
         "",
         title + ("." if title and not title.endswith(".") else ""),
         "",
-        f"transformers `{hf_config['architectures'][0]}` weights ({model_type}, "
-        f"{config.num_hidden_layers} layers, hidden size {config.hidden_size}), exported by "
-        f"[zoo](https://github.com/zoo-checkpoints/zoo) {__version__} from the original release "
-        "(no retraining, no fine-tuning).",
+        (f"transformers `{hf_config['architectures'][0]}` weights ({model_type}, "
+         f"{config.num_hidden_layers} layers, hidden size {config.hidden_size}), exported by "
+         f"[zoo](https://github.com/zoo-checkpoints/zoo) {__version__} from the original release "
+         "(no retraining, no fine-tuning)."),
         "",
         "## Origin",
         "",

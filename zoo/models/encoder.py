@@ -67,7 +67,8 @@ def _embedding(num: int, dim: int, std: float) -> nn.Embedding:
     weight = torch.empty(num, dim)
     if not weight.is_meta:
         nn.init.normal_(weight, std=std)
-    return nn.Embedding.from_pretrained(weight, freeze=False)
+    table: nn.Embedding = nn.Embedding.from_pretrained(weight, freeze=False)  # type: ignore[no-untyped-call]
+    return table
 
 
 class Embeddings(nn.Module):
@@ -96,7 +97,8 @@ class Embeddings(nn.Module):
         x = self.dropout(self.norm(x))
         if hasattr(self, "mapping_in"):
             x = self.mapping_in(x)
-        return x
+        out: torch.Tensor = x
+        return out
 
     def decoder_weights(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The tied MLM decoder: the word table, and brightmart's projection (``None`` elsewhere)."""
@@ -124,7 +126,8 @@ class Attention(nn.Module):
 
         y = F.scaled_dot_product_attention(heads(self.query(x)), heads(self.key(x)), heads(self.value(x)),
                                            attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
-        return self.output(y.transpose(1, 2).reshape(b, t, h))
+        out: torch.Tensor = self.output(y.transpose(1, 2).reshape(b, t, h))
+        return out
 
 
 class Layer(nn.Module):
@@ -143,11 +146,14 @@ class Layer(nn.Module):
         self.pre_ln = config.ln_type == "preln"
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        out: torch.Tensor
         if self.pre_ln:  # brightmart's prelln_transformer_model: normalise the input of each sub-block
             x = x + self.dropout(self.attention(self.attention_norm(x), mask))
-            return x + self.dropout(self.output(self.act(self.intermediate(self.output_norm(x)))))
+            out = x + self.dropout(self.output(self.act(self.intermediate(self.output_norm(x)))))
+            return out
         x = self.attention_norm(x + self.dropout(self.attention(x, mask)))
-        return self.output_norm(x + self.dropout(self.output(self.act(self.intermediate(x)))))
+        out = self.output_norm(x + self.dropout(self.output(self.act(self.intermediate(x)))))
+        return out
 
 
 class Encoder(nn.Module):
@@ -195,7 +201,8 @@ class Encoder(nn.Module):
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """MLM logits for hidden states of any leading shape (needs the MLM head)."""
         word, proj = self.embeddings.decoder_weights()
-        return self.mlm(hidden, word, proj)
+        logits: torch.Tensor = self.mlm(hidden, word, proj)
+        return logits
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,

@@ -11,10 +11,11 @@ from zoo.registry.registry import (
     read_manifest,
     user_manifest_dirs,
 )
-from zoo.registry.schema import FilePin, Manifest, Source, TokenizerSpec, parse_manifest
+from zoo.registry.schema import FilePin, HeadStatus, Manifest, Source, TokenizerSpec, parse_manifest
 
 __all__ = [
     "FilePin",
+    "HeadStatus",
     "Manifest",
     "Registry",
     "Source",

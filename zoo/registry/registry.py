@@ -65,7 +65,7 @@ def read_manifest(path: Path, *, builtin: bool = False) -> Manifest:
                             hint="save the manifest as UTF-8") from None
     try:
         _check_aliases(text, path)
-        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader, C-accelerated when available
+        data = yaml.load(text, Loader=_SafeLoader)  # a safe loader, C-accelerated when available
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

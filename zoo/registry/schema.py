@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from zoo.config import ALBERT_ONLY_KEYS, SCHEME_ARCHITECTURE, SCHEMES, ModelConfig
 from zoo._fs import cut
+from zoo.config import ALBERT_ONLY_KEYS, SCHEME_ARCHITECTURE, SCHEMES, ModelConfig
 from zoo.errors import ManifestError
 
 SCHEMA_VERSION = 1
@@ -24,6 +24,12 @@ LANGUAGES = ("zh", "en", "multi")
 FORMATS = ("tf-checkpoint", "pytorch", "safetensors")
 ARCHIVES = ("zip", "tar.gz", "none")
 URL_SCHEMES = ("http://", "https://", "file://")
+#: What the released weights hold beyond the encoder, per head (``heads:`` in a manifest, optional).
+HEAD_KEYS = ("mlm", "seq_relationship", "pooler")
+#: ``trained``: trained with this encoder by the release's pretraining; ``untrained``: in the files but never trained
+#: with this encoder (random, or inherited and never updated); ``absent``: not in the files; ``unknown``: the
+#: sources disagree or say nothing (zoo warns). A head the manifest does not mention is assumed as released.
+HEAD_STATES = ("trained", "untrained", "absent", "unknown")
 
 _NAME_RE = re.compile(r"^[a-z0-9_]+$")
 _ALIAS_RE = re.compile(r"^[a-z0-9_.-]+$")
@@ -95,6 +101,37 @@ class Source:
 
 
 @dataclasses.dataclass(frozen=True)
+class HeadStatus:
+    """The state of the pretraining heads (and pooler) in the released weights, as the manifest records it.
+
+    Each field is one of :data:`HEAD_STATES`, or ``None`` where the manifest states nothing (schema v1 manifests
+    without ``heads:``): such a head is assumed to be what it was released as. ``note`` says why, for people.
+    """
+
+    mlm: str | None = None
+    seq_relationship: str | None = None
+    pooler: str | None = None
+    note: str | None = None
+
+    def state(self, head: str) -> str | None:
+        """The recorded state of ``head`` (one of :data:`HEAD_KEYS`), ``None`` when not stated."""
+        if head not in HEAD_KEYS:
+            raise ValueError(f"head must be one of {HEAD_KEYS}, got {head!r}")
+        return getattr(self, head)  # type: ignore[no-any-return]
+
+    def unusable(self, head: str) -> bool:
+        """Whether ``head``'s outputs are noise: recorded as ``untrained`` or ``absent``."""
+        return self.state(head) in ("untrained", "absent")
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {key: self.state(key) for key in HEAD_KEYS} | {"note": self.note}
+
+    def describe(self, head: str) -> str:
+        """``trained``, ``untrained``, … or ``not recorded`` for a head the manifest does not mention."""
+        return self.state(head) or "not recorded"
+
+
+@dataclasses.dataclass(frozen=True)
 class TokenizerSpec:
     lowercase: bool = True
     strip_accents: bool | None = None  # None: follow lowercase, as BERT does
@@ -118,6 +155,7 @@ class Manifest:
     sources: tuple[Source, ...]
     path: Path
     builtin: bool = True
+    heads: HeadStatus = HeadStatus()
 
     @property
     def architecture(self) -> str:
@@ -228,7 +266,7 @@ def _join(prefix: str, key: str) -> str:
 
 # ----------------------------------------------------------------------------------------------- parse
 _TOP_KEYS = {"schema", "name", "aliases", "family", "language", "description", "license", "homepage",
-             "citation", "params", "config", "tokenizer", "sources"}
+             "citation", "params", "config", "tokenizer", "sources", "heads"}
 _SOURCE_KEYS = {"url", "hf", "revision", "sha256", "size", "archive", "format", "scheme", "checkpoint", "vocab",
                 "files"}
 
@@ -273,9 +311,24 @@ def parse_manifest(data: Any, path: Path, *, builtin: bool = False) -> Manifest:
     tokenizer = TokenizerSpec(lowercase=c.get(tok, "lowercase", bool, "tokenizer", default=True, nullable=False),
                               strip_accents=c.get(tok, "strip_accents", bool, "tokenizer"))
 
+    heads = _parse_heads(c, data.get("heads"))
+
     return Manifest(name=name, aliases=tuple(aliases), family=family, language=language, description=description,
                     license=license_, homepage=homepage, citation=citation, params=params, config=config,
-                    tokenizer=tokenizer, sources=sources, path=path, builtin=builtin)
+                    tokenizer=tokenizer, sources=sources, path=path, builtin=builtin, heads=heads)
+
+
+def _parse_heads(c: _Checker, data: Any) -> HeadStatus:
+    """``heads: {mlm: …, seq_relationship: …, pooler: …, note: "…"}``; every key optional."""
+    if data is None:
+        return HeadStatus()
+    data = c.mapping(data, "heads")
+    c.no_unknown(data, {*HEAD_KEYS, "note"}, "heads")
+    states = {key: c.choice(data, key, HEAD_STATES, "heads") for key in HEAD_KEYS}
+    note = c.get(data, "note", str, "heads")
+    if note is not None and not note.strip():
+        raise c.fail("heads.note", "expected a non-empty string or no note")
+    return HeadStatus(**states, note=note.strip() if note else None)
 
 
 def _parse_source(c: _Checker, item: Any, index: int) -> Source:
@@ -367,6 +420,12 @@ def _architecture(c: _Checker, family: str, sources: tuple[Source, ...]) -> str:
     return implied.pop() if implied else "albert"
 
 
+#: config keys that are not integers, and the types they take
+_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
+    "hidden_act": str, "ln_type": str, "layer_norm_eps": (int, float), "initializer_range": (int, float),
+    "hidden_dropout_prob": (int, float), "attention_probs_dropout_prob": (int, float)}
+
+
 def _parse_config(c: _Checker, data: Mapping[str, Any], architecture: str) -> ModelConfig:
     allowed = _CONFIG_KEYS if architecture != "bert" else _CONFIG_KEYS - ALBERT_ONLY_KEYS
     for key in data:
@@ -379,9 +438,7 @@ def _parse_config(c: _Checker, data: Mapping[str, Any], architecture: str) -> Mo
             if key in _CONFIG_REQUIRED or (key == "embedding_size" and architecture != "bert"):
                 raise c.fail(f"config.{key}", "missing required key")
             continue
-        field_type = {"hidden_act": str, "ln_type": str, "layer_norm_eps": (int, float),
-                      "initializer_range": (int, float), "hidden_dropout_prob": (int, float),
-                      "attention_probs_dropout_prob": (int, float)}.get(key, int)
+        field_type = _CONFIG_TYPES.get(key, int)
         values[key] = c.get(data, key, field_type, "config", required=True)
     config = ModelConfig(architecture=architecture, **values)  # type: ignore[arg-type]
     problems = config.problems()

@@ -6,17 +6,25 @@ bytes are raw row-major values, so a variable is read by memory-mapping its shar
 as a torch tensor — no copy, nothing read until it is used.
 
 Listing variables needs neither torch nor the data files' contents; torch is imported on the first read.
+:class:`ShardReader` streams the data files instead (no torch, no mapping), checking CRCs and hashing the files in
+one pass — what the converter uses.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import mmap
+import os
+import queue
 import re
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import google_crc32c
 
 from zoo.errors import CheckpointError, IntegrityError, NotFoundError, UnsupportedError, UsageError
 from zoo.tf.proto import BundleEntry, BundleHeader, ProtoError
@@ -76,7 +84,7 @@ class Variable:
 _ITEMSIZE = dict(DTYPES.values())
 
 
-def find_prefix(path: str | Path) -> Path:
+def find_prefix(path: str | os.PathLike[str]) -> Path:
     """The checkpoint prefix for a prefix, an ``.index``/``.data-*`` file, or a directory with one checkpoint.
 
     A directory with several checkpoints is resolved through its ``checkpoint`` file when it names one of them.
@@ -227,12 +235,16 @@ class TensorBundle(Mapping[str, "torch.Tensor"]):
         return f"TensorBundle({str(self.prefix)!r}, {len(self)} variables)"
 
     # ---------------------------------------------------------------------------------------- reading
-    def raw(self, var: Variable) -> memoryview:
-        """The variable's stored bytes (a view of the mapped shard), CRC-checked when ``verify`` is set."""
+    def check_readable(self, var: Variable) -> None:
+        """Raise :class:`UnsupportedError` for a partitioned variable (zoo reads unpartitioned ones only)."""
         if var.partitioned:
             raise UnsupportedError(f"{self.index_path}: variable {var.name!r} is partitioned into slices; "
                                    "zoo reads unpartitioned checkpoints only",
                                    hint="re-save the variables unpartitioned with TensorFlow")
+
+    def raw(self, var: Variable) -> memoryview:
+        """The variable's stored bytes (a view of the mapped shard), CRC-checked when ``verify`` is set."""
+        self.check_readable(var)
         if var.size == 0:
             return memoryview(b"")
         view = memoryview(self._map(var.shard))[var.offset:var.offset + var.size]
@@ -298,6 +310,227 @@ class TensorBundle(Mapping[str, "torch.Tensor"]):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class FileDigest:
+    """sha256 and size of a file, computed while :class:`ShardReader` read it."""
+
+    path: Path
+    sha256: str
+    size: int
+
+
+_DONE = object()
+
+
+class ShardReader:
+    """Goes through a checkpoint's data shards front to back, once, on a background thread.
+
+    Iterating yields ``(variable, view)`` for every variable named in ``wanted``, in ``(shard, offset)`` order
+    (:attr:`order`); views are read-only ``memoryview``s of the memory-mapped shard — nothing is copied:
+
+    * a variable named in ``whole`` comes once, as one view, *before* the thread checks it, so the consumer
+      works on it while the thread hashes it;
+    * any other comes as chunks of at most ``chunk`` bytes, each after the thread went over it (one empty chunk
+      for an empty variable).
+
+    Each wanted variable's CRC32C is checked as the thread goes over it; a mismatch is an :class:`IntegrityError`
+    raised by the iterator before anything of a later variable. With ``sha256=True`` every shard file is hashed
+    whole in the same pass — gaps and the variables not wanted included — and :attr:`digests` holds the results
+    once iteration ends. Pages the thread maps only to hash them are dropped again at once.
+
+    The thread runs at most ``depth`` items ahead; with ``ahead`` it also starts no variable while more than that
+    many bytes of variables it started are still in use (not given back with :meth:`release`; one is always
+    allowed) — that bounds the memory mapped at any time. Hashing and CRCs run on the thread (``hashlib``
+    releases the GIL); ``google_crc32c`` takes ``bytes`` only, so the CRC goes through one 1 MiB copy at a time.
+    Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, bundle: TensorBundle, wanted: Iterable[str], *, whole: Iterable[str] = (),
+                 sha256: bool = True, chunk: int = 8 << 20, depth: int = 4, ahead: int | None = None) -> None:
+        self.bundle = bundle
+        self.wanted = set(wanted)
+        self.whole = set(whole) & self.wanted
+        unknown = self.wanted - set(bundle.variables)
+        if unknown:
+            raise KeyError(", ".join(sorted(unknown)))
+        for name in sorted(self.wanted):
+            bundle.check_readable(bundle.variables[name])
+        self.hashing = sha256
+        self.chunk = max(8, chunk - chunk % 8)  # a multiple of every item size: chunks hold whole elements
+        self.ahead = ahead
+        self.digests: list[FileDigest] = []
+        #: the wanted variables, in the order they come
+        self.order = [v for v in sorted(bundle.variables.values(), key=_read_key) if v.name in self.wanted]
+        self._maps: dict[int, mmap.mmap] = {}
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._pending = threading.Condition()
+        self._in_flight = 0
+        self._thread = threading.Thread(target=self._run, name="zoo-shard-reader", daemon=True)
+        self._started = False
+
+    # ------------------------------------------------------------------------------------- consumer
+    def __iter__(self) -> Iterator[tuple[Variable, memoryview]]:
+        if self._started:
+            raise RuntimeError("a ShardReader is read once")
+        self._started = True
+        self._thread.start()
+        while True:
+            item = self._queue.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+        self._thread.join()
+
+    def view(self, var: Variable) -> memoryview:
+        """The whole variable: a read-only view of the mapped shard."""
+        return self._mapped(var.shard)[var.offset:var.offset + var.size]
+
+    def release(self, var: Variable) -> None:
+        """The consumer is done with ``var``: its pages leave this process, and the thread may go further."""
+        self._drop(var.shard, var.offset, var.offset + var.size)
+        with self._pending:
+            self._in_flight -= var.size
+            self._pending.notify_all()
+
+    def close(self) -> None:
+        """Stop the thread (when iteration was abandoned), wait for it and unmap the shards (views still held
+        keep their mapping alive until they are released)."""
+        self._stop.set()
+        if self._started:
+            while self._thread.is_alive():
+                try:  # unblock a producer waiting on a full queue
+                    self._queue.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            self._thread.join()
+        for mm in self._maps.values():
+            try:
+                mm.close()
+            except BufferError:
+                pass
+
+    def __enter__(self) -> ShardReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------- producer
+    def _mapped(self, shard: int) -> memoryview:
+        mm = self._maps.get(shard)
+        if mm is None:
+            with open(self.bundle.data_files[shard], "rb") as fh:
+                if fh.seek(0, 2) == 0:
+                    return memoryview(b"")
+                mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            self._maps[shard] = mm
+        return memoryview(mm)
+
+    def _drop(self, shard: int, begin: int, end: int) -> None:
+        """Unmap the whole pages in ``[begin, end)`` from this process (the page cache keeps them)."""
+        mm = self._maps.get(shard)
+        if mm is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = -(-begin // mmap.PAGESIZE) * mmap.PAGESIZE
+        stop = end // mmap.PAGESIZE * mmap.PAGESIZE
+        if stop > start:
+            mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
+    def _put(self, item: object) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stopped()
+
+    def _start(self, var: Variable) -> None:
+        with self._pending:
+            while self.ahead is not None and self._in_flight and self._in_flight + var.size > self.ahead:
+                if self._stop.is_set():
+                    raise _Stopped()
+                self._pending.wait(0.1)
+            self._in_flight += var.size
+
+    def _run(self) -> None:
+        try:
+            for shard, path in enumerate(self.bundle.data_files):
+                self._read_shard(shard, path)
+            self._put(_DONE)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # handed to the consumer, raised there
+            try:
+                self._put(exc)
+            except _Stopped:
+                pass
+
+    def _read_shard(self, shard: int, path: Path) -> None:
+        variables = sorted((v for v in self.bundle.variables.values() if v.shard == shard and not v.partitioned),
+                           key=_read_key)
+        if not self.hashing and not any(v.name in self.wanted for v in variables):
+            return
+        data = self._mapped(shard)
+        sha = hashlib.sha256() if self.hashing else None
+        pos = 0  # hashed up to here
+
+        def hash_to(end: int, drop: bool) -> None:
+            nonlocal pos
+            if sha is None or end <= pos:
+                return
+            begin = pos
+            for start in range(pos, end, self.chunk):
+                sha.update(data[start:min(end, start + self.chunk)])
+            pos = end
+            if drop:
+                self._drop(shard, begin, end)
+
+        for var in variables:
+            end = var.offset + var.size
+            if end > len(data):  # the file shrank since the index was checked
+                raise CheckpointError(f"{path}: truncated: variable {var.name!r} needs bytes {var.offset}..{end}, "
+                                      f"the file has {len(data)}", hint="download or copy the checkpoint again")
+            hash_to(var.offset, drop=True)  # a gap (TensorFlow leaves none)
+            if var.name not in self.wanted:
+                hash_to(end, drop=True)
+                continue
+            self._start(var)
+            whole = var.name in self.whole
+            if whole or not var.size:
+                self._put((var, data[var.offset:end]))
+            crc = 0
+            for start in range(var.offset, end, self.chunk):
+                stop = min(end, start + self.chunk)
+                hash_to(stop, drop=False)
+                if self.bundle.verify:
+                    for at in range(start, stop, _CRC_PIECE):
+                        crc = google_crc32c.extend(crc, bytes(data[at:min(stop, at + _CRC_PIECE)]))
+                if not whole:
+                    self._put((var, data[start:stop]))
+            if self.bundle.verify and mask_crc(crc) != var.crc32c:
+                raise IntegrityError(f"{path}: CRC32C mismatch for variable {var.name!r} (stored "
+                                     f"{var.crc32c:#010x}, computed {mask_crc(crc):#010x}); the data is damaged",
+                                     hint="download or copy the checkpoint again")
+        hash_to(len(data), drop=True)
+        if sha is not None:
+            self.digests.append(FileDigest(path, sha.hexdigest(), len(data)))
+
+
+_CRC_PIECE = 1 << 20
+
+
+def _read_key(var: Variable) -> tuple[int, int, int, str]:
+    return var.shard, var.offset, var.size, var.name
+
+
+class _Stopped(Exception):
+    """The consumer closed the reader."""
 
 
 def list_variables(path: str | Path) -> list[Variable]:

@@ -94,7 +94,7 @@ class BundleHeader:
                 values["num_shards"] = _int64(value)  # type: ignore[arg-type]
             elif number == 2:
                 _expect(number, wire, VARINT)
-                values["endianness"] = int(value)  # type: ignore[arg-type]
+                values["endianness"] = int(value)
             elif number == 3:
                 _expect(number, wire, LENGTH)
                 for sub, sub_wire, sub_value in fields(value):  # type: ignore[arg-type]

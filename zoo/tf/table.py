@@ -43,7 +43,7 @@ def crc32c(data: bytes | memoryview) -> int:
     ``google_crc32c`` only accepts ``bytes``, so views (e.g. of an mmap) are copied a piece at a time.
     """
     if isinstance(data, bytes):
-        return google_crc32c.value(data)
+        return int(google_crc32c.value(data))
     view = memoryview(data).cast("B")
     crc = 0
     for start in range(0, len(view), _CHUNK):

@@ -79,7 +79,8 @@ class TFRecordSource:
     """Examples read from upstream TFRecord files (masks as written; every epoch reads the files again, in an
     order drawn from ``(seed, epoch)``)."""
 
-    def __init__(self, files: Sequence[Path], *, seed: int, vocab_size: int, max_seq_length: int | None = None) -> None:
+    def __init__(self, files: Sequence[Path], *, seed: int, vocab_size: int,
+                 max_seq_length: int | None = None) -> None:
         if not files:
             raise UsageError("no TFRecord files given")
         self.files, self.seed, self.vocab_size = [Path(f) for f in files], seed, vocab_size
@@ -94,7 +95,8 @@ class TFRecordSource:
                              f"{self.max_seq_length}", hint=f"drop the option or pass {self.max_seq_length}")
 
     def _order(self, epoch: int) -> list[int]:
-        return np.random.default_rng([0x7466_7263, self.seed, epoch]).permutation(len(self.files)).tolist()
+        order: list[int] = np.random.default_rng([0x7466_7263, self.seed, epoch]).permutation(len(self.files)).tolist()
+        return order
 
     def epoch_size(self, epoch: int) -> int:
         return sum(self._sizes)
@@ -159,7 +161,7 @@ class Layout:
         return lo, lo + self.batch // self.world
 
 
-def micro_batches(source: Source, layout: Layout, start: Position) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
+def micro_batches(source: Source, layout: Layout, start: Position) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:  # noqa: E501
     """``(step, micro index, tensors)`` for this process, from the step that begins at ``start`` on, forever.
 
     ``start.consumed`` must be a multiple of the global batch (checkpoints are taken between steps).
@@ -201,7 +203,10 @@ class _Stream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
         return micro_batches(self.source, self.layout, self.start)
 
 
-def loader(source: Source, layout: Layout, start: Position, *, workers: int) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
+MicroBatches = Iterator[tuple[int, int, dict[str, torch.Tensor]]]
+
+
+def loader(source: Source, layout: Layout, start: Position, *, workers: int) -> MicroBatches:
     """:func:`micro_batches`, built in ``workers`` background processes (1 keeps the model fed: building a
     micro-batch costs far less than a training step) or in this process (0)."""
     if workers <= 0:

@@ -42,6 +42,7 @@ random), but that is plain integer work on the offsets, without touching the tok
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import random
 from collections import OrderedDict
@@ -189,7 +190,7 @@ class InstanceSampler:
         window_of = (np.cumsum(sizes) - sizes) // self.window_tokens
         cuts = (np.flatnonzero(np.diff(window_of)) + 1).tolist()
         bounds = [0, *cuts, self._num_documents]
-        return order, list(zip(bounds[:-1], bounds[1:]))
+        return order, list(itertools.pairwise(bounds))
 
     def _window_rng(self, epoch: int, window: int) -> random.Random:
         # A str seed goes through sha512: the same stream on every platform and Python process.

@@ -84,7 +84,7 @@ class MaskingConfig:
         """Upstream's prediction budget for a sequence of ``num_tokens`` (special tokens included)."""
         if self.masked_lm_prob == 0 or self.max_predictions_per_seq == 0:
             return 0
-        return min(self.max_predictions_per_seq, max(1, int(round(num_tokens * self.masked_lm_prob))))
+        return min(self.max_predictions_per_seq, max(1, round(num_tokens * self.masked_lm_prob)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,10 +227,7 @@ def _select_spans(bounds: list[int], num_to_predict: int, rng: np.random.Generat
     if count <= 0 or num_to_predict <= 0:
         return []
     order = rng.permutation(count).tolist()
-    if len(cdf) > 1:
-        lengths = (np.searchsorted(cdf, rng.random(count), side="right") + 1).tolist()
-    else:
-        lengths = [1] * count
+    lengths = (np.searchsorted(cdf, rng.random(count), side="right") + 1).tolist() if len(cdf) > 1 else [1] * count
     covered = bytearray(count)
     spans: list[tuple[int, int]] = []
     total = 0

@@ -166,7 +166,7 @@ def _open(path: Path, compression: Compression) -> tuple[BinaryIO, BinaryIO, str
     if kind == "gzip":
         stream: BinaryIO = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
     elif kind == "zlib":
-        stream = io.BufferedReader(_ZlibReader(raw), 1 << 20)  # type: ignore[assignment]
+        stream = io.BufferedReader(_ZlibReader(raw), 1 << 20)
     else:
         stream = raw
     if kind != "none":
@@ -579,7 +579,7 @@ def _check(arrays: Mapping[str, np.ndarray], seq_length: int | None, max_predict
     if ids.min() < 0 or ids.max() >= limit:
         raise _Invalid(f"input_ids holds {ids[(ids < 0) | (ids >= limit)][0]}, outside the vocabulary "
                        f"(size {vocab_size})", _VOCAB_HINT)
-    active = weights == 1
+    active: np.ndarray = weights == 1
     if np.count_nonzero(active) + np.count_nonzero(weights == 0) != weights.size:
         raise _Invalid(f"masked_lm_weights holds {weights[(weights != 0) & (weights != 1)][0]}; upstream writes "
                        "only 1.0 (real) and 0.0 (padding), and zoo's labels carry no per-position weight")

@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -141,7 +141,8 @@ class _World:
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
         if self.size > 1:
             torch.distributed.all_reduce(t)
-        return t.tolist()  # type: ignore[no-any-return]
+        totals: list[float] = t.tolist()
+        return totals
 
 
 def _join(device: str | torch.device) -> _World:
@@ -206,7 +207,7 @@ def pretrain(model: Model, *, out: str | os.PathLike[str], steps: int, corpus: S
     return out_dir
 
 
-def UnsupportedError_(path: Path) -> Exception:  # noqa: N802 - reads like the exception it builds
+def UnsupportedError_(path: Path) -> Exception:
     from zoo.errors import UnsupportedError
 
     return UnsupportedError(f"{path} holds transformers-named weights (an hf export)",
@@ -301,7 +302,7 @@ class _Run:
                                             vocab_size=self.model_config.vocab_size,
                                             max_seq_length=cfg.max_seq_length)
         else:
-            words = "jieba" if cfg.whole_word else "wordpiece"
+            words: Literal["wordpiece", "jieba"] = "jieba" if cfg.whole_word else "wordpiece"
             key = hashlib.sha256(json.dumps([str(Path(f).resolve()) for f in corpus]).encode()).hexdigest()[:16]
             directory = self.out / "data" / f"corpus-{key}-{words}"
 
@@ -409,7 +410,7 @@ def _heads_in(weights: Path) -> set[str]:
     from safetensors import safe_open
 
     with safe_open(str(weights), framework="pt") as f:
-        return {name.split(".")[0] for name in f.keys() if name.startswith(("mlm.", "seq_relationship."))}
+        return {name.split(".")[0] for name in f.keys() if name.startswith(("mlm.", "seq_relationship."))}  # noqa: SIM118
 
 
 # -------------------------------------------------------------------------------------------- the loop
@@ -421,7 +422,7 @@ def _train(run: _Run, source: Source, start: tuple[int, Position], *, workers: i
         log.info("%s: already at step %d of %d", run.out, step, cfg.steps)
         return
     batches = loader(source, layout, position, workers=workers)
-    metrics = open(run.out / "metrics.jsonl", "a", encoding="utf-8") if world.main else None
+    metrics = open(run.out / "metrics.jsonl", "a", encoding="utf-8") if world.main else None  # noqa: SIM115
     autocast_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(cfg.dtype))
     window = _Window()
     try:
@@ -435,7 +436,7 @@ def _train(run: _Run, source: Source, start: tuple[int, Position], *, workers: i
             sums = [0.0] * 5  # mlm nll, pair nll, mlm correct, pair correct, real tokens
             for i, batch in enumerate(tensors):
                 sync = i == len(tensors) - 1
-                with (contextlib.nullcontext() if sync or world.size == 1 else run.ddp.no_sync()), \
+                with (contextlib.nullcontext() if sync or world.size == 1 else _no_sync(run.ddp)), \
                         torch.autocast(world.device.type, dtype=autocast_dtype or torch.float32,
                                        enabled=autocast_dtype is not None):
                     out = run.ddp(batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -487,6 +488,12 @@ def _train(run: _Run, source: Source, start: tuple[int, Position], *, workers: i
         if callable(close):
             close()
     run.emit(ProgressEvent("done", run.name))
+
+
+def _no_sync(model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
+    """DDP's ``no_sync``: accumulate this micro-batch's gradients locally, all-reduce on the last one."""
+    assert isinstance(model, torch.nn.parallel.DistributedDataParallel)
+    return model.no_sync()
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("zoo.hub")
 
-FORMATS = ("hf",)
+FORMATS = ("hf", "tf")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,8 +105,12 @@ def _deprecated_path_use() -> None:
 
 def export(model: Model, out_dir: str | os.PathLike[str], *, format: str = "hf", source: int | None = None,
            offline: bool | None = None, repo_id: str | None = None,
-           manifests: Sequence[str | os.PathLike[str]] = (), progress: Progress = None) -> Exported:
-    """Write a transformers-ready folder for ``model`` into ``out_dir`` (new or empty).
+           manifests: Sequence[str | os.PathLike[str]] = (), progress: Progress = None,
+           scheme: str | None = None, global_step: int | None = None) -> Exported:
+    """Write a transformers-ready folder for ``model`` into ``out_dir`` (new or empty) — or, with
+    ``format="tf"``, an upstream TensorFlow release (checkpoint, upstream config, vocab; see
+    :mod:`zoo.converters.tf_export`) under ``scheme`` (default: the one the model came from) with an optional
+    ``global_step`` variable.
 
     ``model``: a registry name (or :class:`~zoo.registry.Manifest`), a directory written by ``zoo convert``,
     ``zoo export`` or ``zoo pretrain``, or an upstream TF release directory (converted on the fly) — the same
@@ -116,6 +120,8 @@ def export(model: Model, out_dir: str | os.PathLike[str], *, format: str = "hf",
     """
     if format not in FORMATS:
         raise UsageError(f"unknown export format {format!r}", hint=f"choose one of {', '.join(FORMATS)}")
+    if format != "tf" and (scheme is not None or global_step is not None):
+        raise UsageError("scheme and global_step apply to format 'tf'")
     out = Path(out_dir)
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise UsageError(f"{out}: already exists and is not empty", hint="remove it or choose another directory")
@@ -123,6 +129,13 @@ def export(model: Model, out_dir: str | os.PathLike[str], *, format: str = "hf",
         prepared = prepare(model, source=source, offline=offline, manifests=manifests, progress=emit)
         weights = weights_of(prepared, model)
         emit(ProgressEvent("note", weights.provenance.name, message=f"writing {out}"))
+        if format == "tf":
+            from zoo.converters.tf_export import export_tf
+
+            files = export_tf(weights.path, out, config=weights.config, layout=weights.layout, scheme=scheme,
+                              global_step=global_step, source=weights.provenance.origin,
+                              source_sha256=weights.provenance.source_sha256, receipt=weights.provenance.receipt)
+            return Exported(out, "tf", weights.provenance, files)
         return write_hf_folder(weights, out, repo_id=repo_id)
 
 
@@ -226,4 +239,4 @@ def _special_ids(tokens: list[str]) -> dict[str, int]:
     return ids
 
 
-__all__ = ["Exported", "FORMATS", "Weights", "export", "read_weights_dir", "write_hf_folder"]
+__all__ = ["FORMATS", "Exported", "Weights", "export", "read_weights_dir", "write_hf_folder"]

@@ -12,7 +12,7 @@ a directory ``DIR``
     olah serves in local-mirror mode (``mirrors-path = ["DIR"]``). One commit per update; none when nothing
     changed.
 
-Every model is exported first (:func:`zoo.hub.export.export`) into a scratch directory; the export's record
+Every model is exported first (:func:`zoo.hub.exporting.export`) into a scratch directory; the export's record
 (its provenance) names the source hash in the commit message.
 """
 
@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 from zoo import cache
 from zoo._fs import sha256_file
 from zoo._version import __version__
-from zoo.errors import NetworkError, UsageError, ZooError
+from zoo.errors import NetworkError, UsageError, ZooError, first_line
 from zoo.progress import Progress, ProgressCallback, reporting
 from zoo.registry import Manifest
 
 if TYPE_CHECKING:
-    from zoo.hub.export import Exported
+    from zoo.hub.exporting import Exported
 
 log = logging.getLogger("zoo.hub")
 
@@ -100,6 +100,9 @@ def mirror(models: Model | Sequence[Model], to: str | os.PathLike[str] | None = 
     if not models:
         raise UsageError("no models to mirror", hint="name one or more models, or use --all")
     targets = plan_targets(models, to, repo_prefix=repo_prefix, org=org)
+    if any(str(target).startswith(HF_PREFIX) for _, target in targets):
+        api = api if api is not None else _hf_api()
+        _check_hub(api)  # before exporting anything (minutes for a large model): a dry run needs the Hub too
     results = []
     with reporting(progress) as emit:
         for model, target in targets:
@@ -150,7 +153,7 @@ def mirror_one(model: Model, target: str | Path, *, private: bool = False, dry_r
                manifests: Sequence[str | os.PathLike[str]] = (), progress: ProgressCallback | None = None,
                api: Any = None) -> Mirrored:
     """Export one model and send it to ``target`` (see :func:`plan_targets`)."""
-    from zoo.hub.export import export
+    from zoo.hub.exporting import export
 
     name = model_name(model)
     repo_id = str(target)[len(HF_PREFIX):] if str(target).startswith(HF_PREFIX) else _hub_style_id(Path(target))
@@ -200,10 +203,10 @@ def _local_files(folder: Path) -> dict[str, tuple[str, int]]:
 def push_to_hub(folder: Path, repo_id: str, *, message: str, name: str | None = None, private: bool = False,
                 dry_run: bool = False, api: Any = None) -> Mirrored:
     """Upload ``folder`` to the Hub repo ``repo_id`` in one commit, skipping files the remote already has."""
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd
     from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-    api = api if api is not None else HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
+    api = api if api is not None else _hf_api()
     local = _local_files(folder)
     try:
         if not dry_run:
@@ -236,17 +239,53 @@ def push_to_hub(folder: Path, repo_id: str, *, message: str, name: str | None = 
     except (OSError, ConnectionError) as exc:
         raise _unreachable_hub(repo_id, exc) from None
     except Exception as exc:  # httpx transport errors: huggingface_hub lets them through unwrapped
-        if type(exc).__module__.split(".")[0] not in ("httpx", "httpcore", "requests", "urllib3"):
+        if type(exc).__module__.split(".")[0].rstrip("0123456789") not in ("httpx", "httpcore", "requests",
+                                                                              "urllib"):
             raise
         raise _unreachable_hub(repo_id, exc) from None
     return dataclasses.replace(result, commit=getattr(info, "oid", None), url=getattr(info, "commit_url", None))
 
 
+def _hf_api() -> Any:
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
+
+
+_HUB_HINT = ("mirroring needs the Hub, a dry run too (it compares files with the remote); check the network, "
+             "HF_ENDPOINT and proxy settings")
+
+
+def _check_hub(api: Any) -> None:
+    """One look at the Hub endpoint a real ``HfApi`` talks to (a stand-in passed by tests is left alone)."""
+    from huggingface_hub.hf_api import HfApi
+
+    from zoo.fetch.probe import check_reachable
+
+    if isinstance(api, HfApi):
+        configured = os.environ.get("HF_ENDPOINT")
+        check_reachable(api.endpoint, timeout=10, what=f"HF_ENDPOINT={configured}" if configured
+                        else "the Hugging Face Hub", hint=_HUB_HINT)
+
+
 def _unreachable_hub(repo_id: str, exc: BaseException) -> NetworkError:
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    return NetworkError(f"hf://{repo_id}: cannot reach {endpoint} ({type(exc).__name__}: "
-                        f"{(str(exc).strip().splitlines() or [''])[0][:160]})",
-                        hint="check the network and HF_ENDPOINT; a dry run also needs the Hub, to compare files")
+    from urllib.parse import urlsplit
+
+    from zoo.fetch.probe import why_unreachable
+
+    configured = os.environ.get("HF_ENDPOINT")
+    endpoint = configured or "https://huggingface.co"
+    what = f"HF_ENDPOINT={configured}" if configured else "the Hugging Face Hub"
+    parts = urlsplit(endpoint)
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    why = why_unreachable(exc)
+    if why == "refused":
+        problem = f"{host} refused the connection ({what})"
+    elif why == "unresolved":
+        problem = f"cannot resolve the host {parts.hostname} ({what})"
+    else:
+        problem = f"cannot reach {what} ({type(exc).__name__}: {first_line(exc)})"
+    return NetworkError(f"hf://{repo_id}: {problem}", hint=_HUB_HINT)
 
 
 # --------------------------------------------------------------------------------------------------- git
@@ -280,7 +319,7 @@ def write_git_repo(folder: Path, repo: Path, *, message: str, name: str | None =
     if branch != "refs/heads/main":
         raise UsageError(f"{repo}: checked out on {branch or 'a detached HEAD'}, expected branch main",
                          hint="`git -C REPO checkout main`, or mirror into a fresh directory")
-    for rel, (sha, size) in local.items():
+    for rel, (sha, _) in local.items():
         if is_lfs(rel):
             obj = repo / ".git" / "lfs" / "objects" / sha[:2] / sha[2:4] / sha
             if not obj.is_file():
