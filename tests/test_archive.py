@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from servers.helpers import make_tar_gz, make_zip, sha256
+from support.fixtures import make_tar_gz, make_zip, sha256
 
 from zoo.archive import Limits, extract
 from zoo.errors import UnsafeArchiveError

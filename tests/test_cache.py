@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from servers.faulty import FaultServer
-from servers.helpers import checkpoint_files, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
+from support.cli import run
+from support.fixtures import checkpoint_files, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
 
 from zoo import cache
-from zoo.cli import main
 
 FILES = checkpoint_files(100_000)
 ZIP = make_zip(FILES)
@@ -29,10 +29,6 @@ def two_models(zoo_env: Path, tmp_path: Path) -> dict[str, bytes]:
     return archives
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_pull_prints_the_directory_last_and_progress_on_stderr(two_models, capsys) -> None:

@@ -10,18 +10,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.cli import run
 
 from zoo import __version__
-from zoo.cli import main
 from zoo.registry import builtin_manifest_dir, list_models
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_list_json_has_every_model_with_its_columns(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,9 +12,9 @@ import logging
 from pathlib import Path
 
 import pytest
+from support.cli import run
 
 from zoo import cache
-from zoo.cli import main
 from zoo.errors import UsageError
 from zoo.registry import get_manifest, list_manifests, list_models, parse_manifest
 
@@ -58,10 +58,6 @@ PUBLISHED_M = {"roberta_wwm_ext_large_zh": 325, "roberta_wwm_ext_zh": 102, "rbtl
                "macbert_large_zh": 324, "macbert_base_zh": 102}
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("name", HFL + UER)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 from servers.faulty import Fault, FaultServer
-from servers.helpers import checkpoint_files, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
 from servers.nginx import NGINX, Nginx
+from support.fixtures import checkpoint_files, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
 
 from zoo import cache
 from zoo.errors import IntegrityError, NetworkError

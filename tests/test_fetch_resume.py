@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from servers.faulty import FaultServer
-from servers.helpers import checkpoint_files, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
+from support.fixtures import checkpoint_files, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
 
 from zoo import cache
 from zoo.resolver import resolve

@@ -13,23 +13,19 @@ from pathlib import Path
 
 import pytest
 from servers.faulty import FaultServer
-from servers.helpers import zoo_env  # noqa: F401
+from support.cli import run
+from support.fixtures import zoo_env  # noqa: F401
 from support.models import FIXTURE, release_zip, write_tiny_manifest
 
 torch = pytest.importorskip("torch")
 
 import zoo
-from zoo.cli import main
 from zoo.errors import NotFoundError, OfflineError, UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 ZIP = release_zip()
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -21,16 +21,16 @@ from pathlib import Path
 
 import pytest
 from servers.faulty import Fault, FaultServer
-from servers.helpers import checkpoint_files, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
+from support.cli import run
 from support.damage import flip
 from support.disk import fill
+from support.fixtures import checkpoint_files, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
 from support.models import DATA, FIXTURE, release_files, release_zip, write_tiny_manifest
 
 torch = pytest.importorskip("torch")
 
 import zoo
 from zoo import cache
-from zoo.cli import main
 from zoo.errors import DiskSpaceError, IntegrityError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,10 +39,6 @@ ZIP = make_zip(FILES)
 OTHER = make_zip(checkpoint_files(200_000, seed=5))
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def state(loaded: zoo.Loaded) -> dict[str, torch.Tensor]:

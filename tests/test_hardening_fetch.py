@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 from servers.faulty import Fault, FaultServer
-from servers.helpers import checkpoint_files, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
+from support.cli import run
 from support.disk import fill
+from support.fixtures import checkpoint_files, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
 
 import zoo
 from zoo import cache
-from zoo.cli import main
 from zoo.errors import NetworkError, UnsupportedError, UsageError
 from zoo.fetch import FetchOptions
 from zoo.resolver import resolve
@@ -36,10 +36,6 @@ FAST = FetchOptions(stall_timeout=2, connect_timeout=2, backoff_base=0.01, backo
                     min_speed=1024, speed_window=0.3, header_timeout=0.5)
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def files_of(path: Path) -> dict[str, bytes]:

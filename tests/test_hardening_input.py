@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from servers.helpers import checkpoint_files, make_zip, source, write_manifest, zoo_env  # noqa: F401
+from support.cli import run
 from support.damage import flip
+from support.fixtures import checkpoint_files, make_zip, source, write_manifest, zoo_env  # noqa: F401
 from support.models import FIXTURE
 
 import zoo
@@ -33,10 +34,6 @@ transformers = pytest.importorskip("transformers")
 TF = Path(__file__).parent / "fixtures" / "tf"
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ----------------------------------------------------------------------------------- 5, 6: manifests

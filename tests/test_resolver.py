@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from servers.faulty import FaultServer
-from servers.helpers import checkpoint_files, make_tar_gz, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
+from support.fixtures import checkpoint_files, make_tar_gz, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
 
 from zoo import cache
 from zoo.errors import DiskSpaceError, IntegrityError, NetworkError, OfflineError, UnsafeArchiveError, UsageError

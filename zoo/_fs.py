@@ -152,6 +152,26 @@ def disk_usage(paths: list[Path]) -> int:
     return total
 
 
+# ---------------------------------------------------------------------------------------------- reading
+def read_lines(path: Path, what: str) -> list[str]:
+    """The lines of a UTF-8 text file (a BOM is dropped; a final newline ends the last line, it does not start an
+    empty one). A missing file, a directory or bytes that are not UTF-8 are zoo errors naming the file."""
+    from zoo.errors import CheckpointError, NotFoundError
+
+    try:
+        text = Path(path).read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: {what} file does not exist") from None
+    except IsADirectoryError:
+        raise NotFoundError(f"{path}: is a directory, not a {what} file") from None
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path}: {what} is not UTF-8 text (byte {exc.start})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
 # ---------------------------------------------------------------------------------------------- sizes
 def human_size(n: float | None) -> str:
     """``1.5 GiB``-style size (binary units everywhere zoo shows a size); ``unknown size`` for None."""

@@ -33,7 +33,8 @@ from tokenizers.normalizers import BertNormalizer
 from tokenizers.pre_tokenizers import BertPreTokenizer
 from tokenizers.processors import TemplateProcessing
 
-from zoo.errors import CheckpointError, NotFoundError, UsageError
+from zoo._fs import read_lines
+from zoo.errors import CheckpointError, UsageError
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _PLACEHOLDER = re.compile(r"\[zoo-(?:empty|dup)-\d+\]")
@@ -215,17 +216,7 @@ def read_vocab_tokens(path: Path) -> list[str]:
     produce, so ids always match the embedding rows of the checkpoint the vocab came with and a repeated token
     maps to its first id.
     """
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise NotFoundError(f"{path}: vocab file does not exist") from None
-    except IsADirectoryError:
-        raise NotFoundError(f"{path}: is a directory, not a vocab file") from None
-    except UnicodeDecodeError as exc:
-        raise CheckpointError(f"{path}: vocab is not UTF-8 text (byte {exc.start})") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = read_lines(path, "vocab")
     tokens: list[str] = []
     seen: set[str] = set()
     for i, line in enumerate(lines):

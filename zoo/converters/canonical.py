@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
+
 from zoo.config import ModelConfig
 
 Shapes = dict[str, tuple[int, ...]]
@@ -42,6 +44,23 @@ def encoder_shapes(config: ModelConfig) -> Shapes:
         shapes.update(_norm(f"{c}.output_norm", h))
     shapes.update(_linear("pooler", h, h))
     return shapes
+
+
+def shape_problems(shapes: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]], *,
+                   optional: tuple[str, ...] = (), ignored: Collection[str] = ()) -> list[str]:
+    """What keeps ``shapes`` (name → shape of the tensors at hand) from being exactly ``expected``: missing names
+    (except those starting with an ``optional`` prefix), unexpected ones (except ``ignored``) and wrong shapes, each
+    listed with at most five examples. Empty when they match."""
+    missing = sorted(k for k in expected if k not in shapes and not k.startswith(optional))
+    unexpected = sorted(k for k in shapes if k not in expected and k not in ignored)
+    wrong = [f"{k} {list(shapes[k])} (config implies {list(shape)})"
+             for k, shape in expected.items() if k in shapes and tuple(shapes[k]) != tuple(shape)]
+    problems = []
+    for label, items, sep in (("missing", missing, ", "), ("unexpected", unexpected, ", "),
+                              ("wrong shapes:", wrong, "; ")):
+        if items:
+            problems.append(f"{label} {sep.join(items[:5])}{' …' if len(items) > 5 else ''}")
+    return problems
 
 
 def head_shapes(config: ModelConfig) -> dict[str, Shapes]:

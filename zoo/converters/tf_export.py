@@ -38,7 +38,7 @@ import numpy as np
 
 from zoo.config import SCHEME_ARCHITECTURE, SCHEMES, ModelConfig
 from zoo.converters.arrays import cast, transposed_bands
-from zoo.converters.canonical import encoder_shapes, head_shapes
+from zoo.converters.canonical import encoder_shapes, head_shapes, shape_problems
 from zoo.converters.layout import VOCAB, WEIGHTS, missing_file, staged_output
 from zoo.converters.names import transposed
 from zoo.converters.schemes import name_map
@@ -186,17 +186,7 @@ def _check(tensors: Mapping[str, Tensor], config: ModelConfig, origin: str) -> t
             heads.append(head)
             expected.update(shapes)
     dropped = sorted(n for n in tensors if n not in expected and n.startswith(TASK_HEAD_PREFIXES))
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected) - set(dropped))
-    wrong = [f"{n} {list(tensors[n].shape)} (config implies {list(s)})" for n, s in expected.items()
-             if n in tensors and tuple(tensors[n].shape) != s]
-    problems = []
-    if missing:
-        problems.append(f"missing {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
-    if unexpected:
-        problems.append(f"unexpected {', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}")
-    if wrong:
-        problems.append(f"wrong shapes: {'; '.join(wrong[:5])}{' …' if len(wrong) > 5 else ''}")
+    problems = shape_problems({n: tuple(t.shape) for n, t in tensors.items()}, expected, ignored=dropped)
     if problems:
         raise CheckpointError(f"{origin}: the weights do not match the {config.architecture} config: "
                               + "; ".join(problems), hint="config.json must describe these weights")

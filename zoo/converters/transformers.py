@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from zoo.config import CHECKPOINT_HEADS, ModelConfig
 from zoo.converters import hf_names
-from zoo.converters.canonical import encoder_shapes, head_shapes
+from zoo.converters.canonical import encoder_shapes, head_shapes, shape_problems
 from zoo.converters.layout import CONFIG, CONVERTER_VERSION, VOCAB, WEIGHTS, staged_output
 from zoo.converters.safetensors_out import write_state
 from zoo.converters.vocab import read_vocab
@@ -78,19 +78,8 @@ def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 def check_shapes(state: Mapping[str, torch.Tensor], config: ModelConfig, origin: str) -> None:
     """Every encoder tensor present with the shape ``config`` implies; heads may be absent, and so may the pooler
     (transformers' ``*ForMaskedLM`` save none; the loader then initialises it fresh, with a warning); nothing extra."""
-    expected = expected_shapes(config)
-    optional = ("mlm.", "seq_relationship.", "pooler.")
-    missing = sorted(k for k in expected if k not in state and not k.startswith(optional))
-    unexpected = sorted(k for k in state if k not in expected)
-    wrong = [f"{k} {list(state[k].shape)} (config implies {list(shape)})"
-             for k, shape in expected.items() if k in state and tuple(state[k].shape) != shape]
-    problems = []
-    if missing:
-        problems.append(f"missing {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
-    if unexpected:
-        problems.append(f"unexpected {', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}")
-    if wrong:
-        problems.append(f"wrong shapes: {'; '.join(wrong[:5])}{' …' if len(wrong) > 5 else ''}")
+    problems = shape_problems({k: tuple(t.shape) for k, t in state.items()}, expected_shapes(config),
+                              optional=("mlm.", "seq_relationship.", "pooler."))
     if problems:
         raise CheckpointError(f"{origin}: the weights do not match the {config.architecture} config: "
                               + "; ".join(problems), hint="the manifest's config describes another model")

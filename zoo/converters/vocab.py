@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from zoo._fs import read_lines
 from zoo.errors import CheckpointError
 
 
@@ -30,15 +31,7 @@ class Vocab:
 
 
 def read_vocab(path: Path, *, compact: bool = False) -> Vocab:
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: vocab file is missing") from None
-    except UnicodeDecodeError as exc:
-        raise CheckpointError(f"{path}: vocab is not UTF-8 text (byte {exc.start})") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = read_lines(path, "vocab")
     tokens: list[str] = []
     first: dict[str, int] = {}
     duplicates: dict[int, int] = {}
