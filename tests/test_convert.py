@@ -320,6 +320,19 @@ def test_existing_output_is_refused_but_an_empty_directory_is_filled(tmp_path: P
     assert (convert(FIXTURES / "bert", tmp_path / "empty") / "receipt.json").is_file()
 
 
+def test_the_working_directory_as_output_is_filled_in_place(tmp_path: Path, monkeypatch) -> None:
+    from zoo.weights import prepare
+
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert main(["convert", str(FIXTURES / "bert"), "."]) == 0
+    assert Path.cwd().samefile(here)  # the directory the shell stands in was kept, not replaced
+    assert {"receipt.json", "model.safetensors", "config.json"} <= {p.name for p in Path(".").iterdir()}
+    assert not list(tmp_path.glob(".*tmp-*")) and not list(here.glob(".*tmp-*"))
+    assert prepare(".").path == here  # one directory, one spelling
+
+
 def test_release_layout_errors(tmp_path: Path) -> None:
     shutil.copytree(FIXTURES / "bert", tmp_path / "r")
     (tmp_path / "r" / "vocab.txt").unlink()

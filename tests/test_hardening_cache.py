@@ -383,6 +383,8 @@ def test_ls_accounts_for_every_file_and_prune_to_zero_keeps_only_pins(zoo_env: P
         root / "partial" / ("1" * 32) / "data": b"x" * 5000,  # an interrupted download without source.json
         root / "tmp" / f"{socket.gethostname()}-999999999-{'0' * 12}" / "w": b"x" * 100,  # a dead process's
         cache.converted_path("ab" * 32, CONVERTER_VERSION) / "w": b"half",  # a conversion without its marker
+        root / "snapshots" / "tiny" / ("ef" * 8) / "w": b"extracted",  # a snapshot without its marker
+        root / "snapshots" / "gone" / ("ef" * 8) / "w": b"extracted",  # ... of a model no longer registered
         root / "blobs" / "sha256" / sha256(b"orphan"): b"orphan",
     }
     for path, data in leftovers.items():
@@ -463,3 +465,13 @@ def test_the_disk_filling_up_during_a_conversion(small_disk, tmp_path: Path, mon
     assert code == 10 and "the disk filled up" in err and "Traceback" not in err
     filler[0].unlink()
     assert zoo.load("tiny", device="cpu", progress=False).fill_mask("今天[MASK]", top_k=1)
+
+
+def test_a_snapshot_without_its_marker_is_removed_with_its_model(tiny: Path, capsys) -> None:
+    zoo.pull("tiny", progress=False)
+    [snap] = cache.snapshots("tiny")
+    cache.invalidate(snap)  # damaged: its marker went; the directory stays until the next pull or rm
+    half = [row for row in json.loads(run(capsys, "cache", "ls", "--json")[1]) if row["kind"] == "staging"]
+    assert [(row["name"], row["source"]) for row in half] == [("tiny", "incomplete snapshot")]
+    code, _, _ = run(capsys, "cache", "rm", "tiny")
+    assert code == 0 and not snap.path.exists() and not snap.path.parent.exists()

@@ -133,6 +133,8 @@ def test_valid_manifest_parses_with_derived_fields() -> None:
         ({"sources__0__extra": 1}, r"sources\[0\]\.extra", "unknown key"),
         ({"sources__1__hf": "not a repo"}, r"sources\[1\]\.hf", "org/name"),
         ({"sources__1__archive": "zip"}, r"sources\[1\]\.archive", "expected 'none'"),
+        ({"sources__1__sha256": "0" * 64}, r"sources\[1\]\.sha256", "pin each file under 'files'"),
+        ({"sources__1__size": 10}, r"sources\[1\]\.size", "pin each file under 'files'"),
         ({"sources__1__files__pytorch_model.bin__sha256": "xyz"}, r"sources\[1\]\.files\.pytorch_model\.bin\.sha256",
          "64 lowercase hex"),
         ({"sources__1__files__pytorch_model.bin__md5": "x"}, r"sources\[1\]\.files\.pytorch_model\.bin\.md5",

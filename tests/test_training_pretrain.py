@@ -287,3 +287,71 @@ def test_whole_word_masking_and_progress_lines(tmp_path: Path, capsys: pytest.Ca
     receipt = json.loads((out / "receipt.json").read_text())
     assert receipt["settings"]["whole_word"] is True
     assert any(p.name.endswith("-jieba") for p in (out / "data").iterdir())
+
+
+# ------------------------------------------------------------------------------------- run bookkeeping
+def test_fresh_heads_are_a_function_of_the_seed(tmp_path: Path) -> None:
+    """A base without pretraining heads: two runs with one --seed end equal, another --seed differs."""
+    base = ["pretrain", str(TF / "bert_fp16_headless"), "--corpus", str(CORPUS), "--steps", "2", *TINY]
+    for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
+        torch.manual_seed(int(seed) * 1000 + len(name))  # whatever the process did before must not matter
+        torch.rand(3)
+        assert main([*base, "--out", str(tmp_path / name), "--seed", seed]) == 0
+    a, b, c = (_weights(tmp_path / name) for name in "abc")
+    assert "seq_relationship.weight" in a
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["seq_relationship.weight"], c["seq_relationship.weight"])
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_starts_afresh(tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    empty, out = tmp_path / "empty.txt", tmp_path / "run"
+    empty.write_text("\n", encoding="utf-8")
+    base = ["pretrain", str(TF / "albert_google"), "--out", str(out), "--steps", "2", "--log-every", "1", *TINY]
+    assert main([*base, "--corpus", str(empty)]) == DataError.exit_code
+    assert (out / "run.json").is_file() and not (out / "checkpoints").exists()
+    assert main([*base, "--corpus", str(CORPUS)]) == 0  # nothing to keep: no --resume needed
+    assert [r["step"] for r in _metrics(out)] == [1, 2]
+    capsys.readouterr()
+
+
+def test_two_runs_never_share_an_output_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from filelock import FileLock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with FileLock(str(out / "run.lock")):  # another zoo pretrain, running
+        code = main(["pretrain", str(TF / "albert_google"), "--corpus", str(CORPUS), "--out", str(out),
+                     "--steps", "2", *TINY])
+    assert code == UsageError.exit_code
+    assert "another zoo pretrain is running" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["run.lock"]  # it touched nothing
+
+
+def test_resume_of_a_finished_run_reports_its_final_losses(tmp_path: Path) -> None:
+    """Killed after its last checkpoint but before the output was written, with a metrics line cut short:
+    --resume writes the output, and its receipt reports the last step's losses."""
+    out = tmp_path / "run"
+    args = ["pretrain", str(TF / "albert_google"), "--corpus", str(CORPUS), "--out", str(out), "--steps", "4",
+            "--save-every", "2", "--log-every", "1", *TINY]
+    assert main(args) == 0
+    final = json.loads((out / "receipt.json").read_text())["final"]
+    for name in ("model.safetensors", "receipt.json", "config.json"):
+        (out / name).unlink()
+    with open(out / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"step": 5, "lo')  # a line cut short by the crash
+    assert main([*args, "--resume"]) == 0
+    assert json.loads((out / "receipt.json").read_text())["final"] == final
+    assert final["loss"] == pytest.approx(_metrics(out)[-1]["loss"])
+    assert [r["step"] for r in _metrics(out)] == [1, 2, 3, 4]
+
+
+def test_a_data_error_in_the_worker_process_reads_as_one(tmp_path: Path) -> None:
+    damaged = tmp_path / "bad.tfrecord"
+    data = bytearray((PRE / "bert.tfrecord").read_bytes())
+    data[500] ^= 0x40
+    damaged.write_bytes(bytes(data))
+    done = _zoo("pretrain", str(TF / "bert"), "--tfrecord", str(damaged), "--out", str(tmp_path / "bad"),
+                "--steps", "3", "--batch-size", "4", "--workers", "1", "-q")
+    assert done.returncode == DataError.exit_code, done.stderr
+    assert "bad.tfrecord" in done.stderr and "Traceback" not in done.stderr

@@ -119,7 +119,7 @@ def _from_path(path: Path, emit: ProgressCallback) -> Prepared:
         if problem is not None:
             raise CheckpointError(f"{path} is damaged: {problem}",
                                   hint="convert, export or train it again (its receipt says how it was made)")
-        return Prepared(path)
+        return Prepared(path.resolve())
     return Prepared(convert_release_dir(path, emit), cached=True, release=path.resolve())
 
 

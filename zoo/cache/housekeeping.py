@@ -26,10 +26,11 @@ from zoo.cache.paths import (
     home,
     partial_dir,
     snapshot_lock,
+    snapshot_marker_path,
     staging_owner_alive,
 )
 from zoo.cache.records import rehash_files
-from zoo.cache.snapshots import Snapshot, invalidate, snapshots, write_marker
+from zoo.cache.snapshots import Snapshot, invalidate, read_snapshot, snapshots, write_marker
 
 log = logging.getLogger("zoo.cache")
 
@@ -71,7 +72,19 @@ def entries() -> list[Entry]:
         if (root / "converted").is_dir() else []
     for item in half:
         out.append(Entry("staging", item.name, "incomplete conversion", disk_usage([item]), _mtime(item), (item,)))
+    for item in _half_snapshots():
+        out.append(Entry("staging", item.parent.name, "incomplete snapshot", disk_usage([item]), _mtime(item),
+                         (item,)))
     return out
+
+
+def _half_snapshots(model: str | None = None) -> list[Path]:
+    """Snapshot directories without a valid marker: a pull stopped between extracting and committing, or a
+    damaged snapshot that lost its marker (the next pull of the model rebuilds it)."""
+    root = home() / "snapshots"
+    complete = {s.path for s in snapshots(model)}
+    models = [root / model] if model is not None else sorted(root.iterdir()) if root.is_dir() else []
+    return [p for d in models if d.is_dir() for p in sorted(d.iterdir()) if p.is_dir() and p not in complete]
 
 
 def total_size() -> int:
@@ -139,6 +152,10 @@ def remove(name: str, *, sources: Iterable[str] = ()) -> list[Entry]:
                           (conv.path,))
             if _remove_conversion(conv):
                 removed.append(entry)
+    for item in _half_snapshots(name):
+        entry = Entry("staging", name, "incomplete snapshot", disk_usage([item]), _mtime(item), (item,))
+        if _remove_half_snapshot(item):
+            removed.append(entry)
     wanted = {partial_dir(label) for label in sources}
     for work in _partials():
         owner, source = _partial_names(work)
@@ -208,6 +225,9 @@ def prune(max_size: int, *, converter_version: int | None = None) -> list[Entry]
         if entry.kind == "staging" and entry.detail == "incomplete conversion":
             if _remove_half_conversion(entry.paths[0]):
                 removed.append(entry)
+        elif entry.kind == "staging" and entry.detail == "incomplete snapshot":
+            if _remove_half_snapshot(entry.paths[0]):
+                removed.append(entry)
         elif entry.kind == "staging":
             if not staging_owner_alive(entry.paths[0]):
                 rmtree(entry.paths[0])
@@ -253,6 +273,20 @@ def _remove_half_conversion(path: Path) -> bool:
         if not mine:
             return False
         rmtree(path)
+    return True
+
+
+def _remove_half_snapshot(path: Path) -> bool:
+    """Remove a marker-less snapshot directory unless a pull holds it (it commits the marker under the lock)."""
+    with try_lock(snapshot_lock(path.parent.name, path.name)) as mine:
+        if not mine or read_snapshot(path.parent.name, path.name) is not None:  # committed meanwhile
+            return False
+        snapshot_marker_path(path.parent.name, path.name).unlink(missing_ok=True)  # an unreadable one
+        rmtree(path)
+    try:
+        path.parent.rmdir()
+    except OSError:
+        pass
     return True
 
 

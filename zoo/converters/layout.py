@@ -91,10 +91,15 @@ def _umask() -> int:
 @contextlib.contextmanager
 def staged_output(out: Path, *, kind: str) -> Iterator[Staged]:
     """Write a directory atomically: yields a :class:`Staged` in a temporary sibling of ``out``; when the block
-    succeeds the receipt is written and the sibling renamed to ``out`` (which must not exist, or be empty)."""
-    out = Path(out)
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        raise UsageError(f"{out}: already exists and is not empty", hint="remove it or choose another directory")
+    succeeds the receipt is written and the sibling renamed to ``out``. ``out`` must not exist, or be an empty
+    directory — which is kept (it may be the working directory): the files are moved into it, the receipt last."""
+    out = Path(out).resolve()  # "." or "run/.." has no usable name or parent
+    if out.exists():
+        if not (out.is_dir() and not any(out.iterdir())):
+            raise UsageError(f"{out}: already exists and is not empty", hint="remove it or choose another directory")
+        with staged_into(out, kind=kind) as staged:
+            yield staged
+        return
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Staged(Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent)))
     try:
@@ -103,8 +108,6 @@ def staged_output(out: Path, *, kind: str) -> Iterator[Staged]:
             receipt = {"receipt_version": RECEIPT_VERSION, "kind": kind, "zoo_version": __version__,
                        **staging.receipt, "outputs": [staging.outputs[k] for k in sorted(staging.outputs)]}
             staging.write_json(RECEIPT, receipt, "receipt")
-            if out.exists():
-                out.rmdir()
             os.rename(staging.path, out)
     except BaseException:
         shutil.rmtree(staging.path, ignore_errors=True)
@@ -116,7 +119,7 @@ def staged_into(out: Path, *, kind: str) -> Iterator[Staged]:
     """Like :func:`staged_output`, for a directory that holds other things too (a training run's ``--out``):
     the files are staged in a hidden subdirectory, then each is renamed into ``out``, the receipt last — an
     older receipt is removed first, so ``out`` never looks complete with a mix of old and new files."""
-    out = Path(out)
+    out = Path(out).resolve()  # "." or "run/.." has no usable name or parent
     out.mkdir(parents=True, exist_ok=True)
     staging = Staged(Path(tempfile.mkdtemp(prefix=".final.tmp-", dir=out)))
     try:

@@ -356,6 +356,11 @@ def _parse_source(c: _Checker, item: Any, index: int) -> Source:
     size = c.get(item, "size", int, p)
     if size is not None and size < 0:
         raise c.fail(f"{p}.size", f"expected a size in bytes >= 0, got {size}")
+    if hf is not None:
+        for key, value in (("sha256", sha256), ("size", size)):
+            if value is not None:
+                raise c.fail(f"{p}.{key}", "an hf source is a set of files, not one download: pin each file "
+                                           "under 'files' (and the commit under 'revision')")
     default_archive = _archive_from_url(url) if url else "none"
     archive = c.choice(item, "archive", ARCHIVES, p, default=default_archive) or default_archive
     if hf is not None and archive != "none":

@@ -39,6 +39,8 @@ class Checkpoint:
     step: int
     position: Position
     settings: dict[str, Any]
+    #: the training metrics of its step (what the run's receipt reports as final)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def checkpoints(directory: Path) -> list[Checkpoint]:
@@ -50,14 +52,16 @@ def checkpoints(directory: Path) -> list[Checkpoint]:
         try:
             state = json.loads((path / STATE).read_text(encoding="utf-8"))
             position = Position(**state["position"])
-            found.append(Checkpoint(path, int(state["step"]), position, dict(state["settings"])))
+            found.append(Checkpoint(path, int(state["step"]), position, dict(state["settings"]),
+                                    dict(state.get("metrics") or {})))
         except (OSError, ValueError, KeyError, TypeError):
             log.warning("%s is incomplete or damaged; ignoring it", path)
     return found
 
 
 def save(directory: Path, *, step: int, position: Position, settings: dict[str, Any],
-         model: dict[str, torch.Tensor], optimizer: dict[str, Any], keep: int = 2) -> Path:
+         model: dict[str, torch.Tensor], optimizer: dict[str, Any], keep: int = 2,
+         metrics: dict[str, Any] | None = None) -> Path:
     """Write checkpoint ``step`` atomically, then drop all but the newest ``keep``."""
     from safetensors.torch import save_file
 
@@ -71,7 +75,8 @@ def save(directory: Path, *, step: int, position: Position, settings: dict[str, 
             save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.items()},
                       str(staging / WEIGHTS))
             _torch_save(optimizer, staging / OPTIMIZER)
-            state = {"step": step, "position": dataclasses.asdict(position), "settings": settings}
+            state = {"step": step, "position": dataclasses.asdict(position), "settings": settings,
+                     "metrics": metrics or {}}
             (staging / STATE).write_text(json.dumps(state, indent=1, sort_keys=True) + "\n", encoding="utf-8")
             if final.exists():
                 rmtree(final)

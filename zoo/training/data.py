@@ -20,7 +20,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from zoo.errors import DataError, UsageError
+from zoo import errors
+from zoo.errors import DataError, UsageError, ZooError
 from zoo.training.corpus import TokenizedCorpus
 from zoo.training.instances import Instance, InstanceSampler
 from zoo.training.masking import EXAMPLE_KEYS, ExampleBuilder
@@ -195,15 +196,40 @@ def collate(examples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     return {key: torch.from_numpy(np.stack([e[key] for e in examples])) for key in EXAMPLE_KEYS}
 
 
+MicroBatches = Iterator[tuple[int, int, dict[str, torch.Tensor]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Failure:
+    """A zoo error raised in the data worker, carried to the training process whole (message and hint)."""
+
+    kind: str
+    message: str
+    hint: str | None
+
+    def error(self) -> ZooError:
+        cls = getattr(errors, self.kind, ZooError)
+        if not (isinstance(cls, type) and issubclass(cls, ZooError)) or cls is errors.ManifestError:
+            cls = ZooError
+        return cls(self.message, hint=self.hint)
+
+
 class _Stream(torch.utils.data.IterableDataset):  # type: ignore[type-arg]
     def __init__(self, source: Source, layout: Layout, start: Position) -> None:
         self.source, self.layout, self.start = source, layout, start
 
-    def __iter__(self) -> Iterator[tuple[int, int, dict[str, torch.Tensor]]]:
-        return micro_batches(self.source, self.layout, self.start)
+    def __iter__(self) -> Iterator[Any]:
+        try:
+            yield from micro_batches(self.source, self.layout, self.start)
+        except ZooError as exc:  # DataLoader would wrap it in a traceback text; send it over as it is
+            yield _Failure(type(exc).__name__, exc.message, exc.hint)
 
 
-MicroBatches = Iterator[tuple[int, int, dict[str, torch.Tensor]]]
+def _unwrap(batches: Iterator[Any]) -> MicroBatches:
+    for item in batches:
+        if isinstance(item, _Failure):
+            raise item.error()
+        yield item
 
 
 def loader(source: Source, layout: Layout, start: Position, *, workers: int) -> MicroBatches:
@@ -215,4 +241,4 @@ def loader(source: Source, layout: Layout, start: Position, *, workers: int) -> 
         log.info("one data worker keeps the order deterministic; using 1 instead of %d", workers)
     data = torch.utils.data.DataLoader(_Stream(source, layout, start), batch_size=None, num_workers=1,
                                        prefetch_factor=max(4, 2 * layout.accum), persistent_workers=False)
-    return iter(data)
+    return _unwrap(iter(data))

@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import torch
 
-from zoo._fs import sha256_file
+from zoo._fs import sha256_file, write_bytes_atomic
 from zoo.config import ModelConfig, normalize_dtype
 from zoo.converters.layout import CONFIG, VOCAB, WEIGHTS, read_config, read_receipt, staged_into, tokenizer_options
 from zoo.converters.safetensors_out import write_state
@@ -193,16 +193,23 @@ def pretrain(model: Model, *, out: str | os.PathLike[str], steps: int, corpus: S
             config = dataclasses.replace(config, max_seq_length=128)
         run = _Run(config, base_config, prepared, out_dir, world, emit)
         run.check_positions()
+        Layout(config.batch_size, world.size, world.rank, config.grad_accum)  # a bad split fails before anything
+        if config.dtype == "float16" and world.device.type != "cuda":
+            raise UsageError("--dtype fp16 trains with a loss scaler on CUDA GPUs only",
+                             hint="use --dtype bf16 (or fp32) on the CPU")
         run.open_output(resume)
-        source_data = run.data(corpus, tfrecords)
-        if config.max_seq_length is None:  # from the TFRecords
-            run.config = config = dataclasses.replace(config, max_seq_length=source_data.max_seq_length)
-            run.check_positions()
-        run.build_model()
-        start = run.restore(resume)
-        _train(run, source_data, start, workers=workers)
-        if world.main:
-            _write_output(run)
+        try:
+            source_data = run.data(corpus, tfrecords)
+            if config.max_seq_length is None:  # from the TFRecords
+                run.config = config = dataclasses.replace(config, max_seq_length=source_data.max_seq_length)
+                run.check_positions()
+            run.build_model()
+            start = run.restore(resume)
+            _train(run, source_data, start, workers=workers)
+            if world.main:
+                _write_output(run)
+        finally:
+            run.close()
         world.barrier()
     return out_dir
 
@@ -242,15 +249,19 @@ class _Run:
             if prepared.manifest else tokenizer_options(prepared.path)
         self.tokenizer = Tokenizer.from_file(prepared.path / VOCAB, lowercase=lowercase, strip_accents=strip_accents,
                                              model_max_length=self.model_config.max_position_embeddings)
+        # read now what the result needs from the base directory: a cache prune during a long run may remove it
+        self.vocab_bytes = (prepared.path / VOCAB).read_bytes()
+        self.base = self._base_identity()
         self.data_description: dict[str, Any] = {}
-        self.final: dict[str, float] = {}
+        self.final: dict[str, Any] = {}
+        self.lock: Any = None
 
     # ------------------------------------------------------------------------------------- settings
     def settings(self) -> dict[str, Any]:
         """What defines the run (compared on resume)."""
-        return {**dataclasses.asdict(self.config), "base": self.base_identity(), "world_size": self.world.size}
+        return {**dataclasses.asdict(self.config), "base": self.base, "world_size": self.world.size}
 
-    def base_identity(self) -> dict[str, Any]:
+    def _base_identity(self) -> dict[str, Any]:
         receipt = read_receipt(self.prepared.path) or {}
         weights = next((o["sha256"] for o in receipt.get("outputs", []) if o.get("path") == WEIGHTS), None)
         return {"model": self.name, "source": self.prepared.pulled.source.label if self.prepared.pulled else
@@ -273,8 +284,11 @@ class _Run:
 
     # --------------------------------------------------------------------------------------- output
     def open_output(self, resume: bool) -> None:
+        """Claim ``out`` for this run (one run at a time: ``out/run.lock``), check it against ``--resume``."""
         run_file = self.out / "run.json"
         if self.world.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.lock = _claim(self.out)
             existing = ckpt.checkpoints(self.out / "checkpoints")
             if resume:
                 if not existing:
@@ -282,13 +296,20 @@ class _Run:
                                      hint="run without --resume to start a new run")
                 _check_same_run(json.loads(run_file.read_text(encoding="utf-8")) if run_file.is_file() else {},
                                 self.settings(), self.out)
-            elif existing or run_file.exists() or (self.out / WEIGHTS).exists():
+            elif existing or (self.out / WEIGHTS).exists():
                 raise UsageError(f"{self.out} already holds a training run",
                                  hint="continue it with --resume, or choose another --out directory")
-            self.out.mkdir(parents=True, exist_ok=True)
+            elif run_file.exists():  # a run that stopped before its first checkpoint: nothing to keep
+                log.info("%s: the previous run stopped before its first checkpoint; starting afresh", self.out)
+                (self.out / "metrics.jsonl").unlink(missing_ok=True)
             ckpt.clean_staging(self.out / "checkpoints")
             run_file.write_text(json.dumps(self.settings(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
         self.world.barrier()
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # ----------------------------------------------------------------------------------------- data
     def data(self, corpus: Sequence[str | os.PathLike[str]], tfrecords: Sequence[str | os.PathLike[str]]) -> Source:
@@ -342,6 +363,7 @@ class _Run:
         heads = "pretraining" if (pair or "seq_relationship" in present) else "mlm"
         if pair and "seq_relationship" not in present:
             log.warning("%s has no %s head: it starts from a fresh initialisation", self.name, cfg.objective.upper())  # type: ignore[union-attr]
+        torch.manual_seed(_step_seed(cfg.seed, -1, 0))  # fresh heads and new positions: a function of --seed
         self.model = load_model(self.prepared.path / WEIGHTS, self.base_config, device=world.device, dtype="float32",
                                 heads=heads, max_position_embeddings=cfg.max_position_embeddings,
                                 position_init=cfg.position_init, init_missing_heads=True)
@@ -360,9 +382,6 @@ class _Run:
         if world.size > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[world.device.index] if world.device.type == "cuda" else None)
-        if cfg.dtype == "float16" and world.device.type != "cuda":
-            raise UsageError("--dtype fp16 trains with a loss scaler on CUDA GPUs only",
-                             hint="use --dtype bf16 (or fp32) on the CPU")
         self.scaler = torch.amp.GradScaler("cuda", enabled=cfg.dtype == "float16")
 
     # --------------------------------------------------------------------------------------- resume
@@ -381,12 +400,18 @@ class _Run:
         if "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
         log.info("resuming %s from step %d (%s)", self.out, latest.step, latest.path.name)
+        self.final = dict(latest.metrics)
         if self.world.main:  # the steps after the checkpoint are trained again: their records go
             metrics = self.out / "metrics.jsonl"
             if metrics.is_file():
-                kept = [line for line in metrics.read_text(encoding="utf-8").splitlines()
-                        if line.strip() and json.loads(line).get("step", 0) <= latest.step]
-                metrics.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+                kept = []
+                for line in metrics.read_text(encoding="utf-8", errors="replace").splitlines():
+                    try:
+                        if json.loads(line).get("step", 0) <= latest.step:
+                            kept.append(line)
+                    except (ValueError, AttributeError):
+                        continue  # a line cut short by a crash or a full disk
+                write_bytes_atomic(metrics, "".join(line + "\n" for line in kept).encode("utf-8"))
         return latest.step, latest.position
 
     def save(self, step: int, position: Position) -> None:
@@ -395,7 +420,21 @@ class _Run:
         optimizer = {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                      "scaler": self.scaler.state_dict()}
         ckpt.save(self.out / "checkpoints", step=step, position=position, settings=self.settings(),
-                  model=self.model.state_dict(), optimizer=optimizer, keep=self.config.keep_checkpoints)
+                  model=self.model.state_dict(), optimizer=optimizer, keep=self.config.keep_checkpoints,
+                  metrics=self.final)
+
+
+def _claim(out: Path) -> Any:
+    """An exclusive lock on ``out/run.lock`` for the whole run: two runs never share an output directory."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(out / "run.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UsageError(f"another zoo pretrain is running in {out}",
+                         hint="wait for it to finish, or choose another --out directory") from None
+    return lock
 
 
 def _check_same_run(saved: dict[str, Any], now: dict[str, Any], out: Path) -> None:
@@ -477,8 +516,9 @@ def _train(run: _Run, source: Source, start: tuple[int, Position], *, workers: i
                                    postfix={"loss": round(record["loss"], 4), "tok/s": int(record["tokens_per_s"])}))
             if not math.isfinite(record["loss"]):
                 raise DataError(f"training diverged at step {step} (loss {record['loss']})",
-                                hint="lower --lr, raise --warmup, or use --dtype fp32; --resume continues from the "
-                                     "last checkpoint")
+                                hint="start a new run (another --out) with a lower --lr or a longer --warmup"
+                                     + ("" if cfg.dtype == "float32" else ", or --dtype fp32")
+                                     + "; --resume would repeat the same steps exactly")
             if step % cfg.save_every == 0 or step == cfg.steps:
                 run.save(step, locate(source, step * cfg.batch_size))
     finally:
@@ -548,7 +588,7 @@ def _write_output(run: _Run) -> None:
     receipt recording the base model, the data, every setting and the final losses."""
     cfg = run.config
     state = {k: v.detach().to("cpu", torch.float32) for k, v in run.model.state_dict().items()}
-    vocab = (run.prepared.path / VOCAB).read_bytes()
+    vocab = run.vocab_bytes
     with staged_into(run.out, kind="pretraining") as staged:
         with staged.open(WEIGHTS, "weights") as fh:
             write_state(fh, state, {"format": "pt", "zoo.trained_from": run.name})
@@ -556,7 +596,7 @@ def _write_output(run: _Run) -> None:
         staged.write_bytes(VOCAB, vocab, "vocab")
         lowercase, strip_accents = run.tokenizer.lowercase, run.tokenizer.strip_accents
         staged.receipt.update({
-            "base": run.base_identity(),
+            "base": run.base,
             "architecture": run.model_config.architecture,
             "data": _data_receipt(run.data_description),
             "settings": dataclasses.asdict(cfg),
