@@ -134,6 +134,14 @@ def rmtree(path: Path) -> None:
             path.unlink()
 
 
+def mtime(path: Path, default: float = 0.0) -> float:
+    """``path``'s modification time, or ``default`` when it is gone or unreadable."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return default
+
+
 def disk_usage(paths: list[Path]) -> int:
     """Bytes used by files under ``paths``; a file with several hard links is counted once."""
     seen: set[tuple[int, int]] = set()

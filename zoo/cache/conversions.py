@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zoo._fs import rmtree, write_json_atomic
+from zoo._fs import mtime, rmtree, write_json_atomic
 from zoo.cache.paths import conversion_marker_path, home
 from zoo.cache.records import Check, FileRecord, check_files, files_from_json, files_to_json, stamped
 
@@ -48,10 +48,7 @@ class Conversion:
 
     @property
     def last_used(self) -> float:
-        try:
-            return self.marker.stat().st_mtime
-        except OSError:
-            return self.created
+        return mtime(self.marker, default=self.created)
 
     def to_json(self) -> dict[str, Any]:
         return {"version": MARKER_VERSION, "origin": self.origin, "source": self.source, "created": self.created,

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from zoo._fs import disk_usage, rmtree, sha256_file, write_json_atomic
+from zoo._fs import disk_usage, mtime, rmtree, sha256_file, write_json_atomic
 from zoo.cache.blobs import quarantine
 from zoo.cache.conversions import Conversion, conversions, invalidate_conversion
 from zoo.cache.locks import remove_lock_file, try_lock
@@ -61,19 +61,19 @@ def entries() -> list[Entry]:
                          disk_usage([conv.path]), conv.last_used, (conv.path,)))
     for work in _partials():
         name, source = _partial_names(work)
-        out.append(Entry("download", name, source, disk_usage([work]), _mtime(work), (work,)))
+        out.append(Entry("download", name, source, disk_usage([work]), mtime(work), (work,)))
     for blob in _orphan_blobs():
-        out.append(Entry("blob", blob.name, "no snapshot uses it", disk_usage([blob]), _mtime(blob), (blob,)))
+        out.append(Entry("blob", blob.name, "no snapshot uses it", disk_usage([blob]), mtime(blob), (blob,)))
     root = home()
     for kind, folder in (("quarantine", root / "quarantine"), ("staging", root / "tmp")):
         for item in sorted(folder.iterdir()) if folder.is_dir() else []:
-            out.append(Entry(kind, item.name, "", disk_usage([item]), _mtime(item), (item,)))
+            out.append(Entry(kind, item.name, "", disk_usage([item]), mtime(item), (item,)))
     half = [p for p in (root / "converted").iterdir() if p.is_dir() and not p.with_name(p.name + ".json").exists()] \
         if (root / "converted").is_dir() else []
     for item in half:
-        out.append(Entry("staging", item.name, "incomplete conversion", disk_usage([item]), _mtime(item), (item,)))
+        out.append(Entry("staging", item.name, "incomplete conversion", disk_usage([item]), mtime(item), (item,)))
     for item in _half_snapshots():
-        out.append(Entry("staging", item.parent.name, "incomplete snapshot", disk_usage([item]), _mtime(item),
+        out.append(Entry("staging", item.parent.name, "incomplete snapshot", disk_usage([item]), mtime(item),
                          (item,)))
     return out
 
@@ -92,12 +92,6 @@ def total_size() -> int:
     root = home()
     return disk_usage([root]) if root.exists() else 0
 
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 def _partials() -> list[Path]:
@@ -153,14 +147,14 @@ def remove(name: str, *, sources: Iterable[str] = ()) -> list[Entry]:
             if _remove_conversion(conv):
                 removed.append(entry)
     for item in _half_snapshots(name):
-        entry = Entry("staging", name, "incomplete snapshot", disk_usage([item]), _mtime(item), (item,))
+        entry = Entry("staging", name, "incomplete snapshot", disk_usage([item]), mtime(item), (item,))
         if _remove_half_snapshot(item):
             removed.append(entry)
     wanted = {partial_dir(label) for label in sources}
     for work in _partials():
         owner, source = _partial_names(work)
         if work in wanted or owner == name:
-            entry = Entry("download", owner, source, disk_usage([work]), _mtime(work), (work,))
+            entry = Entry("download", owner, source, disk_usage([work]), mtime(work), (work,))
             if _remove_partial(work):
                 removed.append(entry)
     return removed

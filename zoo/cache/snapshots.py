@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo._fs import rmtree, write_json_atomic
+from zoo._fs import mtime, rmtree, write_json_atomic
 from zoo.cache.paths import home, snapshot_marker_path, snapshot_path, source_key
 from zoo.cache.records import Check, FileRecord, check_files, files_from_json, files_to_json, stamped
 
@@ -47,10 +47,7 @@ class Snapshot:
 
     @property
     def last_used(self) -> float:
-        try:
-            return self.marker.stat().st_mtime
-        except OSError:
-            return self.created
+        return mtime(self.marker, default=self.created)
 
     def to_json(self) -> dict[str, Any]:
         return {"version": MARKER_VERSION, "model": self.model, "key": self.key, "source": self.source,
