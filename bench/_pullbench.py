@@ -13,6 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from servers.nginx import Nginx as Nginx  # re-exported: the pull benches serve the file with it
 
 WORK = Path(os.environ.get("ZOO_BENCH_DIR", "/tmp/zoo-bench"))
 SIZE = 1 << 30
