@@ -355,3 +355,27 @@ def test_a_data_error_in_the_worker_process_reads_as_one(tmp_path: Path) -> None
                 "--steps", "3", "--batch-size", "4", "--workers", "1", "-q")
     assert done.returncode == DataError.exit_code, done.stderr
     assert "bad.tfrecord" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_locate_counts_on_from_an_earlier_position() -> None:
+    """Saving a checkpoint locates the stream from the previous checkpoint's position: the same answer as from
+    the start, without sizing the epochs before it again (sizing a corpus epoch segments it)."""
+    from zoo.training.data import Position, locate
+
+    class Epochs:
+        def __init__(self) -> None:
+            self.sizes, self.asked = (7, 5, 9, 6, 8, 7, 5), list[int]()
+
+        def epoch_size(self, epoch: int) -> int:
+            self.asked.append(epoch)
+            return self.sizes[epoch % len(self.sizes)]
+
+    source = Epochs()
+    position = Position()
+    for consumed in range(0, 120, 4):
+        fresh = locate(source, consumed)  # type: ignore[arg-type]
+        source.asked.clear()
+        previous, position = position, locate(source, consumed, since=position)  # type: ignore[arg-type]
+        assert position == fresh
+        assert source.asked and min(source.asked) == previous.epoch  # nothing before the previous position
+    assert position.epoch >= 2

@@ -20,7 +20,7 @@ This module is pure Python (no torch), so the registry and ``zoo list`` can use 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 Architecture = Literal["bert", "albert", "albert-brightmart"]
@@ -42,6 +42,8 @@ HEADS: tuple[str | None, ...] = (None, "mlm", "pretraining", "sequence-classific
 PRETRAINING_HEADS: tuple[str, ...] = ("mlm", "pretraining")
 #: Parameter groups a checkpoint may hold besides the encoder (``mlm.*``, ``seq_relationship.*``).
 CHECKPOINT_HEADS: tuple[str, ...] = ("mlm", "seq_relationship")
+#: The label of positions (and pairs) no loss is computed for: torch's and transformers' ``ignore_index``.
+IGNORE_INDEX = -100
 
 #: dtype names everywhere (``zoo.load``, ``zoo convert``, ``zoo pretrain``): canonical names and short forms.
 DTYPES: dict[str, str] = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16",
@@ -66,11 +68,18 @@ def normalize_dtype(name: str) -> str:
     return DTYPES[key]
 
 
+def present_heads(names: Iterable[str]) -> set[str]:
+    """The :data:`CHECKPOINT_HEADS` that tensors named ``names`` (canonical names) hold."""
+    prefixes = {head + "." for head in CHECKPOINT_HEADS}
+    return {name.split(".", 1)[0] for name in names if name.split(".", 1)[0] + "." in prefixes}
+
+
 def heads_in(present: set[str] | frozenset[str]) -> str | None:
     """The ``heads`` value a checkpoint with these :data:`CHECKPOINT_HEADS` supports best."""
     if "mlm" in present:
         return "pretraining" if "seq_relationship" in present else "mlm"
     return None
+
 
 #: Config keys that only ALBERT architectures accept.
 ALBERT_ONLY_KEYS: frozenset[str] = frozenset({"embedding_size", "num_hidden_groups", "inner_group_num"})

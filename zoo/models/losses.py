@@ -15,8 +15,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from zoo.config import IGNORE_INDEX
+
 #: ``labels`` value marking positions (or examples) with nothing to predict.
-IGNORE = -100
+IGNORE = IGNORE_INDEX
 
 
 def nll_sum(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

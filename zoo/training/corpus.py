@@ -37,7 +37,6 @@ Words (what whole-word and n-gram masking group together):
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import gzip
 import hashlib
@@ -56,7 +55,8 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
-from zoo.errors import DataError, DiskSpaceError, NotFoundError, UsageError, first_line
+from zoo._fs import disk_full_is_an_error, sha256_file
+from zoo.errors import DataError, NotFoundError, UsageError, first_line
 from zoo.tokenizer import Tokenizer
 
 logger = logging.getLogger("zoo.training")
@@ -79,7 +79,6 @@ ARRAY_FILES: dict[str, str] = {
 DEFAULT_BATCH_CHARS = 1 << 20
 
 _READ_BLOCK = 1 << 20
-_HASH_BLOCK = 1 << 22
 _NPY_HEADER_SIZE = 128  # fixed, so the header can be rewritten with the final length after streaming
 _UTF8_HINT = "the corpus must be UTF-8; convert it first, e.g. `iconv -f GB18030 -t UTF-8 in.txt > out.txt`"
 _FORMAT_HINT = "one sentence per line, a blank line between documents, UTF-8 (optionally .gz)"
@@ -291,17 +290,9 @@ def _mismatch(meta: Any, paths: list[Path], identity: dict[str, Any]) -> str | N
         if not isinstance(rec, dict) or rec.get("size") != path.stat().st_size:
             return f"{path} changed (size)"
     for path, rec in zip(paths, recorded):
-        if rec.get("sha256") != _sha256_file(path):
+        if rec.get("sha256") != sha256_file(path)[0]:
             return f"{path} changed (sha256)"
     return None
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _build(paths: list[Path], tokenizer: Tokenizer, directory: Path, identity: dict[str, Any], words: str,
@@ -310,17 +301,13 @@ def _build(paths: list[Path], tokenizer: Tokenizer, directory: Path, identity: d
     staging = directory.parent / f".{directory.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     try:
-        try:
-            with _CorpusWriter(staging, tokenizer, words, batch_chars, paths, on_progress) as writer:
-                for path in paths:
-                    writer.add_file(path)
-                counts, files = writer.finish()
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskSpaceError(f"{directory.parent}: the disk filled up while writing the tokenized corpus",
-                                     hint="free space there, or put the tokenized corpus on another disk "
-                                          "(it needs about 5 bytes per token)") from None
-            raise
+        with disk_full_is_an_error(f"writing the tokenized corpus in {directory.parent}",
+                                   hint="free space there, or put the tokenized corpus on another disk "
+                                        "(it needs about 5 bytes per token)"), \
+                _CorpusWriter(staging, tokenizer, words, batch_chars, paths, on_progress) as writer:
+            for path in paths:
+                writer.add_file(path)
+            counts, files = writer.finish()
         meta = {**identity, "files": files, "counts": counts}
         (staging / META_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         _install(staging, directory, paths, identity)

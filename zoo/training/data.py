@@ -122,14 +122,21 @@ class TFRecordSource:
         return {"kind": "tfrecord", "files": [str(f) for f in self.files], "records": sum(self._sizes)}
 
 
-def locate(source: Source, consumed: int) -> Position:
-    """The position after ``consumed`` examples of the stream."""
-    epoch, left = 0, consumed
+def _empty_epoch() -> DataError:
+    return DataError("an epoch of the training data holds no example",
+                     hint="the corpus is too small for this max_seq_length: add text or shorten sequences")
+
+
+def locate(source: Source, consumed: int, since: Position = Position()) -> Position:
+    """The position after ``consumed`` examples of the stream, counted on from ``since`` (an earlier position:
+    the epochs before it are not counted again)."""
+    if consumed < since.consumed:
+        raise AssertionError("locate() goes forward only")  # a bug, never user input
+    epoch, left = since.epoch, since.index + consumed - since.consumed
     while True:
         size = source.epoch_size(epoch)
         if size <= 0:
-            raise DataError("an epoch of the training data holds no example",
-                            hint="the corpus is too small for this max_seq_length: add text or shorten sequences")
+            raise _empty_epoch()
         if left < size:
             return Position(epoch, left, consumed)
         left -= size
@@ -187,8 +194,7 @@ def micro_batches(source: Source, layout: Layout, start: Position) -> Iterator[t
             if offset == layout.batch:
                 step, offset = step + 1, 0
         if not produced and index == 0:
-            raise DataError("an epoch of the training data holds no example",
-                            hint="the corpus is too small for this max_seq_length: add text or shorten sequences")
+            raise _empty_epoch()
         epoch, index = epoch + 1, 0
 
 

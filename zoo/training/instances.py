@@ -51,6 +51,7 @@ from typing import Literal
 
 import numpy as np
 
+from zoo.config import IGNORE_INDEX
 from zoo.errors import UsageError
 from zoo.training.corpus import TokenizedCorpus
 
@@ -58,8 +59,8 @@ logger = logging.getLogger("zoo.training")
 
 Objective = Literal["sop", "nsp", "mlm"]
 OBJECTIVES: tuple[str, ...] = ("sop", "nsp", "mlm")
-#: The pair label of an MLM-only instance (and the ignore index of PyTorch's cross-entropy).
-NO_LABEL = -100
+#: The pair label of an MLM-only instance: nothing to predict.
+NO_LABEL = IGNORE_INDEX
 #: Pair label: B follows A in the text (NSP "is next", SOP "in order").
 IN_ORDER = 0
 #: Pair label: B comes from another document (NSP, and SOP one-sentence chunks) or A and B are swapped (SOP).

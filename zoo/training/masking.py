@@ -33,13 +33,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from zoo.config import IGNORE_INDEX
 from zoo.errors import UsageError
 from zoo.tokenizer import Tokenizer
 from zoo.training.corpus import TokenizedCorpus
-from zoo.training.instances import NO_LABEL, Instance
+from zoo.training.instances import Instance
 
-#: The label of a position that is not predicted (PyTorch's cross-entropy ignore index).
-IGNORE_INDEX = -100
 EXAMPLE_KEYS: tuple[str, ...] = ("input_ids", "token_type_ids", "attention_mask", "labels",
                                  "seq_relationship_label")
 
@@ -195,8 +194,7 @@ class ExampleBuilder:
             randomised = draws[:k] >= 0.9
             replacement = (draws[k:] * self.vocab_size).astype(np.int64)
             input_ids[chosen[randomised]] = replacement[randomised]
-        pair_label = NO_LABEL if label == NO_LABEL else int(label)
-        return Example(input_ids, token_type_ids, attention_mask, labels, np.array(pair_label, np.int64))
+        return Example(input_ids, token_type_ids, attention_mask, labels, np.array(label, np.int64))
 
 
 def _ngram_cdf(ngram: int, favor_shorter: bool) -> np.ndarray:

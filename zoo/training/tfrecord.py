@@ -49,6 +49,7 @@ from typing import BinaryIO, Literal
 
 import numpy as np
 
+from zoo.config import IGNORE_INDEX
 from zoo.errors import DataError, NotFoundError, UsageError, first_line
 from zoo.tf.proto import ProtoError, read_varint
 from zoo.tf.table import crc32c, mask_crc
@@ -69,8 +70,6 @@ PRETRAINING_FEATURES: dict[str, str] = {
     "masked_lm_weights": "float",
     "next_sentence_labels": "int64",
 }
-#: The label value cross-entropy ignores (torch's default ``ignore_index``).
-IGNORE_INDEX = -100
 
 _HEADER = 12  # uint64 length + uint32 masked CRC
 _FOOTER = 4

@@ -31,21 +31,23 @@ from typing import Any, Literal
 
 import torch
 
-from zoo._fs import sha256_file, write_bytes_atomic
-from zoo.config import ModelConfig, normalize_dtype
+from zoo._fs import sha256_file, write_bytes_atomic, write_json_atomic
+from zoo.config import IGNORE_INDEX, ModelConfig, normalize_dtype, present_heads
 from zoo.converters.layout import CONFIG, VOCAB, WEIGHTS, read_config, read_receipt, staged_into, tokenizer_options
 from zoo.converters.safetensors_out import write_state
-from zoo.errors import CheckpointError, DataError, UsageError
-from zoo.loader import load_model, pick_device
+from zoo.errors import CheckpointError, DataError, UnsupportedError, UsageError
+from zoo.loader import load_model, pick_device, torch_dtype
+from zoo.models.losses import accuracy_count
 from zoo.progress import Progress, ProgressCallback, ProgressEvent, reporting
 from zoo.tokenizer import Tokenizer
 from zoo.training import checkpoint as ckpt
 from zoo.training.data import CorpusSource, Layout, Position, Source, TFRecordSource, loader, locate
+from zoo.training.instances import OBJECTIVES
+from zoo.training.optim import clip_by_global_norm, create_optimizer, param_groups
 from zoo.weights import Model, Prepared, prepare
 
 log = logging.getLogger("zoo.training")
 
-OBJECTIVES = ("sop", "nsp", "mlm")
 OPTIMIZERS = ("lamb", "lamb-brightmart", "adamw")
 #: Settings that may change when a run is resumed (they do not change what is computed).
 _RESUMABLE_CHANGES = frozenset({"save_every", "log_every", "keep_checkpoints", "workers", "device"})
@@ -136,9 +138,9 @@ class _World:
         if self.size > 1:
             torch.distributed.barrier()
 
-    def sum(self, values: list[float]) -> list[float]:
+    def sum(self, values: list[float] | torch.Tensor) -> list[float]:
         """Element-wise sum over the processes (float64 on the process's device)."""
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        t = torch.as_tensor(values, dtype=torch.float64, device=self.device)
         if self.size > 1:
             torch.distributed.all_reduce(t)
         totals: list[float] = t.tolist()
@@ -187,7 +189,9 @@ def pretrain(model: Model, *, out: str | os.PathLike[str], steps: int, corpus: S
         prepared = _prepare_base(model, world, source=source, offline=offline, manifests=manifests, emit=emit)
         base_config, layout = read_config(prepared.path)
         if layout != "zoo":
-            raise UnsupportedError_(prepared.path)
+            raise UnsupportedError(f"{prepared.path} holds transformers-named weights (an hf export)",
+                                   hint="train from the registry model or from the `zoo convert` directory it "
+                                        "came from")
         config = config.resolved(base_config.architecture)
         if corpus and config.max_seq_length is None:
             config = dataclasses.replace(config, max_seq_length=128)
@@ -212,13 +216,6 @@ def pretrain(model: Model, *, out: str | os.PathLike[str], steps: int, corpus: S
             run.close()
         world.barrier()
     return out_dir
-
-
-def UnsupportedError_(path: Path) -> Exception:
-    from zoo.errors import UnsupportedError
-
-    return UnsupportedError(f"{path} holds transformers-named weights (an hf export)",
-                            hint="train from the registry model or from the `zoo convert` directory it came from")
 
 
 def _prepare_base(model: Model, world: _World, *, source: int | None, offline: bool | None,
@@ -303,7 +300,7 @@ class _Run:
                 log.info("%s: the previous run stopped before its first checkpoint; starting afresh", self.out)
                 (self.out / "metrics.jsonl").unlink(missing_ok=True)
             ckpt.clean_staging(self.out / "checkpoints")
-            run_file.write_text(json.dumps(self.settings(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+            write_json_atomic(run_file, self.settings())
         self.world.barrier()
 
     def close(self) -> None:
@@ -313,7 +310,7 @@ class _Run:
 
     # ----------------------------------------------------------------------------------------- data
     def data(self, corpus: Sequence[str | os.PathLike[str]], tfrecords: Sequence[str | os.PathLike[str]]) -> Source:
-        from zoo.training.corpus import prepare_corpus
+        from zoo.training.corpus import TokenizedCorpus, prepare_corpus
         from zoo.training.instances import InstanceSampler
         from zoo.training.masking import ExampleBuilder, MaskingConfig
 
@@ -336,33 +333,24 @@ class _Run:
                                            on_progress=tokenizing)
                 self.emit(ProgressEvent("done", "corpus"))
             self.world.barrier()
-            if tokenized is None:
-                tokenized = prepare_corpus([Path(f) for f in corpus], self.tokenizer, directory, words=words)
+            if tokenized is None:  # the first process built or checked it
+                tokenized = TokenizedCorpus.open(directory)
             assert cfg.max_seq_length is not None
             sampler = InstanceSampler(tokenized, objective=cfg.objective, max_seq_length=cfg.max_seq_length,  # type: ignore[arg-type]
                                       short_seq_prob=cfg.short_seq_prob, seed=cfg.seed)
             masking = MaskingConfig(max_seq_length=cfg.max_seq_length, masked_lm_prob=cfg.masked_lm_prob,
                                     max_predictions_per_seq=cfg.max_predictions, ngram=int(cfg.ngram or 1),
                                     whole_word=cfg.whole_word or int(cfg.ngram or 1) > 1)
-            builder = ExampleBuilder(masking, vocab_size=self.tokenizer.vocab_size,
-                                     cls_token_id=self.tokenizer.cls_token_id,
-                                     sep_token_id=self.tokenizer.sep_token_id,
-                                     mask_token_id=self.tokenizer.mask_token_id,
-                                     pad_token_id=self.tokenizer.pad_token_id, seed=cfg.seed)
+            builder = ExampleBuilder.from_tokenizer(self.tokenizer, masking, seed=cfg.seed)
             source = CorpusSource(tokenized, sampler, builder)
         self.data_description = source.describe()
         return source
 
     # ---------------------------------------------------------------------------------------- model
     def build_model(self) -> None:
-        from zoo.training.optim import create_optimizer, param_groups
-
         cfg, world = self.config, self.world
-        present = _heads_in(self.prepared.path / WEIGHTS)
         pair = cfg.objective != "mlm"
-        heads = "pretraining" if (pair or "seq_relationship" in present) else "mlm"
-        if pair and "seq_relationship" not in present:
-            log.warning("%s has no %s head: it starts from a fresh initialisation", self.name, cfg.objective.upper())  # type: ignore[union-attr]
+        heads = "pretraining" if (pair or "seq_relationship" in _heads_in(self.prepared.path / WEIGHTS)) else "mlm"
         torch.manual_seed(_step_seed(cfg.seed, -1, 0))  # fresh heads and new positions: a function of --seed
         self.model = load_model(self.prepared.path / WEIGHTS, self.base_config, device=world.device, dtype="float32",
                                 heads=heads, max_position_embeddings=cfg.max_position_embeddings,
@@ -449,7 +437,7 @@ def _heads_in(weights: Path) -> set[str]:
     from safetensors import safe_open
 
     with safe_open(str(weights), framework="pt") as f:
-        return {name.split(".")[0] for name in f.keys() if name.startswith(("mlm.", "seq_relationship."))}  # noqa: SIM118
+        return present_heads(f.keys())
 
 
 # -------------------------------------------------------------------------------------------- the loop
@@ -462,22 +450,24 @@ def _train(run: _Run, source: Source, start: tuple[int, Position], *, workers: i
         return
     batches = loader(source, layout, position, workers=workers)
     metrics = open(run.out / "metrics.jsonl", "a", encoding="utf-8") if world.main else None  # noqa: SIM115
-    autocast_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(str(cfg.dtype))
+    compute_dtype = torch_dtype(cfg.dtype)
     window = _Window()
     try:
         while step < cfg.steps:
             micro = [next(batches) for _ in range(cfg.grad_accum)]
             assert all(s == step for s, _, _ in micro), "data out of step"  # a bug, never user input
+            n_mlm, n_pair = world.sum([  # counted on the CPU tensors: no wait for the device
+                float(sum(int((m["labels"] != IGNORE_INDEX).sum()) for _, _, m in micro)),
+                float(sum(int((m["seq_relationship_label"] != IGNORE_INDEX).sum()) for _, _, m in micro))])
             tensors = [{k: v.to(world.device, non_blocking=True) for k, v in m.items()} for _, _, m in micro]
-            n_mlm, n_pair = world.sum([float(sum(int((t["labels"] != -100).sum()) for t in tensors)),
-                                       float(sum(int((t["seq_relationship_label"] != -100).sum()) for t in tensors))])
             torch.manual_seed(_step_seed(cfg.seed, step, world.rank))  # dropout: a function of (seed, step, rank)
-            sums = [0.0] * 5  # mlm nll, pair nll, mlm correct, pair correct, real tokens
+            # mlm nll, pair nll, mlm correct, pair correct, real tokens: kept on the device, read once a step
+            sums = torch.zeros(5, dtype=torch.float64, device=world.device)
             for i, batch in enumerate(tensors):
                 sync = i == len(tensors) - 1
                 with (contextlib.nullcontext() if sync or world.size == 1 else _no_sync(run.ddp)), \
-                        torch.autocast(world.device.type, dtype=autocast_dtype or torch.float32,
-                                       enabled=autocast_dtype is not None):
+                        torch.autocast(world.device.type, dtype=compute_dtype,
+                                       enabled=compute_dtype != torch.float32):
                     out = run.ddp(batch["input_ids"], attention_mask=batch["attention_mask"],
                                   token_type_ids=batch["token_type_ids"], labels=batch["labels"],
                                   seq_relationship_labels=batch["seq_relationship_label"]
@@ -486,15 +476,14 @@ def _train(run: _Run, source: Source, start: tuple[int, Position], *, workers: i
                     if out.seq_relationship_loss is not None:
                         loss = loss + out.seq_relationship_loss / max(n_pair, 1.0)
                 run.scaler.scale(loss * world.size).backward()
-                sums[0] += float(out.mlm_loss.detach())
-                sums[1] += float(out.seq_relationship_loss.detach()) if out.seq_relationship_loss is not None else 0.0
-                sums[2] += _correct(out.masked_lm_logits, batch["labels"][batch["labels"] != -100])
-                if out.seq_relationship_logits is not None and cfg.objective != "mlm":
-                    sums[3] += _correct(out.seq_relationship_logits, batch["seq_relationship_label"])
-                sums[4] += float(batch["attention_mask"].sum())
+                pair_nll = out.seq_relationship_loss if out.seq_relationship_loss is not None else sums.new_zeros(())
+                sums += torch.stack([
+                    out.mlm_loss.detach().double(), pair_nll.detach().double(),
+                    _correct(out.masked_lm_logits, batch["labels"][batch["labels"] != IGNORE_INDEX]),
+                    _correct(out.seq_relationship_logits if cfg.objective != "mlm" else None,
+                             batch["seq_relationship_label"]),
+                    batch["attention_mask"].sum().double()])
             run.scaler.unscale_(run.optimizer)
-            from zoo.training.optim import clip_by_global_norm
-
             norm = float(clip_by_global_norm(run.trainable, cfg.clip))
             lr = run.optimizer.param_groups[0]["lr"]
             if math.isfinite(norm) or cfg.dtype == "float16":
@@ -520,7 +509,8 @@ def _train(run: _Run, source: Source, start: tuple[int, Position], *, workers: i
                                      + ("" if cfg.dtype == "float32" else ", or --dtype fp32")
                                      + "; --resume would repeat the same steps exactly")
             if step % cfg.save_every == 0 or step == cfg.steps:
-                run.save(step, locate(source, step * cfg.batch_size))
+                position = locate(source, step * cfg.batch_size, since=position)
+                run.save(step, position)
     finally:
         if metrics is not None:
             metrics.close()
@@ -540,11 +530,11 @@ def _step_seed(seed: int, step: int, rank: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{step}:{rank}".encode()).digest()[:8], "little") >> 1
 
 
-def _correct(logits: torch.Tensor | None, targets: torch.Tensor) -> float:
-    if logits is None or not len(targets):
-        return 0.0
-    keep = targets != -100
-    return float(((logits.argmax(-1) == targets) & keep).sum())
+def _correct(logits: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor:
+    """How many of ``targets`` the logits predict (float64, on their device); 0 without logits or targets."""
+    if logits is None or not targets.numel():
+        return torch.zeros((), dtype=torch.float64, device=targets.device)
+    return accuracy_count(logits, targets).double()
 
 
 class _Window:
@@ -605,7 +595,7 @@ def _write_output(run: _Run) -> None:
             "steps": cfg.steps,
             "examples": cfg.steps * cfg.batch_size,
             "final": {k: v for k, v in run.final.items() if k != "time"},
-            "heads": sorted({n.split(".")[0] for n in state if n.startswith(("mlm.", "seq_relationship."))}),
+            "heads": sorted(present_heads(state)),
             "tokenizer": {"lowercase": lowercase, "strip_accents": strip_accents},
         })
     log.info("wrote %s", run.out)
