@@ -105,6 +105,23 @@ def test_second_column_and_duplicates(tmp_path: Path) -> None:
     assert tok.convert_ids_to_tokens(7) != "你"  # its later slot is a placeholder no text produces
 
 
+def test_placeholders_of_a_compact_vocab_are_unreachable(tmp_path: Path) -> None:
+    """An ALBERT-ordered (compact) vocab writes an empty line as ``[zoo-empty]``, without a line number: fill-mask
+    must never rank it, like the numbered placeholders of a BERT-ordered vocab."""
+    from zoo.vocab import read_vocab
+
+    source = tmp_path / "vocab_chinese.txt"
+    source.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n你\n\n好\n你\n", encoding="utf-8")
+    compact, lines = read_vocab(source, compact=True), read_vocab(source)
+    assert compact.tokens[6] == "[zoo-empty]" and lines.tokens[6] == "[zoo-empty-6]"
+    for name, vocab in (("compact.txt", compact), ("lines.txt", lines)):
+        (tmp_path / name).write_text(vocab.text(), encoding="utf-8")
+        tok = Tokenizer.from_file(tmp_path / name)
+        placeholders = {i for i, t in enumerate(tok.tokens) if t.startswith("[zoo-")}
+        assert placeholders and tok.unreachable_ids == placeholders, name
+        assert 6 in tok.unreachable_ids and not placeholders & set(tok("你 [zoo-empty] 好")["input_ids"])
+
+
 def test_vocab_without_special_tokens_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "vocab.txt"
     path.write_text("[PAD]\n[UNK]\n你\n", encoding="utf-8")

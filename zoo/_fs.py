@@ -88,13 +88,6 @@ def dir_mode() -> int:
     return 0o777 if os.environ.get("ZOO_CACHE_MODE", "").strip().lower() == "shared" else 0o700
 
 
-def restrict(path: Path) -> None:
-    """Give a file zoo just wrote (through a library that follows the umask) zoo's :func:`file_mode`."""
-    if file_mode() == 0o600:
-        with contextlib.suppress(OSError):
-            os.chmod(path, 0o600)
-
-
 # ------------------------------------------------------------------------------------------- disk space
 def require_free_space(directory: Path, needed: int, what: str) -> None:
     """Raise :class:`DiskSpaceError` unless ``directory``'s file system has ``needed`` bytes free (plus a

@@ -114,14 +114,19 @@ class ModelConfig:
         return self.architecture != "bert"
 
     @property
+    def _default_dropout(self) -> float:
+        """The upstream default dropout probability: 0.1 for BERT, 0 for both ALBERTs."""
+        return 0.0 if self.is_albert else 0.1
+
+    @property
     def hidden_dropout(self) -> float:
-        return self.hidden_dropout_prob if self.hidden_dropout_prob is not None else (0.0 if self.is_albert else 0.1)
+        return self.hidden_dropout_prob if self.hidden_dropout_prob is not None else self._default_dropout
 
     @property
     def attention_dropout(self) -> float:
         if self.attention_probs_dropout_prob is not None:
             return self.attention_probs_dropout_prob
-        return 0.0 if self.is_albert else 0.1
+        return self._default_dropout
 
     @property
     def word_embedding_size(self) -> int:
@@ -258,10 +263,10 @@ class ModelConfig:
         """The same config, with dropout probabilities equal to the architecture's default written as ``None``
         (so a config read back from transformers or upstream JSON equals the manifest's)."""
         values: dict[str, Any] = {}
-        if self.hidden_dropout_prob is not None and self.hidden_dropout_prob == (0.0 if self.is_albert else 0.1):
+        if self.hidden_dropout_prob is not None and self.hidden_dropout_prob == self._default_dropout:
             values["hidden_dropout_prob"] = None
         if self.attention_probs_dropout_prob is not None and \
-                self.attention_probs_dropout_prob == (0.0 if self.is_albert else 0.1):
+                self.attention_probs_dropout_prob == self._default_dropout:
             values["attention_probs_dropout_prob"] = None
         return dataclasses.replace(self, **values) if values else self
 

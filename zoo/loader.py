@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.config import CHECKPOINT_HEADS, PRETRAINING_HEADS, ModelConfig, normalize_dtype
-from zoo.converters.layout import VOCAB, WEIGHTS, missing_file, read_config, tokenizer_options
+from zoo.converters.layout import VOCAB, WEIGHTS, missing_file, read_config
 from zoo.errors import CheckpointError, UsageError, ZooError
-from zoo.progress import Progress, ProgressEvent, reporting
+from zoo.progress import Progress, ProgressCallback, ProgressEvent, reporting
 from zoo.tokenizer import Tokenizer
-from zoo.weights import Model, after_load_failure, prepare
+from zoo.weights import Model, Prepared, after_load_failure, prepare
 
 if TYPE_CHECKING:
     import torch
@@ -234,17 +234,12 @@ def load(model: Model, *, device: str | torch.device = "auto", dtype: str | torc
                                   emit)
 
 
-def _load_prepared(prepared: Any, device: torch.device, dtype: str | torch.dtype | None, heads: str | None,
+def _load_prepared(prepared: Prepared, device: torch.device, dtype: str | torch.dtype | None, heads: str | None,
                    num_labels: int, max_position_embeddings: int | None, position_init: str,
-                   emit: Any = None) -> Loaded:
+                   emit: ProgressCallback) -> Loaded:
     directory, manifest = prepared.path, prepared.manifest
-    if emit is not None:
-        name = manifest.name if manifest is not None else (prepared.release or directory).name
-        emit(ProgressEvent("note", name, message=f"loading on {device}"))
-    if manifest is not None:
-        lowercase, strip_accents = manifest.tokenizer.lowercase, manifest.tokenizer.strip_accents
-    else:
-        lowercase, strip_accents = tokenizer_options(directory)
+    emit(ProgressEvent("note", prepared.name, message=f"loading on {device}"))
+    lowercase, strip_accents = prepared.tokenizer_options()
     config, layout = read_config(directory)
     if manifest is not None and heads in PRETRAINING_HEADS:
         _warn_untrained_heads(manifest, heads)

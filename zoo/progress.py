@@ -58,12 +58,29 @@ def wanted(progress: Progress) -> bool:
     """Whether ``progress=None`` means bars here (see the module docstring)."""
     if progress is not None:
         return bool(progress)
+    forced = env_setting()
+    return _interactive() if forced is None else forced
+
+
+def env_setting() -> bool | None:
+    """``ZOO_PROGRESS``: False when it turns progress off, True when it forces bars on, None when unset (or
+    neither)."""
     setting = os.environ.get("ZOO_PROGRESS", "").strip().lower()
     if setting in ("0", "false", "no", "off"):
         return False
     if setting in ("1", "true", "yes", "on"):
         return True
-    return _interactive()
+    return None
+
+
+def waiting(emit: ProgressCallback | None, label: str) -> Callable[[str], None]:
+    """An ``on_wait`` callback for a lock: each message becomes a ``wait`` event for ``label`` (nothing without
+    ``emit``)."""
+    def on_wait(message: str) -> None:
+        if emit is not None:
+            emit(ProgressEvent("wait", label, message=message))
+
+    return on_wait
 
 
 def _interactive() -> bool:
@@ -234,4 +251,4 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-__all__ = ["Bars", "Progress", "ProgressCallback", "ProgressEvent", "reporting", "wanted"]
+__all__ = ["Bars", "Progress", "ProgressCallback", "ProgressEvent", "env_setting", "reporting", "waiting", "wanted"]

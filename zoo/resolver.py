@@ -38,7 +38,7 @@ from zoo.errors import (
 )
 from zoo.fetch import DATA, FetchOptions, fetch
 from zoo.fetch.hf import combined_sha256
-from zoo.progress import Progress, ProgressCallback, ProgressEvent, reporting
+from zoo.progress import Progress, ProgressCallback, ProgressEvent, reporting, waiting
 from zoo.registry import Manifest, Source, get_manifest
 
 log = logging.getLogger("zoo.resolver")
@@ -191,11 +191,7 @@ def _check_tofu_still_agrees(src: Source, snap: cache.Snapshot) -> None:
 def _pull_source(manifest: Manifest, src: Source, opts: FetchOptions, emit: ProgressCallback,
                  offline: bool) -> Pulled:
     key = cache.source_key(src)
-
-    def waiting(message: str) -> None:
-        emit(ProgressEvent("wait", manifest.name, message=message))
-
-    with cache.lock(cache.snapshot_lock(manifest.name, key), on_wait=waiting):
+    with cache.lock(cache.snapshot_lock(manifest.name, key), on_wait=waiting(emit, manifest.name)):
         hit = _cached(manifest, src)  # another process may have finished it while we waited
         if hit is not None:
             return hit
@@ -239,9 +235,9 @@ def _from_journal(src: Source, expected: str | None) -> tuple[Path, int] | None:
         return None
     found = cache.verified_blob(sha)
     if found is None and (work / DATA).is_file():
-        got, _ = sha256_file(work / DATA)
+        got, size = sha256_file(work / DATA)
         if got == sha:
-            found = (cache.add_blob(work / DATA, sha), (cache.blob_path(sha)).stat().st_size)
+            found = (cache.add_blob(work / DATA, sha), size)
     if found is not None:
         log.info("%s: reusing the verified download an interrupted pull left (sha256 %s)", src.label, sha)
     return found
@@ -282,22 +278,24 @@ def _download(manifest: Manifest, src: Source, expected: str | None, pin: cache.
 
 def _refuse_html(path: Path, src: Source, workdir: Path) -> None:
     """An unpinned download that is an HTML page is a login/portal page, not a checkpoint: never pin it."""
-    with open(path, "rb") as f:
-        head = f.read(512).lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html")):
+    if _looks_like_html(path):
         where = cache.quarantine(path, f"{src.label}: an HTML page instead of the file")
         rmtree(workdir)
         raise IntegrityError(f"{src.label}: the server sent an HTML page instead of the file; quarantined at {where}",
                              hint="a proxy, captive portal or login page is in the way; open the URL in a browser")
 
 
+def _looks_like_html(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
 def _diagnose(path: Path, size: int, expected_size: int | None) -> str:
     """A guess at why a download does not match, with what to do next."""
     if size == 0:
         return "the server sent an empty file: a proxy, captive portal or login page is likely in the way"
-    with open(path, "rb") as f:
-        head = f.read(512).lstrip().lower()
-    if head.startswith((b"<!doctype html", b"<html")):
+    if _looks_like_html(path):
         return "the server sent an HTML page instead of the file: a proxy, captive portal or login page?"
     if expected_size is not None and size < expected_size:
         return "the file is truncated; pull again (another source is tried automatically)"
@@ -331,10 +329,9 @@ def _build_snapshot(manifest: Manifest, src: Source, key: str, blob: Path, sha: 
         _check_file_pins(src, {rel: (e.sha256, e.size) for rel, e in files.items()})
         records = {rel: cache.FileRecord(e.sha256, e.size) for rel, e in files.items()}
         snap = cache.new_snapshot(manifest.name, key, src.label, sha, size, src.archive, records)
-        cache.commit_snapshot(target, snap)
+        snap = cache.commit_snapshot(target, snap)  # as its marker records it: with the files' stamps
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    snap = cache.read_snapshot(manifest.name, key) or snap
     return Pulled(snap.path, src, sha, manifest, snap)
 
 
@@ -384,14 +381,13 @@ def _pull_hf(manifest: Manifest, src: Source, key: str, opts: FetchOptions, emit
         records = {rel: cache.FileRecord(sha, size) for rel, (sha, size) in got.files.items()}
         snap = cache.new_snapshot(manifest.name, key, src.label, combined,
                                   sum(size for _, size in got.files.values()), "none", records)
-        cache.commit_snapshot(target, snap)
+        snap = cache.commit_snapshot(target, snap)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for rel, (sha, size) in tofu.items():  # only once everything verified and stored
         cache.record_pin(_pin_label(src, rel), sha, size)
         log.info("recorded trust-on-first-use pin for %s: sha256 %s", _pin_label(src, rel), sha)
     log.info("%s: %d files verified (combined sha256 %s)", src.label, len(got.files), combined)
-    snap = cache.read_snapshot(manifest.name, key) or snap
     return Pulled(snap.path, src, combined, manifest, snap)
 
 

@@ -33,11 +33,13 @@ from tokenizers.normalizers import BertNormalizer
 from tokenizers.pre_tokenizers import BertPreTokenizer
 from tokenizers.processors import TemplateProcessing
 
-from zoo._fs import read_lines
 from zoo.errors import CheckpointError, UsageError
+from zoo.vocab import read_vocab
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-_PLACEHOLDER = re.compile(r"\[zoo-(?:empty|dup)-\d+\]")
+#: Tokens :func:`zoo.vocab.read_vocab` puts in place of empty and repeated lines (an empty line of a compact,
+#: ALBERT-ordered vocab is ``[zoo-empty]``, without a line number).
+_PLACEHOLDER = re.compile(r"\[zoo-(?:empty(?:-\d+)?|dup-\d+)\]")
 #: Configured copies kept per tokenizer (one per distinct truncation/padding combination in use).
 _MAX_CONFIGURED = 8
 
@@ -214,18 +216,9 @@ def read_vocab_tokens(path: Path) -> list[str]:
 
     An empty line, and a repeated token after its first line, keep their ids with a placeholder no text can
     produce, so ids always match the embedding rows of the checkpoint the vocab came with and a repeated token
-    maps to its first id.
+    maps to its first id (:func:`zoo.vocab.read_vocab`).
     """
-    lines = read_lines(path, "vocab")
-    tokens: list[str] = []
-    seen: set[str] = set()
-    for i, line in enumerate(lines):
-        token = (line.split() or [f"[zoo-empty-{i}]"])[0]
-        tokens.append(token if token not in seen else f"[zoo-dup-{i}]")
-        seen.add(token)
-    if not tokens:
-        raise CheckpointError(f"{path}: vocab file is empty")
-    return tokens
+    return read_vocab(path).tokens
 
 
 __all__ = ["SPECIAL_TOKENS", "Tokenizer", "read_vocab_tokens"]

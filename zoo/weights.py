@@ -25,7 +25,7 @@ import dataclasses
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from zoo import cache
@@ -36,9 +36,10 @@ from zoo.converters.layout import (
     convert_once,
     is_converted_dir,
     rebuild_if_damaged,
+    tokenizer_options,
 )
 from zoo.errors import CheckpointError, IntegrityError, NotFoundError, UsageError, ZooError
-from zoo.progress import ProgressCallback, ProgressEvent
+from zoo.progress import ProgressCallback, ProgressEvent, waiting
 from zoo.registry import Manifest, get_manifest
 from zoo.resolver import Pulled, resolve
 
@@ -58,6 +59,18 @@ class Prepared:
     cached: bool = False
     #: the release directory a cached conversion was made from (paths only)
     release: Path | None = None
+
+    @property
+    def name(self) -> str:
+        """What to call it: the manifest's name, else the name of the directory the user gave."""
+        return self.manifest.name if self.manifest is not None else (self.release or self.path).name
+
+    def tokenizer_options(self, receipt: dict[str, object] | None = None) -> tuple[bool, bool | None]:
+        """``(lowercase, strip_accents)`` for its tokenizer: the manifest's, else the directory's
+        (:func:`zoo.converters.layout.tokenizer_options`; ``receipt``: the directory's, when already read)."""
+        if self.manifest is not None:
+            return self.manifest.tokenizer.lowercase, self.manifest.tokenizer.strip_accents
+        return tokenizer_options(self.path, receipt=receipt)
 
 
 def looks_like_path(text: str) -> bool:
@@ -134,7 +147,7 @@ def convert_release_dir(directory: Path, emit: ProgressCallback | None = None) -
         stamp.update(f"\0{f.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     target = cache.converted_path(stamp.hexdigest(), CONVERTER_VERSION)
     return convert_once(target, lambda out: convert(directory, out, progress=emit), origin=str(directory),
-                        source=str(directory), on_wait=_waiting(emit, directory.name))
+                        source=str(directory), on_wait=waiting(emit, directory.name))
 
 
 # --------------------------------------------------------------------------------------------- registry
@@ -199,13 +212,13 @@ def convert_snapshot(pulled: Pulled, emit: ProgressCallback | None = None) -> Pa
 
     @contextlib.contextmanager
     def snapshot_in_use() -> Iterator[None]:
-        with cache.lock(cache.snapshot_lock(manifest.name, key), on_wait=_waiting(emit, manifest.name)):
+        with cache.lock(cache.snapshot_lock(manifest.name, key), on_wait=waiting(emit, manifest.name)):
             if cache.read_snapshot(manifest.name, key) is None:
                 raise _SnapshotGone()
             yield
 
     return convert_once(target, make, origin=manifest.name, source=src.label,
-                        on_wait=_waiting(emit, manifest.name), hold=snapshot_in_use)
+                        on_wait=waiting(emit, manifest.name), hold=snapshot_in_use)
 
 
 def _snapshot_rotted(pulled: Pulled) -> bool:
@@ -216,7 +229,8 @@ def _snapshot_rotted(pulled: Pulled) -> bool:
     if not problems:
         return False
     cache.invalidate(snap)
-    cache.verified_blob(snap.sha256) if snap.archive != "none" or pulled.source.kind == "url" else None
+    if pulled.source.kind == "url":  # an hf source has no download blob (its archive is always "none")
+        cache.verified_blob(snap.sha256)
     return True
 
 
@@ -225,14 +239,6 @@ def _published_damage(exc: ZooError, pulled: Pulled) -> ZooError:
     hint = (f"the files of {pulled.source.label} match their verified hashes, so the published checkpoint itself "
             "is damaged or does not match the manifest; try another source (--source N) or report it")
     return type(exc)(exc.message, hint=hint)
-
-
-def _waiting(emit: ProgressCallback | None, label: str) -> Callable[[str], None]:
-    def waiting(message: str) -> None:
-        if emit is not None:
-            emit(ProgressEvent("wait", label, message=message))
-
-    return waiting
 
 
 __all__ = ["Model", "Prepared", "after_load_failure", "convert_release_dir", "convert_snapshot", "looks_like_path",

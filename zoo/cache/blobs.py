@@ -6,6 +6,7 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from zoo._fs import sha256_file
@@ -31,11 +32,17 @@ def verified_blob(sha256: str | None) -> tuple[Path, int] | None:
     path = blob_path(sha256)
     if not path.is_file():
         return None
+    got, size = rehash_blob(path, sha256, lambda got: f"blob named {sha256} hashes to {got}")
+    return (path, size) if got == sha256 else None
+
+
+def rehash_blob(path: Path, expected: str, reason: Callable[[str], str]) -> tuple[str, int]:
+    """Re-hash a blob: its sha256 and size. One that does not hash to ``expected`` (its name) is quarantined,
+    with ``reason(sha256 it has)`` as the note."""
     got, size = sha256_file(path)
-    if got != sha256:
-        quarantine(path, f"blob named {sha256} hashes to {got}")
-        return None
-    return path, size
+    if got != expected:
+        quarantine(path, reason(got))
+    return got, size
 
 
 def quarantine(path: Path, reason: str) -> Path:

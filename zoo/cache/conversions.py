@@ -42,11 +42,6 @@ class Conversion:
         return int(m.group("version")) if m else -1
 
     @property
-    def from_path(self) -> bool:
-        """Made from a release directory on disk rather than a registry model."""
-        return os.path.isabs(self.origin)
-
-    @property
     def last_used(self) -> float:
         return mtime(self.marker, default=self.created)
 
@@ -87,7 +82,7 @@ def commit_conversion(staged: Path, final: Path, *, origin: str, source: str,
         rmtree(final)
     os.replace(staged, final)
     conv = Conversion(final, origin, source, stamped(final, files), time.time())
-    write_json_atomic(conv.marker, conv.to_json())
+    write_conversion_marker(conv)
     return conv
 
 
@@ -95,7 +90,7 @@ def check_conversion(conv: Conversion) -> Check:
     """Stat every file (re-hash only changed stamps); refresh stamps of identical files."""
     check = check_files(conv.path, conv.files)
     if check.problem is None and check.refreshed:
-        write_json_atomic(conv.marker, dataclasses.replace(conv, files={**conv.files, **check.refreshed}).to_json())
+        write_conversion_marker(dataclasses.replace(conv, files={**conv.files, **check.refreshed}))
     return check
 
 
@@ -106,3 +101,7 @@ def touch_conversion(conv: Conversion) -> None:
 
 def invalidate_conversion(conv: Conversion) -> None:
     conv.marker.unlink(missing_ok=True)
+
+
+def write_conversion_marker(conv: Conversion) -> None:
+    write_json_atomic(conv.marker, conv.to_json())

@@ -15,15 +15,15 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from zoo._fs import disk_usage, mtime, rmtree, sha256_file, write_json_atomic
-from zoo.cache.blobs import quarantine
-from zoo.cache.conversions import Conversion, conversions, invalidate_conversion
+from zoo._fs import disk_usage, mtime, rmtree
+from zoo.cache.blobs import rehash_blob
+from zoo.cache.conversions import Conversion, conversions, invalidate_conversion, write_conversion_marker
 from zoo.cache.locks import remove_lock_file, try_lock
 from zoo.cache.paths import (
     blob_path,
     conversion_lock,
-    download_lock,
     home,
+    model_snapshots,
     partial_dir,
     snapshot_lock,
     snapshot_marker_path,
@@ -53,16 +53,13 @@ class Entry:
 def entries() -> list[Entry]:
     """Everything under the cache root (a blob shared by several snapshots is counted with each)."""
     out: list[Entry] = []
-    for snap in snapshots():
-        paths = [p for p in (snap.path, blob_path(snap.sha256)) if p.exists()]
-        out.append(Entry("snapshot", snap.model, snap.source, disk_usage(paths), snap.last_used, tuple(paths)))
-    for conv in conversions():
-        out.append(Entry("conversion", conv.origin, f"{conv.source} (converter v{conv.version})",
-                         disk_usage([conv.path]), conv.last_used, (conv.path,)))
+    snaps = snapshots()
+    out += [_snapshot_entry(snap) for snap in snaps]
+    out += [_conversion_entry(conv, f"{conv.source} (converter v{conv.version})") for conv in conversions()]
     for work in _partials():
         name, source = _partial_names(work)
         out.append(Entry("download", name, source, disk_usage([work]), mtime(work), (work,)))
-    for blob in _orphan_blobs():
+    for blob in _orphan_blobs(snaps):
         out.append(Entry("blob", blob.name, "no snapshot uses it", disk_usage([blob]), mtime(blob), (blob,)))
     root = home()
     for kind, folder in (("quarantine", root / "quarantine"), ("staging", root / "tmp")):
@@ -72,18 +69,36 @@ def entries() -> list[Entry]:
         if (root / "converted").is_dir() else []
     for item in half:
         out.append(Entry("staging", item.name, "incomplete conversion", disk_usage([item]), mtime(item), (item,)))
-    for item in _half_snapshots():
-        out.append(Entry("staging", item.parent.name, "incomplete snapshot", disk_usage([item]), mtime(item),
-                         (item,)))
+    out += [_half_snapshot_entry(item) for item in _half_snapshots(snaps=snaps)]
     return out
 
 
-def _half_snapshots(model: str | None = None) -> list[Path]:
+def _snapshot_entry(snap: Snapshot) -> Entry:
+    paths = [p for p in (snap.path, blob_path(snap.sha256)) if p.exists()]
+    return Entry("snapshot", snap.model, snap.source, disk_usage(paths), snap.last_used, tuple(paths))
+
+
+def _conversion_entry(conv: Conversion, detail: str | None = None) -> Entry:
+    """The entry of a conversion; ``detail`` defaults to its source."""
+    return Entry("conversion", conv.origin, conv.source if detail is None else detail, disk_usage([conv.path]),
+                 conv.last_used, (conv.path,))
+
+
+def _half_snapshot_entry(path: Path) -> Entry:
+    return Entry("staging", path.parent.name, "incomplete snapshot", disk_usage([path]), mtime(path), (path,))
+
+
+def _half_snapshots(model: str | None = None, snaps: list[Snapshot] | None = None) -> list[Path]:
     """Snapshot directories without a valid marker: a pull stopped between extracting and committing, or a
-    damaged snapshot that lost its marker (the next pull of the model rebuilds it)."""
+    damaged snapshot that lost its marker (the next pull of the model rebuilds it). ``snaps``: the completed
+    snapshots (of ``model``), when the caller has just read them."""
     root = home() / "snapshots"
-    complete = {s.path for s in snapshots(model)}
-    models = [root / model] if model is not None else sorted(root.iterdir()) if root.is_dir() else []
+    complete = {s.path for s in (snapshots(model) if snaps is None else snaps)}
+    if model is not None:
+        folder = model_snapshots(model)
+        models = [folder] if folder is not None else []
+    else:
+        models = sorted(root.iterdir()) if root.is_dir() else []
     return [p for d in models if d.is_dir() for p in sorted(d.iterdir()) if p.is_dir() and p not in complete]
 
 
@@ -118,11 +133,12 @@ def _journaled_blobs() -> set[str]:
     return names
 
 
-def _orphan_blobs() -> list[Path]:
+def _orphan_blobs(snaps: list[Snapshot] | None = None) -> list[Path]:
+    """Blobs no snapshot (of ``snaps``, else of the cache) or download journal names."""
     blobs = home() / "blobs" / "sha256"
     if not blobs.is_dir():
         return []
-    used = {s.sha256 for s in snapshots()} | _journaled_blobs()
+    used = {s.sha256 for s in (snapshots() if snaps is None else snaps)} | _journaled_blobs()
     return sorted(b for b in blobs.iterdir() if b.name not in used)
 
 
@@ -135,19 +151,17 @@ def remove(name: str, *, sources: Iterable[str] = ()) -> list[Entry]:
     """
     removed: list[Entry] = []
     for snap in snapshots(name):
-        paths = [p for p in (snap.path, blob_path(snap.sha256)) if p.exists()]
-        entry = Entry("snapshot", snap.model, snap.source, disk_usage(paths), snap.last_used, tuple(paths))
+        entry = _snapshot_entry(snap)
         gone = _remove_snapshot(snap)
         if gone is not None:
             removed += [entry, *gone]
     for conv in conversions():
         if conv.origin == name:
-            entry = Entry("conversion", conv.origin, conv.source, disk_usage([conv.path]), conv.last_used,
-                          (conv.path,))
+            entry = _conversion_entry(conv)
             if _remove_conversion(conv):
                 removed.append(entry)
     for item in _half_snapshots(name):
-        entry = Entry("staging", name, "incomplete snapshot", disk_usage([item]), mtime(item), (item,))
+        entry = _half_snapshot_entry(item)
         if _remove_half_snapshot(item):
             removed.append(entry)
     wanted = {partial_dir(label) for label in sources}
@@ -155,7 +169,7 @@ def remove(name: str, *, sources: Iterable[str] = ()) -> list[Entry]:
         owner, source = _partial_names(work)
         if work in wanted or owner == name:
             entry = Entry("download", owner, source, disk_usage([work]), mtime(work), (work,))
-            if _remove_partial(work):
+            if _remove_partial(work, source):
                 removed.append(entry)
     return removed
 
@@ -174,8 +188,7 @@ def _remove_snapshot(snap: Snapshot) -> list[Entry] | None:
         blob_path(snap.sha256).unlink(missing_ok=True)
         for conv in conversions():
             if conv.path.name.startswith(f"{snap.sha256}-c"):
-                entry = Entry("conversion", conv.origin, conv.source, disk_usage([conv.path]), conv.last_used,
-                              (conv.path,))
+                entry = _conversion_entry(conv)
                 if _remove_conversion(conv):
                     gone.append(entry)
     try:
@@ -195,12 +208,12 @@ def _remove_conversion(conv: Conversion) -> bool:
     return True
 
 
-def _remove_partial(work: Path) -> bool:
-    name = _partial_names(work)[1]
-    lock_name = download_lock(name) if name != "unknown source" else f"download-{work.name}"
-    with try_lock(lock_name) as mine:
+def _remove_partial(work: Path, source: str) -> bool:
+    """Remove a download nobody is running (``source``: its URL, as :func:`_partial_names` read it)."""
+    # partial/<url_key(url)>/ is the download of `url`, and download_lock(url) is "download-<url_key(url)>"
+    with try_lock(f"download-{work.name}") as mine:
         if not mine:
-            log.warning("skipped download %s: it is in progress", name)
+            log.warning("skipped download %s: it is in progress", source)
             return False
         rmtree(work)
     return True
@@ -230,7 +243,7 @@ def prune(max_size: int, *, converter_version: int | None = None) -> list[Entry]
             rmtree(entry.paths[0])
             removed.append(entry)
         elif entry.kind == "download":
-            if _remove_partial(entry.paths[0]):
+            if _remove_partial(entry.paths[0], entry.detail):
                 removed.append(entry)
         elif entry.kind == "blob":
             if blobs_in_use is None:
@@ -320,12 +333,7 @@ def verify(model: str | None = None, *, on_file: Callable[[Path], None] | None =
         blob = blob_path(snap.sha256)
         if blob.exists() and snap.sha256 not in checked:
             checked.add(snap.sha256)
-            if on_file:
-                on_file(blob)
-            got, _ = sha256_file(blob)
-            if got != snap.sha256:
-                problems.append(Problem(blob, f"sha256 is {got}, expected {snap.sha256}"))
-                quarantine(blob, f"zoo verify: sha256 {got}, expected {snap.sha256}")
+            problems += _verify_blob(blob, snap.sha256, on_file)
         bad, fresh = rehash_files(snap.path, snap.files, on_file)
         if bad:
             problems += [Problem(path, what) for path, what in bad]
@@ -340,16 +348,19 @@ def verify(model: str | None = None, *, on_file: Callable[[Path], None] | None =
             problems += [Problem(path, what) for path, what in bad]
             invalidate_conversion(conv)
         else:
-            write_json_atomic(conv.marker, dataclasses.replace(conv, files=fresh).to_json())
+            write_conversion_marker(dataclasses.replace(conv, files=fresh))
     if model is None:  # blobs no snapshot refers to are still named by their hash
         blobs = home() / "blobs" / "sha256"
         for blob in sorted(blobs.iterdir()) if blobs.is_dir() else []:
             if blob.name in checked or not re.fullmatch(r"[0-9a-f]{64}", blob.name):
                 continue
-            if on_file:
-                on_file(blob)
-            got, _ = sha256_file(blob)
-            if got != blob.name:
-                problems.append(Problem(blob, f"sha256 is {got}, expected {blob.name}"))
-                quarantine(blob, f"zoo verify: sha256 {got}, expected {blob.name}")
+            problems += _verify_blob(blob, blob.name, on_file)
     return problems
+
+
+def _verify_blob(blob: Path, expected: str, on_file: Callable[[Path], None] | None) -> list[Problem]:
+    """Re-hash one blob; a damaged one is quarantined and reported."""
+    if on_file:
+        on_file(blob)
+    got, _ = rehash_blob(blob, expected, lambda got: f"zoo verify: sha256 {got}, expected {expected}")
+    return [] if got == expected else [Problem(blob, f"sha256 is {got}, expected {expected}")]

@@ -18,8 +18,6 @@ import os
 import time
 from collections.abc import Callable, Iterator
 
-from filelock import FileLock, Timeout
-
 from zoo.cache.paths import ensure_home, lock_path
 
 log = logging.getLogger("zoo.cache")
@@ -43,6 +41,8 @@ def _stat(path: str) -> os.stat_result | None:
 @contextlib.contextmanager
 def lock(name: str, *, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold the cache-wide lock ``name``; waiting is reported through ``on_wait`` (once) and the log."""
+    from filelock import FileLock, Timeout  # not at import time: `zoo list` never locks
+
     ensure_home()
     path = lock_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +74,8 @@ def lock(name: str, *, on_wait: Callable[[str], None] | None = None) -> Iterator
 @contextlib.contextmanager
 def try_lock(name: str) -> Iterator[bool]:
     """Hold ``name`` if nobody else does; yields whether it was acquired (never waits)."""
+    from filelock import FileLock, Timeout
+
     path = lock_path(name)
     path.parent.mkdir(parents=True, exist_ok=True)
     file_lock = FileLock(str(path))
@@ -90,6 +92,8 @@ def try_lock(name: str) -> Iterator[bool]:
 
 def remove_lock_file(name: str) -> bool:
     """Delete the lock file of an entry that no longer exists, if nobody holds it; whether it was removed."""
+    from filelock import FileLock, Timeout
+
     path = lock_path(name)
     if not path.exists():
         return False

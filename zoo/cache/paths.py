@@ -53,6 +53,14 @@ def blob_path(sha256: str) -> Path:
     return home() / "blobs" / "sha256" / sha256
 
 
+def model_snapshots(model: str) -> Path | None:
+    """The folder of ``model``'s snapshots; None when ``model`` is not a plain name (a release directory's path,
+    given to ``zoo cache rm``, has no snapshots — and must never be looked into as if it were that folder)."""
+    if model in ("", ".", "..") or Path(model).name != model:
+        return None
+    return home() / "snapshots" / model
+
+
 def snapshot_path(model: str, key: str) -> Path:
     return home() / "snapshots" / model / key
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo._fs import mtime, rmtree, write_json_atomic
-from zoo.cache.paths import home, snapshot_marker_path, snapshot_path, source_key
+from zoo.cache.paths import home, model_snapshots, snapshot_marker_path, snapshot_path, source_key
 from zoo.cache.records import Check, FileRecord, check_files, files_from_json, files_to_json, stamped
 
 if TYPE_CHECKING:
@@ -87,16 +87,18 @@ def touch(snap: Snapshot) -> None:
         os.utime(snap.marker)
 
 
-def commit_snapshot(staged: Path, snap: Snapshot) -> Path:
-    """Move a fully extracted and verified directory into place, then write the marker (last)."""
+def commit_snapshot(staged: Path, snap: Snapshot) -> Snapshot:
+    """Move a fully extracted and verified directory into place, then write the marker (last); the snapshot
+    as its marker records it (with the files' stamps)."""
     final = snap.path
     final.parent.mkdir(parents=True, exist_ok=True)
     invalidate(snap)
     if final.exists():  # a half-made entry from a crashed run
         rmtree(final)
     os.replace(staged, final)
-    write_marker(dataclasses.replace(snap, files=stamped(final, snap.files)))
-    return final
+    committed = dataclasses.replace(snap, files=stamped(final, snap.files))
+    write_marker(committed)
+    return committed
 
 
 def invalidate(snap: Snapshot) -> None:
@@ -111,7 +113,11 @@ def write_marker(snap: Snapshot) -> None:
 def snapshots(model: str | None = None) -> list[Snapshot]:
     """Every completed snapshot (of one model), in name order."""
     root = home() / "snapshots"
-    models = [root / model] if model else sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if model is not None:
+        folder = model_snapshots(model)
+        models = [folder] if folder is not None else []
+    else:
+        models = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     found = []
     for model_dir in models:
         for marker in sorted(model_dir.glob("*.json")) if model_dir.is_dir() else []:

@@ -36,12 +36,9 @@ def stdout_is_tty() -> bool:
 def progress(args: argparse.Namespace) -> Any:
     """The progress callback for a command: bars on a terminal, plain periodic lines otherwise (stderr);
     nothing with ``--quiet`` or ``ZOO_PROGRESS=0``. Use as a context manager."""
-    import os
+    from zoo.progress import env_setting, reporting
 
-    from zoo.progress import reporting
-
-    setting = os.environ.get("ZOO_PROGRESS", "").strip().lower()
-    quiet = getattr(args, "quiet", False) or setting in ("0", "false", "no", "off")
+    quiet = getattr(args, "quiet", False) or env_setting() is False
     return reporting(not quiet)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from zoo.cli._common import emit_json, err_console, progress
 
@@ -64,11 +63,13 @@ def _convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from zoo.converters import convert
+    from zoo.converters.layout import read_receipt
 
     with progress(args) as emit:
         out = convert(args.src, Path(args.out), scheme=args.scheme, config=args.config, vocab=args.vocab,
                       dtype=args.dtype, progress=emit)
-    receipt = json.loads((out / "receipt.json").read_text(encoding="utf-8"))
+    receipt = read_receipt(out)
+    assert receipt is not None  # convert writes one
     heads = receipt["heads"]
     skipped = receipt["skipped"]
     kinds = ", ".join(f"{k} {n}" for k, n in skipped["by_kind"].items())

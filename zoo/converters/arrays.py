@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+#: The floating-point dtypes, by name: what weights may be stored as.
+FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 #: dtype name → numpy dtype of its stored bits.
 STORAGE: dict[str, Any] = {"float32": np.float32, "float16": np.float16, "float64": np.float64,
                            "bfloat16": np.uint16, "int32": np.int32, "int64": np.int64}
@@ -92,4 +94,4 @@ def transposed(x: np.ndarray) -> np.ndarray:
     return out
 
 
-__all__ = ["STORAGE", "cast", "transposed", "transposed_bands", "view"]
+__all__ = ["FLOAT_DTYPES", "STORAGE", "cast", "transposed", "transposed_bands", "view"]

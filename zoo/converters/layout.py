@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -65,27 +65,26 @@ class Staged:
     def write_json(self, name: str, data: Any, role: str) -> None:
         self.write_text(name, json.dumps(data, indent=2, ensure_ascii=False) + "\n", role)
 
-    def adopt(self, name: str, role: str) -> None:
-        """Record a file a library wrote into the directory itself (hashed once, now)."""
-        path = self.path / name
-        os.chmod(path, file_mode() & ~_umask())
-        sha, size = sha256_file(path)
-        self.outputs[name] = {"path": name, "role": role, "size": size, "sha256": sha}
-
     def record(self, name: str, role: str, sha256: str, size: int) -> None:
         """Record a file written through :meth:`raw_file` whose bytes the writer hashed as it wrote them."""
         self.outputs[name] = {"path": name, "role": role, "size": size, "sha256": sha256}
 
     def raw_file(self, name: str) -> IO[bytes]:
-        """A plain file handle for writers that need to seek (call :meth:`adopt` after closing it)."""
+        """A plain file handle for writers that need to seek (call :meth:`record` with what they hashed)."""
         fd = os.open(self.path / name, os.O_RDWR | os.O_CREAT | os.O_EXCL, file_mode())
         return os.fdopen(fd, "w+b")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def require_new_dir(out: Path) -> None:
+    """``out`` must not exist, or be an empty directory: anything else is a :class:`UsageError`."""
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        raise UsageError(f"{out}: already exists and is not empty", hint="remove it or choose another directory")
+
+
+def _final_receipt(staging: Staged, kind: str) -> dict[str, Any]:
+    """The receipt of a finished staging directory: zoo's fields, the writer's, and every output's record."""
+    return {"receipt_version": RECEIPT_VERSION, "kind": kind, "zoo_version": __version__,
+            **staging.receipt, "outputs": [staging.outputs[k] for k in sorted(staging.outputs)]}
 
 
 @contextlib.contextmanager
@@ -95,8 +94,7 @@ def staged_output(out: Path, *, kind: str) -> Iterator[Staged]:
     directory — which is kept (it may be the working directory): the files are moved into it, the receipt last."""
     out = Path(out).resolve()  # "." or "run/.." has no usable name or parent
     if out.exists():
-        if not (out.is_dir() and not any(out.iterdir())):
-            raise UsageError(f"{out}: already exists and is not empty", hint="remove it or choose another directory")
+        require_new_dir(out)
         with staged_into(out, kind=kind) as staged:
             yield staged
         return
@@ -105,9 +103,7 @@ def staged_output(out: Path, *, kind: str) -> Iterator[Staged]:
     try:
         with disk_full_is_an_error(f"writing {out}", hint="free some space and run it again; nothing was kept"):
             yield staging
-            receipt = {"receipt_version": RECEIPT_VERSION, "kind": kind, "zoo_version": __version__,
-                       **staging.receipt, "outputs": [staging.outputs[k] for k in sorted(staging.outputs)]}
-            staging.write_json(RECEIPT, receipt, "receipt")
+            staging.write_json(RECEIPT, _final_receipt(staging, kind), "receipt")
             os.rename(staging.path, out)
     except BaseException:
         shutil.rmtree(staging.path, ignore_errors=True)
@@ -125,9 +121,7 @@ def staged_into(out: Path, *, kind: str) -> Iterator[Staged]:
     try:
         with disk_full_is_an_error(f"writing {out}", hint="free some space and run it again"):
             yield staging
-            receipt = {"receipt_version": RECEIPT_VERSION, "kind": kind, "zoo_version": __version__,
-                       **staging.receipt, "outputs": [staging.outputs[k] for k in sorted(staging.outputs)]}
-            staging.write_json(RECEIPT, receipt, "receipt")
+            staging.write_json(RECEIPT, _final_receipt(staging, kind), "receipt")
             (out / RECEIPT).unlink(missing_ok=True)
             for name in sorted(staging.outputs):
                 if name != RECEIPT:
@@ -285,21 +279,26 @@ def read_config(directory: Path) -> tuple[ModelConfig, str]:
     return config, "zoo"
 
 
-def tokenizer_options(directory: Path) -> tuple[bool, bool | None]:
+def tokenizer_options(directory: Path, *, receipt: Mapping[str, Any] | None = None) -> tuple[bool, bool | None]:
     """Casing for a directory without a manifest: ``tokenizer_config.json`` (an hf export) or the receipt's
-    (``zoo convert``), else lower-case (Chinese)."""
+    (``zoo convert``), else lower-case (Chinese). ``receipt``: the directory's receipt when the caller has read it
+    already (``None``: read here, if there is one)."""
     for name, keys in (("tokenizer_config.json", ("do_lower_case", "strip_accents")),
                        (RECEIPT, ("lowercase", "strip_accents"))):
-        path = directory / name
-        if not path.is_file():
-            continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
+        data: Any
+        if name == RECEIPT and receipt is not None:
+            data = receipt
+        else:
+            path = directory / name
+            if not path.is_file():
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
         if name == RECEIPT:
-            data = data.get("tokenizer", {}) if isinstance(data, dict) else {}
-        if isinstance(data, dict) and keys[0] in data:
+            data = data.get("tokenizer", {}) if isinstance(data, Mapping) else {}
+        if isinstance(data, Mapping) and keys[0] in data:
             return bool(data[keys[0]]), data.get(keys[1])
     return True, None
 
@@ -325,6 +324,7 @@ __all__ = [
     "read_json",
     "read_receipt",
     "rebuild_if_damaged",
+    "require_new_dir",
     "staged_into",
     "staged_output",
     "tokenizer_options",

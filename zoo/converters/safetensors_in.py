@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from zoo.converters.arrays import STORAGE
-from zoo.converters.safetensors_out import DTYPE_TAGS, ITEMSIZE
+from zoo.converters.safetensors_out import DTYPE_TAGS
 from zoo.errors import CheckpointError
+from zoo.tf.bundle import ITEMSIZE, drop_pages
 
 _NAMES = {tag: name for name, tag in DTYPE_TAGS.items()}
 _MAX_HEADER = 100 << 20
@@ -88,12 +89,8 @@ class SafetensorsFile:
         """Drop the tensor's mapped pages from this process (the page cache keeps them; a later read maps them
         again), so streaming a large file does not accumulate it in resident memory."""
         entry = self.entries[name]
-        if self._map is None or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        start = -(-entry.begin // mmap.PAGESIZE) * mmap.PAGESIZE
-        stop = entry.end // mmap.PAGESIZE * mmap.PAGESIZE
-        if stop > start:
-            self._map.madvise(mmap.MADV_DONTNEED, start, stop - start)
+        if self._map is not None:
+            drop_pages(self._map, entry.begin, entry.end)
 
     def close(self) -> None:
         if self._map is not None:

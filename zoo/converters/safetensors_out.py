@@ -16,13 +16,14 @@ import struct
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from zoo.tf.bundle import ITEMSIZE
+
 if TYPE_CHECKING:
     import torch
 
 #: torch dtype name → safetensors dtype tag
 DTYPE_TAGS = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int32": "I32",
               "int64": "I64"}
-ITEMSIZE = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int32": 4, "int64": 8}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import logging
 import os
 import queue
@@ -26,18 +25,16 @@ import numpy as np
 
 from zoo._fs import sha256_file
 from zoo.config import SCHEME_ARCHITECTURE, ModelConfig, normalize_dtype
-from zoo.converters.arrays import cast, transposed_bands, view
-from zoo.converters.layout import CONFIG, CONVERTER_VERSION, VOCAB, WEIGHTS, Staged, staged_output
-from zoo.converters.safetensors_out import ITEMSIZE, Spec, header
+from zoo.converters.arrays import FLOAT_DTYPES, cast, transposed_bands, view
+from zoo.converters.layout import CONFIG, CONVERTER_VERSION, VOCAB, WEIGHTS, Staged, read_json, staged_output
+from zoo.converters.safetensors_out import Spec, header
 from zoo.converters.schemes import Plan, check_scheme, detect_scheme, plan
 from zoo.converters.vocab import Vocab, looks_cased, read_vocab
 from zoo.errors import CheckpointError, NotFoundError, UsageError
 from zoo.progress import ProgressCallback, ProgressEvent
-from zoo.tf.bundle import FileDigest, ShardReader, TensorBundle, find_prefix
+from zoo.tf.bundle import ITEMSIZE, FileDigest, ShardReader, TensorBundle, find_prefix
 
 log = logging.getLogger("zoo.converters")
-
-_FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,11 +81,9 @@ def find_release(src: str | os.PathLike[str], *, config: str | os.PathLike[str] 
 def load_config(path: Path, architecture: str) -> ModelConfig:
     """Read a config JSON: zoo's own (has ``architecture``) or an upstream one (upstream meaning)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = read_json(path)
+    except OSError as exc:  # unreadable (a missing file is a NotFoundError)
         raise CheckpointError(f"{path}: not a readable JSON config ({exc})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
     try:
         if "architecture" in data:
             return ModelConfig.from_dict(data)
@@ -324,7 +319,7 @@ def convert_release(release: Release, out: Path, *, scheme: str = "auto", config
         the_plan = plan(scheme, model_config, shapes)
         for target in the_plan.targets:
             var = bundle.variables[target.tf_name]
-            if var.dtype not in _FLOAT_DTYPES:
+            if var.dtype not in FLOAT_DTYPES:
                 raise CheckpointError(f"{bundle.index_path}: variable {var.name!r} is {var.dtype}, "
                                       "expected a float type")
         vocab_data = read_vocab(release.vocab_file, compact=scheme == "google-albert")

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from zoo.config import SCHEME_ARCHITECTURE, SCHEMES, ModelConfig
-from zoo.converters.arrays import cast, transposed_bands
+from zoo.converters.arrays import FLOAT_DTYPES, cast, transposed_bands
 from zoo.converters.canonical import encoder_shapes, head_shapes, shape_problems
 from zoo.converters.layout import VOCAB, WEIGHTS, missing_file, staged_output
 from zoo.converters.names import transposed
@@ -191,7 +191,7 @@ def _check(tensors: Mapping[str, Tensor], config: ModelConfig, origin: str) -> t
         raise CheckpointError(f"{origin}: the weights do not match the {config.architecture} config: "
                               + "; ".join(problems), hint="config.json must describe these weights")
     for name in sorted(tensors[n].dtype for n in expected):
-        if name not in ("float32", "float16", "bfloat16", "float64"):
+        if name not in FLOAT_DTYPES:
             raise CheckpointError(f"{origin}: weights of dtype {name} cannot be exported (floating point only)")
     return heads, dropped, has_pooler
 

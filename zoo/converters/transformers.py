@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zoo.config import CHECKPOINT_HEADS, ModelConfig
+from zoo.config import ModelConfig, present_heads
 from zoo.converters import hf_names
 from zoo.converters.canonical import encoder_shapes, head_shapes, shape_problems
 from zoo.converters.layout import CONFIG, CONVERTER_VERSION, VOCAB, WEIGHTS, staged_output
@@ -118,7 +118,7 @@ def convert_transformers(weights: Path, vocab_file: Path, out: Path, *, config: 
             "inputs": [{"path": rel, "sha256": sha} for rel, sha in sorted(inputs.items())],
             "parameters": sum(t.numel() for t in tensors.values()),
             "tensors": len(tensors),
-            "heads": sorted(h for h in CHECKPOINT_HEADS if any(n.startswith(h + ".") for n in tensors)),
+            "heads": sorted(present_heads(tensors)),
             "tokenizer": {"lowercase": lowercase, "strip_accents": strip_accents},
         })
     return out

@@ -1,59 +1,11 @@
-"""Vocab normalization: one token per line, first column only, the first occurrence of a token keeps its id.
-
-Google's ``vocab_chinese.txt`` may carry a second (score) column. How ids follow lines differs between the
-upstream tokenizers, and the normalized file reproduces the one the checkpoint was trained with:
-
-- google-research/albert ``load_vocab`` (``compact=True``) assigns ids in order of *first appearance*: a
-  repeated token is skipped and the tokens after it move up by one; an empty line is the token ``" "``.
-- google-research/bert ``load_vocab`` (also brightmart's) gives line ``i`` the id ``i``. A repeated line keeps
-  its id slot but is replaced by a placeholder that cannot occur in text, so every tokenizer maps the token to
-  its first id while ids keep matching the embedding rows.
+"""Vocab normalization for the converters: :class:`~zoo.vocab.Vocab` and :func:`~zoo.vocab.read_vocab` (they live
+in :mod:`zoo.vocab`, which the tokenizer reads vocab files with too, and are re-exported here), and
+:func:`looks_cased`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-
-from zoo._fs import read_lines
-from zoo.errors import CheckpointError
-
-
-@dataclasses.dataclass(frozen=True)
-class Vocab:
-    tokens: list[str]
-    duplicates: dict[int, int]  # line of a repeated token -> id of its first occurrence
-    empty: list[int]  # lines that were empty
-    compact: bool  # repeated lines dropped (ALBERT) rather than replaced by placeholders (BERT)
-
-    def text(self) -> str:
-        return "".join(token + "\n" for token in self.tokens)
-
-
-def read_vocab(path: Path, *, compact: bool = False) -> Vocab:
-    lines = read_lines(path, "vocab")
-    tokens: list[str] = []
-    first: dict[str, int] = {}
-    duplicates: dict[int, int] = {}
-    empty: list[int] = []
-    for line_no, line in enumerate(lines):
-        parts = line.split()
-        token = parts[0] if parts else ""
-        if not token:
-            empty.append(line_no)
-            # ALBERT reads an empty line as the token " "; either way no text can produce it
-            token = "[zoo-empty]" if compact else f"[zoo-empty-{line_no}]"
-        if token in first:
-            duplicates[line_no] = first[token]
-            if compact:
-                continue
-            token = f"[zoo-dup-{line_no}]"
-        else:
-            first[token] = len(tokens)
-        tokens.append(token)
-    if not tokens:
-        raise CheckpointError(f"{path}: vocab file is empty")
-    return Vocab(tokens, duplicates, empty, compact)
+from zoo.vocab import Vocab, read_vocab
 
 
 def looks_cased(tokens: list[str]) -> bool:
@@ -62,3 +14,6 @@ def looks_cased(tokens: list[str]) -> bool:
     words = [t for t in tokens if not (t.startswith("[") and t.endswith("]"))]
     upper = sum(1 for t in words if any(ch.isupper() for ch in t))
     return bool(words) and upper / len(words) > 0.02
+
+
+__all__ = ["Vocab", "looks_cased", "read_vocab"]

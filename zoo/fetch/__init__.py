@@ -34,7 +34,7 @@ def fetch(source: Source, workdir: Path, *, options: FetchOptions | None = None,
     label = url.rsplit("/", 1)[-1] or url
     fetcher = file.download if url.startswith("file://") else http.download
     got = fetcher(url, workdir, options=options, progress=progress, label=label, expected_size=source.size)
-    return Fetched(workdir, {DATA: (got.sha256, got.size)}, got.fetched)
+    return Fetched({DATA: (got.sha256, got.size)}, got.fetched)
 
 
 __all__ = ["DATA", "Download", "FetchOptions", "Fetched", "ProgressCallback", "ProgressEvent", "fetch"]

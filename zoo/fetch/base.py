@@ -84,9 +84,9 @@ class Download:
 
 @dataclasses.dataclass(frozen=True)
 class Fetched:
-    """Files a fetcher wrote under ``root``: ``{relative path: (sha256, size)}``, hashed as they arrived."""
+    """Files a fetcher wrote under its work directory: ``{relative path: (sha256, size)}``, hashed as they
+    arrived."""
 
-    root: Path
     files: dict[str, tuple[str, int]]
     #: Bytes that came over the network in this run (less than the total after a resume).
     fetched: int

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
-from zoo._fs import BLOCK, file_mode, is_disk_full, require_free_space
+from zoo._fs import BLOCK, HashingWriter, file_mode, is_disk_full, require_free_space
 from zoo.errors import DiskSpaceError, IntegrityError, NetworkError, UnsupportedError
 from zoo.fetch.base import Download, FetchOptions
 from zoo.progress import ProgressCallback, ProgressEvent
@@ -51,15 +50,15 @@ def download(url: str, workdir: Path, *, options: FetchOptions | None = None,
         workdir.mkdir(parents=True, exist_ok=True)
         require_free_space(workdir, size, f"copying {label}")
         out_path = workdir / "data"
-        sha, done = hashlib.sha256(), 0
+        done = 0
         emit = progress or (lambda event: None)
         try:
             fd_out = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, file_mode())
             with os.fdopen(fd_out, "wb") as fout:
+                out = HashingWriter(fout)
                 while done < size and (block := fin.read(min(BLOCK, size - done))):
-                    sha.update(block)
-                    fout.write(block)
-                    done += len(block)
+                    out.write(block)
+                    done = out.size
                     emit(ProgressEvent("download", label, done=done, total=size))
         except OSError as exc:
             out_path.unlink(missing_ok=True)
@@ -72,4 +71,4 @@ def download(url: str, workdir: Path, *, options: FetchOptions | None = None,
         out_path.unlink(missing_ok=True)
         raise NetworkError(f"{url}: {src} shrank while it was copied ({done} of {size} bytes)",
                            hint="the file is being rewritten; try again when it is complete")
-    return Download(path=out_path, sha256=sha.hexdigest(), size=done, url=url, fetched=done)
+    return Download(path=out_path, sha256=out.hexdigest(), size=done, url=url, fetched=done)

@@ -82,7 +82,7 @@ def fetch(source: Source, workdir: Path, *, options: FetchOptions | None = None,
         got[rel] = (sha, size)
         fetched += size
     _drop_hf_metadata(workdir)
-    return Fetched(workdir, got, fetched)
+    return Fetched(got, fetched)
 
 
 def _drop_hf_metadata(workdir: Path) -> None:

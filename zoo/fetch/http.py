@@ -40,7 +40,7 @@ from zoo._version import __version__
 from zoo.errors import DiskSpaceError, IntegrityError, NetworkError
 from zoo.fetch.base import Download, FetchOptions
 from zoo.fetch.hashing import OrderedHasher
-from zoo.fetch.probe import UNREACHABLE_HINT, why_unreachable
+from zoo.fetch.probe import UNREACHABLE_HINT, exception_chain, why_unreachable
 from zoo.progress import ProgressCallback, ProgressEvent
 
 log = logging.getLogger("zoo.fetch")
@@ -405,7 +405,6 @@ class _Downloader:
         while True:
             try:
                 with _request(self._session(), "HEAD", self.url, {}, self.options) as resp:
-                    _refuse_encoded(self.url, resp)
                     h = resp.headers
                     size = int(h["Content-Length"]) if h.get("Content-Length", "").isdigit() else None
                     remote = _Remote(url=resp.url, size=size, etag=h.get("ETag"),
@@ -589,8 +588,7 @@ def _request(session: requests.Session, method: str, url: str, headers: dict[str
         resp.close()
         raise NetworkError(f"{url}: HTTP {resp.status_code} {resp.reason}",
                            hint="the URL may have moved; try another source (--source N)")
-    if method == "GET":
-        _refuse_encoded(url, resp)
+    _refuse_encoded(url, resp)
     return _StreamGuard(resp)
 
 
@@ -658,17 +656,7 @@ class _StreamGuard:
 
 def _incomplete_read(exc: BaseException) -> bool:
     """Whether the server closed the connection cleanly before the Content-Length it announced."""
-    seen: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo and len(seen) < 20:
-        cause = todo.pop()
-        if any(cause is s for s in seen):
-            continue
-        seen.append(cause)
-        if type(cause).__name__ == "IncompleteRead":
-            return True
-        todo += [c for c in (cause.__cause__, cause.__context__, *cause.args) if isinstance(c, BaseException)]
-    return False
+    return any(type(cause).__name__ == "IncompleteRead" for cause in exception_chain(exc, reasons=False))
 
 
 def _describe(exc: BaseException) -> str:

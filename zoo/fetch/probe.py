@@ -68,15 +68,7 @@ def check_reachable(url: str, *, timeout: float, what: str, hint: str) -> None:
 def why_unreachable(exc: BaseException) -> str | None:
     """``"unresolved"`` or ``"refused"`` when an exception (from any HTTP library, through its chain of causes)
     says the host does not resolve or refuses connections — failures no retry can fix; else None."""
-    chain: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo and len(chain) < 20:
-        cause = todo.pop()
-        if any(cause is seen for seen in chain):
-            continue
-        chain.append(cause)
-        todo += [c for c in (cause.__cause__, cause.__context__, getattr(cause, "reason", None), *cause.args)
-                 if isinstance(c, BaseException)]
+    chain = exception_chain(exc)
     text = " ".join(f"{type(e).__name__} {e}" for e in chain)
     if any(isinstance(e, socket.gaierror) for e in chain) or "NameResolutionError" in text \
             or "Name or service not known" in text or "Temporary failure in name resolution" in text:
@@ -84,6 +76,21 @@ def why_unreachable(exc: BaseException) -> str | None:
     if any(isinstance(e, ConnectionRefusedError) for e in chain) or "Connection refused" in text:
         return "refused"
     return None
+
+
+def exception_chain(exc: BaseException, *, reasons: bool = True) -> list[BaseException]:
+    """``exc`` and the exceptions behind it (at most 20, each once): causes, contexts, exceptions among its
+    ``args`` and — with ``reasons`` — a ``reason`` attribute (urllib's and urllib3's errors wrap one there)."""
+    chain: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(chain) < 20:
+        cause = todo.pop()
+        if any(cause is seen for seen in chain):
+            continue
+        chain.append(cause)
+        reason = getattr(cause, "reason", None) if reasons else None
+        todo += [c for c in (cause.__cause__, cause.__context__, reason, *cause.args) if isinstance(c, BaseException)]
+    return chain
 
 
 def _proxy_for(scheme: str, host: str) -> str | None:
@@ -97,4 +104,4 @@ def _why(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
-__all__ = ["UNREACHABLE_HINT", "check_reachable", "why_unreachable"]
+__all__ = ["UNREACHABLE_HINT", "check_reachable", "exception_chain", "why_unreachable"]

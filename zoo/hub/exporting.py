@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.config import CHECKPOINT_HEADS, ModelConfig, heads_in
+from zoo.config import ModelConfig, heads_in, present_heads
 from zoo.converters.layout import (
     CONFIG,
     VOCAB,
@@ -24,6 +24,7 @@ from zoo.converters.layout import (
     missing_file,
     read_config,
     read_receipt,
+    require_new_dir,
     staged_output,
     tokenizer_options,
 )
@@ -123,11 +124,10 @@ def export(model: Model, out_dir: str | os.PathLike[str], *, format: str = "hf",
     if format != "tf" and (scheme is not None or global_step is not None):
         raise UsageError("scheme and global_step apply to format 'tf'")
     out = Path(out_dir)
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        raise UsageError(f"{out}: already exists and is not empty", hint="remove it or choose another directory")
+    require_new_dir(out)
     with reporting(progress) as emit:
         prepared = prepare(model, source=source, offline=offline, manifests=manifests, progress=emit)
-        weights = weights_of(prepared, model)
+        weights = weights_of(prepared)
         emit(ProgressEvent("note", weights.provenance.name, message=f"writing {out}"))
         if format == "tf":
             from zoo.converters.tf_export import export_tf
@@ -139,24 +139,24 @@ def export(model: Model, out_dir: str | os.PathLike[str], *, format: str = "hf",
         return write_hf_folder(weights, out, repo_id=repo_id)
 
 
-def weights_of(prepared: Prepared, model: Model) -> Weights:
+def weights_of(prepared: Prepared) -> Weights:
     """The weights of a prepared directory with their provenance (manifest facts when named by the registry)."""
     manifest, pulled = prepared.manifest, prepared.pulled
     if manifest is None:
-        given = prepared.release or prepared.path.resolve()
-        prov = Provenance(name=given.name, origin=str(prepared.release) if prepared.release else None)
+        prov = Provenance(name=prepared.name, origin=str(prepared.release) if prepared.release else None)
         return read_weights_dir(prepared.path, prov)
     prov = Provenance(name=manifest.name, description=manifest.description, family=manifest.family,
                       language=manifest.language, license=manifest.license, homepage=manifest.homepage,
                       citation=manifest.citation, origin=pulled.source.label if pulled else None,
                       source_sha256=pulled.sha256 if pulled else None)
-    weights = read_weights_dir(prepared.path, prov)  # converted with the manifest's config
-    return dataclasses.replace(weights, lowercase=manifest.tokenizer.lowercase,
-                               strip_accents=manifest.tokenizer.strip_accents)
+    # converted with the manifest's config; the casing is the manifest's
+    return read_weights_dir(prepared.path, prov, casing=prepared.tokenizer_options())
 
 
-def read_weights_dir(path: Path, prov: Provenance) -> Weights:
-    """A directory with ``model.safetensors`` + ``config.json`` + ``vocab.txt``: zoo's layout or transformers'."""
+def read_weights_dir(path: Path, prov: Provenance, *, casing: tuple[bool, bool | None] | None = None) -> Weights:
+    """A directory with ``model.safetensors`` + ``config.json`` + ``vocab.txt``: zoo's layout or transformers'.
+    ``casing`` (``lowercase``, ``strip_accents``): the tokenizer's, when known; else the directory's own
+    (:func:`zoo.converters.layout.tokenizer_options`)."""
     config, layout = read_config(path)
     if not (path / VOCAB).is_file():
         raise missing_file(path, VOCAB)
@@ -164,19 +164,17 @@ def read_weights_dir(path: Path, prov: Provenance) -> Weights:
         receipt = read_receipt(path)
         if receipt is not None:
             prov = dataclasses.replace(prov, receipt=receipt)
-    return Weights(path, config, layout, prov, *tokenizer_options(path))
+    if casing is None:
+        casing = tokenizer_options(path, receipt=prov.receipt or {})
+    return Weights(path, config, layout, prov, *casing)
 
 
 # ------------------------------------------------------------------------------------------- the output
 def canonical_state(weights: Weights) -> dict[str, torch.Tensor]:
     """The weights under zoo's canonical names."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from zoo.converters.transformers import read_state
 
-    try:
-        state = load_file(str(weights.path / WEIGHTS))
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{weights.path / WEIGHTS} is not a readable safetensors file: {exc}") from None
+    state = read_state(weights.path / WEIGHTS, "safetensors")
     if weights.layout == "transformers":
         from zoo.converters import hf_names
 
@@ -193,7 +191,7 @@ def write_hf_folder(weights: Weights, out: Path, *, repo_id: str | None = None) 
     hf_names.hf_equivalent(config)  # pre-LN brightmart: UnsupportedError before any work
     state = canonical_state(weights)
     check_shapes(state, config, str(weights.path / WEIGHTS))
-    head = heads_in({h for h in CHECKPOINT_HEADS if any(n.startswith(h + ".") for n in state)})
+    head = heads_in(present_heads(state))
     if head != "pretraining":
         log.warning("%s has %s: exported without the pretraining heads it lacks", weights.path,
                     "no SOP/NSP head" if head == "mlm" else "no MLM head (AutoModelForMaskedLM will not load it)")

@@ -33,9 +33,11 @@ from typing import TYPE_CHECKING, Any
 from zoo import cache
 from zoo._fs import sha256_file
 from zoo._version import __version__
+from zoo.converters.layout import RECEIPT, output_records, read_receipt
 from zoo.errors import NetworkError, UsageError, ZooError, first_line
 from zoo.progress import Progress, ProgressCallback, reporting
 from zoo.registry import Manifest
+from zoo.weights import Model
 
 if TYPE_CHECKING:
     from zoo.hub.exporting import Exported
@@ -78,9 +80,6 @@ class Mirrored:
 
 
 # -------------------------------------------------------------------------------------------- public API
-Model = str | os.PathLike[str] | Manifest
-
-
 def mirror(models: Model | Sequence[Model], to: str | os.PathLike[str] | None = None, *,
            repo_prefix: str | None = None, org: str = "zoo", private: bool = False, dry_run: bool = False,
            source: int | None = None, offline: bool | None = None, manifests: Sequence[str | os.PathLike[str]] = (),
@@ -196,7 +195,21 @@ def is_lfs(path: str) -> bool:
 
 
 def _local_files(folder: Path) -> dict[str, tuple[str, int]]:
-    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    """``{path: (sha256, size)}`` of every file in ``folder``. An export's receipt records every other file's
+    sha256 and size (hashed while it was written), so only the receipt itself is hashed — when the folder holds
+    exactly the files it lists, at their recorded sizes; any other folder is hashed whole."""
+    paths = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file()}
+    try:
+        receipt = read_receipt(folder)
+        recorded = {rel: (r.sha256, r.size) for rel, r in output_records(receipt).items()} \
+            if receipt is not None else None
+    except ZooError:  # not readable as a receipt: this is no export of zoo's
+        recorded = None
+    if recorded is not None and set(paths) == {*recorded, RECEIPT} \
+            and all(paths[rel].stat().st_size == size for rel, (_, size) in recorded.items()):
+        recorded[RECEIPT] = sha256_file(paths[RECEIPT])
+        return {rel: recorded[rel] for rel in paths}
+    return {rel: sha256_file(path) for rel, path in paths.items()}
 
 
 # --------------------------------------------------------------------------------------------------- Hub
@@ -263,9 +276,15 @@ def _check_hub(api: Any) -> None:
     from zoo.fetch.probe import check_reachable
 
     if isinstance(api, HfApi):
-        configured = os.environ.get("HF_ENDPOINT")
-        check_reachable(api.endpoint, timeout=10, what=f"HF_ENDPOINT={configured}" if configured
-                        else "the Hugging Face Hub", hint=_HUB_HINT)
+        check_reachable(api.endpoint, timeout=10, what=_hub_endpoint()[1], hint=_HUB_HINT)
+
+
+def _hub_endpoint() -> tuple[str, str]:
+    """The Hub endpoint in use (``HF_ENDPOINT``, read now, else the Hugging Face Hub) and its name in messages."""
+    from zoo.fetch.hf import DEFAULT_ENDPOINT
+
+    configured = os.environ.get("HF_ENDPOINT")
+    return configured or DEFAULT_ENDPOINT, f"HF_ENDPOINT={configured}" if configured else "the Hugging Face Hub"
 
 
 def _unreachable_hub(repo_id: str, exc: BaseException) -> NetworkError:
@@ -273,9 +292,7 @@ def _unreachable_hub(repo_id: str, exc: BaseException) -> NetworkError:
 
     from zoo.fetch.probe import why_unreachable
 
-    configured = os.environ.get("HF_ENDPOINT")
-    endpoint = configured or "https://huggingface.co"
-    what = f"HF_ENDPOINT={configured}" if configured else "the Hugging Face Hub"
+    endpoint, what = _hub_endpoint()
     parts = urlsplit(endpoint)
     host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
     why = why_unreachable(exc)

@@ -13,6 +13,7 @@ one pass — what the converter uses.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import math
 import mmap
@@ -23,8 +24,6 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import google_crc32c
 
 from zoo.errors import CheckpointError, IntegrityError, NotFoundError, UnsupportedError, UsageError
 from zoo.tf.proto import BundleEntry, BundleHeader, ProtoError
@@ -78,10 +77,11 @@ class Variable:
 
     @property
     def supported(self) -> bool:
-        return self.dtype in _ITEMSIZE and not self.partitioned
+        return self.dtype in ITEMSIZE and not self.partitioned
 
 
-_ITEMSIZE = dict(DTYPES.values())
+#: Byte size of each dtype zoo reads and writes, by name (the TF writer and safetensors use it too).
+ITEMSIZE: dict[str, int] = dict(DTYPES.values())
 
 
 def find_prefix(path: str | os.PathLike[str]) -> Path:
@@ -120,10 +120,6 @@ def _checkpoint_file_choice(directory: Path) -> Path | None:
     return directory / Path(match.group(1)).name if match else None
 
 
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
-
-
 def data_file(prefix: Path, shard: int, num_shards: int) -> Path:
     return prefix.with_name(f"{prefix.name}.data-{shard:05d}-of-{num_shards:05d}")
 
@@ -142,7 +138,7 @@ class TensorBundle(Mapping[str, "torch.Tensor"]):
         self.verify = verify
         self.header, self.variables = self._read_index()
         # bound the shard count by the files that exist before building any list of that size
-        existing = sum(1 for _ in self.prefix.parent.glob(glob_escape(self.prefix.name) + ".data-*-of-*"))
+        existing = sum(1 for _ in self.prefix.parent.glob(glob.escape(self.prefix.name) + ".data-*-of-*"))
         if self.header.num_shards > 2 * existing + 16:  # a few missing shards are named one by one below
             raise CheckpointError(f"{self.index_path}: the header says {self.header.num_shards:,} data shards, but "
                                   f"{existing} data file(s) lie next to it",
@@ -191,9 +187,9 @@ class TensorBundle(Mapping[str, "torch.Tensor"]):
         var = Variable(name=name, dtype=dtype_name(entry.dtype), shape=entry.shape, shard=entry.shard_id,
                        offset=entry.offset, size=entry.size, crc32c=entry.crc32c,
                        partitioned=entry.num_slices > 0)
-        if var.dtype in _ITEMSIZE and not var.partitioned and var.size != var.numel * _ITEMSIZE[var.dtype]:
+        if var.dtype in ITEMSIZE and not var.partitioned and var.size != var.numel * ITEMSIZE[var.dtype]:
             raise CheckpointError(f"{self.index_path}: variable {name!r} ({var.dtype}{list(var.shape)}) "
-                                  f"should take {var.numel * _ITEMSIZE[var.dtype]} bytes, the index says {var.size}")
+                                  f"should take {var.numel * ITEMSIZE[var.dtype]} bytes, the index says {var.size}")
         if var.offset < 0 or var.size < 0:
             raise CheckpointError(f"{self.index_path}: variable {name!r} has a negative offset or size")
         return var
@@ -251,9 +247,7 @@ class TensorBundle(Mapping[str, "torch.Tensor"]):
         if self.verify:
             actual = mask_crc(crc32c(view))
             if actual != var.crc32c:
-                raise IntegrityError(f"{self.data_files[var.shard]}: CRC32C mismatch for variable {var.name!r} "
-                                     f"(stored {var.crc32c:#010x}, computed {actual:#010x}); the data is damaged",
-                                     hint="download or copy the checkpoint again")
+                raise _crc_mismatch(self.data_files[var.shard], var, actual)
         return view
 
     def read(self, var: Variable | str) -> torch.Tensor:
@@ -262,30 +256,14 @@ class TensorBundle(Mapping[str, "torch.Tensor"]):
 
         if isinstance(var, str):
             var = self.variables[var]
-        if var.dtype not in _ITEMSIZE:
+        if var.dtype not in ITEMSIZE:
             raise UnsupportedError(f"{self.index_path}: variable {var.name!r} has unsupported dtype {var.dtype} "
-                                   f"(zoo reads {', '.join(sorted(_ITEMSIZE))})")
+                                   f"(zoo reads {', '.join(sorted(ITEMSIZE))})")
         dtype = getattr(torch, var.dtype)
         view = self.raw(var)
         if var.numel == 0:
             return torch.empty(var.shape, dtype=dtype)
         return torch.frombuffer(view, dtype=dtype, count=var.numel).reshape(var.shape)
-
-    def evict(self, var: Variable | str) -> None:
-        """Let the OS drop the variable's mapped pages from this process (they are re-read on next access).
-
-        Keeps resident memory flat when streaming a large checkpoint; a no-op where ``madvise`` is missing.
-        """
-        if isinstance(var, str):
-            var = self.variables[var]
-        mm = self._maps.get(var.shard)
-        if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        page = mmap.PAGESIZE
-        start = -(-var.offset // page) * page
-        end = (var.offset + var.size) // page * page
-        if end > start:
-            mm.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def _map(self, shard: int) -> mmap.mmap:
         mm = self._maps.get(shard)
@@ -386,10 +364,6 @@ class ShardReader:
             yield item  # type: ignore[misc]
         self._thread.join()
 
-    def view(self, var: Variable) -> memoryview:
-        """The whole variable: a read-only view of the mapped shard."""
-        return self._mapped(var.shard)[var.offset:var.offset + var.size]
-
     def release(self, var: Variable) -> None:
         """The consumer is done with ``var``: its pages leave this process, and the thread may go further."""
         self._drop(var.shard, var.offset, var.offset + var.size)
@@ -432,14 +406,9 @@ class ShardReader:
         return memoryview(mm)
 
     def _drop(self, shard: int, begin: int, end: int) -> None:
-        """Unmap the whole pages in ``[begin, end)`` from this process (the page cache keeps them)."""
         mm = self._maps.get(shard)
-        if mm is None or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        start = -(-begin // mmap.PAGESIZE) * mmap.PAGESIZE
-        stop = end // mmap.PAGESIZE * mmap.PAGESIZE
-        if stop > start:
-            mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
+        if mm is not None:
+            drop_pages(mm, begin, end)
 
     def _put(self, item: object) -> None:
         while not self._stop.is_set():
@@ -509,20 +478,32 @@ class ShardReader:
                 stop = min(end, start + self.chunk)
                 hash_to(stop, drop=False)
                 if self.bundle.verify:
-                    for at in range(start, stop, _CRC_PIECE):
-                        crc = google_crc32c.extend(crc, bytes(data[at:min(stop, at + _CRC_PIECE)]))
+                    crc = crc32c(data[start:stop], crc)
                 if not whole:
                     self._put((var, data[start:stop]))
             if self.bundle.verify and mask_crc(crc) != var.crc32c:
-                raise IntegrityError(f"{path}: CRC32C mismatch for variable {var.name!r} (stored "
-                                     f"{var.crc32c:#010x}, computed {mask_crc(crc):#010x}); the data is damaged",
-                                     hint="download or copy the checkpoint again")
+                raise _crc_mismatch(path, var, mask_crc(crc))
         hash_to(len(data), drop=True)
         if sha is not None:
             self.digests.append(FileDigest(path, sha.hexdigest(), len(data)))
 
 
-_CRC_PIECE = 1 << 20
+def drop_pages(mm: mmap.mmap, begin: int, end: int) -> None:
+    """Unmap the whole pages of ``mm`` in ``[begin, end)`` from this process: the page cache keeps them and a later
+    read maps them again, so streaming a large file does not pile it up in resident memory. A no-op where
+    ``madvise`` is missing."""
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    start = -(-begin // mmap.PAGESIZE) * mmap.PAGESIZE
+    stop = end // mmap.PAGESIZE * mmap.PAGESIZE
+    if stop > start:
+        mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
+
+def _crc_mismatch(path: Path, var: Variable, actual: int) -> IntegrityError:
+    return IntegrityError(f"{path}: CRC32C mismatch for variable {var.name!r} (stored {var.crc32c:#010x}, "
+                          f"computed {actual:#010x}); the data is damaged",
+                          hint="download or copy the checkpoint again")
 
 
 def _read_key(var: Variable) -> tuple[int, int, int, str]:

@@ -37,15 +37,15 @@ def mask_crc(crc: int) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
-def crc32c(data: bytes | memoryview) -> int:
-    """CRC32C (Castagnoli) of any buffer; large buffers go through in 1 MiB pieces.
+def crc32c(data: bytes | memoryview, crc: int = 0) -> int:
+    """CRC32C (Castagnoli) of any buffer, extending ``crc`` (the CRC of the bytes before it; 0 to start); large
+    buffers go through in 1 MiB pieces.
 
     ``google_crc32c`` only accepts ``bytes``, so views (e.g. of an mmap) are copied a piece at a time.
     """
     if isinstance(data, bytes):
-        return int(google_crc32c.value(data))
+        return int(google_crc32c.extend(crc, data))
     view = memoryview(data).cast("B")
-    crc = 0
     for start in range(0, len(view), _CHUNK):
         crc = google_crc32c.extend(crc, bytes(view[start:start + _CHUNK]))
     return crc

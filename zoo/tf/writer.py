@@ -31,11 +31,11 @@ from typing import Any, Protocol
 
 import google_crc32c
 
+from zoo.tf.bundle import DTYPES, ITEMSIZE
 from zoo.tf.table import FOOTER_SIZE, MAGIC, mask_crc
 
-#: TensorFlow ``DataType`` codes of the dtypes zoo writes, with their byte sizes.
-DTYPE_CODES = {"float32": 1, "float64": 2, "int32": 3, "int64": 9, "bfloat16": 14, "float16": 19}
-ITEMSIZE = {"float32": 4, "float64": 8, "int32": 4, "int64": 8, "bfloat16": 2, "float16": 2}
+#: TensorFlow ``DataType`` codes of the dtypes zoo writes (those it reads); their byte sizes are ``ITEMSIZE``.
+DTYPE_CODES: dict[str, int] = {name: code for code, (name, _) in DTYPES.items()}
 #: ``table::Options`` defaults that TensorBundle keeps (only compression is switched off).
 BLOCK_SIZE = 262144
 RESTART_INTERVAL = 16

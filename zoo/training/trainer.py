@@ -33,7 +33,7 @@ import torch
 
 from zoo._fs import sha256_file, write_bytes_atomic, write_json_atomic
 from zoo.config import IGNORE_INDEX, ModelConfig, normalize_dtype, present_heads
-from zoo.converters.layout import CONFIG, VOCAB, WEIGHTS, read_config, read_receipt, staged_into, tokenizer_options
+from zoo.converters.layout import CONFIG, VOCAB, WEIGHTS, read_config, read_receipt, staged_into
 from zoo.converters.safetensors_out import write_state
 from zoo.errors import CheckpointError, DataError, UnsupportedError, UsageError
 from zoo.loader import load_model, pick_device, torch_dtype
@@ -237,18 +237,18 @@ class _Run:
                  world: _World, emit: ProgressCallback) -> None:
         self.config, self.base_config, self.prepared, self.out, self.world, self.emit = (
             config, base_config, prepared, out, world, emit)
-        self.name = prepared.manifest.name if prepared.manifest else (prepared.release or prepared.path).name
+        self.name = prepared.name
         self.model_config = base_config
         if config.max_position_embeddings is not None:
             self.model_config = dataclasses.replace(base_config,
                                                     max_position_embeddings=config.max_position_embeddings)
-        lowercase, strip_accents = (prepared.manifest.tokenizer.lowercase, prepared.manifest.tokenizer.strip_accents) \
-            if prepared.manifest else tokenizer_options(prepared.path)
+        receipt = read_receipt(prepared.path) or {}
+        lowercase, strip_accents = prepared.tokenizer_options(receipt)
         self.tokenizer = Tokenizer.from_file(prepared.path / VOCAB, lowercase=lowercase, strip_accents=strip_accents,
                                              model_max_length=self.model_config.max_position_embeddings)
         # read now what the result needs from the base directory: a cache prune during a long run may remove it
         self.vocab_bytes = (prepared.path / VOCAB).read_bytes()
-        self.base = self._base_identity()
+        self.base = self._base_identity(receipt)
         self.data_description: dict[str, Any] = {}
         self.final: dict[str, Any] = {}
         self.lock: Any = None
@@ -258,8 +258,7 @@ class _Run:
         """What defines the run (compared on resume)."""
         return {**dataclasses.asdict(self.config), "base": self.base, "world_size": self.world.size}
 
-    def _base_identity(self) -> dict[str, Any]:
-        receipt = read_receipt(self.prepared.path) or {}
+    def _base_identity(self, receipt: dict[str, Any]) -> dict[str, Any]:
         weights = next((o["sha256"] for o in receipt.get("outputs", []) if o.get("path") == WEIGHTS), None)
         return {"model": self.name, "source": self.prepared.pulled.source.label if self.prepared.pulled else
                 str(self.prepared.release or self.prepared.path),
