@@ -29,8 +29,6 @@ def two_models(zoo_env: Path, tmp_path: Path) -> dict[str, bytes]:
     return archives
 
 
-
-
 def test_pull_prints_the_directory_last_and_progress_on_stderr(two_models, capsys) -> None:
     with FaultServer() as srv:
         url = srv.add("/m.zip", ZIP)

@@ -18,8 +18,6 @@ from zoo.registry import builtin_manifest_dir, list_models
 ROOT = Path(__file__).resolve().parents[1]
 
 
-
-
 def test_list_json_has_every_model_with_its_columns(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "list", "--json")
     rows = json.loads(out)

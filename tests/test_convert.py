@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
+from support.damage import flip
 
 import zoo
 from zoo.cli import main
@@ -456,9 +457,7 @@ def test_verified_input_hashes_are_not_recomputed(tmp_path: Path) -> None:
         if path.name in inputs:
             assert inputs[path.name]["sha256"] == digest and inputs[path.name]["hashed"] == "verified snapshot"
     data = src / "bert_model.ckpt.data-00000-of-00001"
-    raw = bytearray(data.read_bytes())
-    raw[len(raw) // 2] ^= 1
-    data.write_bytes(bytes(raw))
+    flip(data, data.stat().st_size // 2, keep_stamp=False)
     with pytest.raises(zoo.IntegrityError, match="CRC32C mismatch"):
         convert_release(release, tmp_path / "out2", known_sha256=known)
     assert not (tmp_path / "out2").exists()

@@ -22,16 +22,12 @@ import hashlib
 import json
 import logging
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from servers.olah import OLAH, serve_mirror
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -43,7 +39,6 @@ from zoo.config import ModelConfig
 from zoo.hub.mirroring import write_git_repo
 from zoo.registry import Manifest, get_manifest
 
-OLAH = Path(sys.executable).with_name("olah-cli")
 VOCAB = Path(__file__).parent / "fixtures" / "tf" / "bert" / "vocab.txt"
 ATOL = 1e-5
 ORG = "family"
@@ -181,42 +176,13 @@ def make_fixture(shape: str, root: Path, seed: int) -> Fixture:
 
 
 # --------------------------------------------------------------------------------------------- the server
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory):
     """One olah server for the module, serving every fixture; yields ``(endpoint, {shape: Fixture})``."""
     root = tmp_path_factory.mktemp("family_hub")
     fixtures = {shape: make_fixture(shape, root, seed) for seed, shape in enumerate([*SHAPES, UNTIED])}
-    port = _free_port()
-    (root / "olah.toml").write_text(
-        f'[basic]\nhost = "127.0.0.1"\nport = {port}\nrepos-path = "{root / "repos"}"\n'
-        f'mirrors-path = ["{root / "mirror"}"]\nmetadata-cache-ttl = 0\n\n[accessibility]\noffline = true\n')
-    log = open(root / "olah.out", "wb")
-    proc = subprocess.Popen([str(OLAH), "-c", str(root / "olah.toml")], cwd=root, stdout=log,
-                            stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{endpoint}/api/models/{ORG}/hfl_base/revision/main", timeout=1).read()
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"olah exited: {(root / 'olah.out').read_text()[-2000:]}")
-                time.sleep(0.1)
-        else:
-            pytest.fail("olah did not start within 20 s")
+    with serve_mirror(root / "mirror", root, probe=f"{ORG}/hfl_base") as endpoint:
         yield endpoint, fixtures
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture

@@ -58,8 +58,6 @@ PUBLISHED_M = {"roberta_wwm_ext_large_zh": 325, "roberta_wwm_ext_zh": 102, "rbtl
                "macbert_large_zh": 324, "macbert_base_zh": 102}
 
 
-
-
 @pytest.mark.parametrize("name", HFL + UER)
 def test_manifest_parses_and_records_the_researched_facts(name: str) -> None:
     m = get_manifest(name)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from servers.faulty import FaultServer
-from support.fixtures import checkpoint_files, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
+from support.fixtures import checkpoint_files, files_of, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
 
 from zoo import cache
 from zoo.resolver import resolve
@@ -21,10 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 FILES = checkpoint_files(4_000_000)
 ZIP = make_zip(FILES)
 PARALLEL_ENV = {"ZOO_STALL_TIMEOUT": "5"}
-
-
-def files_of(path: Path) -> dict[str, bytes]:
-    return {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()}
 
 
 def start_pull(*, cli: bool = False, connections: int = 8) -> subprocess.Popen[str]:

@@ -15,7 +15,7 @@ import pytest
 from servers.faulty import FaultServer
 from support.cli import run
 from support.fixtures import zoo_env  # noqa: F401
-from support.models import FIXTURE, release_zip, write_tiny_manifest
+from support.models import FIXTURE, register_tiny, release_zip, write_tiny_manifest
 
 torch = pytest.importorskip("torch")
 
@@ -26,13 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 ZIP = release_zip()
 
 
-
-
 @pytest.fixture
 def tiny(zoo_env: Path, tmp_path: Path) -> str:
-    archive = tmp_path / "release.zip"
-    archive.write_bytes(ZIP)
-    write_tiny_manifest(zoo_env, "tiny", [archive.as_uri()])
+    register_tiny(zoo_env, tmp_path)
     return "tiny"
 
 

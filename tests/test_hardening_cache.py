@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,8 +25,8 @@ from servers.faulty import Fault, FaultServer
 from support.cli import run
 from support.damage import flip
 from support.disk import fill
-from support.fixtures import checkpoint_files, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
-from support.models import DATA, FIXTURE, release_files, release_zip, write_tiny_manifest
+from support.fixtures import checkpoint_files, files_of, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
+from support.models import DATA, FIXTURE, register_tiny, release_files, release_zip, write_tiny_manifest
 
 torch = pytest.importorskip("torch")
 
@@ -39,18 +40,12 @@ ZIP = make_zip(FILES)
 OTHER = make_zip(checkpoint_files(200_000, seed=5))
 
 
-
-
 def state(loaded: zoo.Loaded) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in loaded.model.state_dict().items()}
 
 
 def same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def files_of(path: Path) -> dict[str, bytes]:
-    return {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()}
 
 
 def child(code: str) -> subprocess.Popen[str]:
@@ -63,10 +58,7 @@ def child(code: str) -> subprocess.Popen[str]:
 @pytest.fixture
 def tiny(zoo_env: Path, tmp_path: Path) -> Path:
     """The tiny BERT release as model ``tiny``, from a file:// source; returns the archive."""
-    archive = tmp_path / "release.zip"
-    archive.write_bytes(release_zip())
-    write_tiny_manifest(zoo_env, "tiny", [archive.as_uri()])
-    return archive
+    return register_tiny(zoo_env, tmp_path)
 
 
 def no_source(archive: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -244,22 +236,29 @@ def test_prune_keeps_what_a_running_pull_just_downloaded(zoo_env: Path, capsys, 
     assert cache.get_pin(url).sha256 == sha256(ZIP)
 
 
-def test_prune_does_not_pull_a_snapshot_from_under_a_conversion(tiny: Path, capsys) -> None:
-    converting, go = threading.Event(), threading.Event()
+def load_and_prune_while_paused(capsys, pause_at: Callable[[zoo.ProgressEvent], bool]) -> tuple[int, str, zoo.Loaded]:
+    """Load ``tiny`` in a thread whose progress callback holds it at the first event ``pause_at`` accepts, run
+    ``zoo cache prune --max-size 0`` meanwhile, then let it finish: (prune's exit code, its stdout, the load)."""
+    paused, go = threading.Event(), threading.Event()
 
     def progress(event: zoo.ProgressEvent) -> None:
-        if event.stage == "convert" and not converting.is_set():
-            converting.set()
+        if pause_at(event) and not paused.is_set():
+            paused.set()
             go.wait(30)
 
     with ThreadPoolExecutor(1) as pool:
         loading = pool.submit(zoo.load, "tiny", device="cpu", progress=progress)
-        assert converting.wait(30)
+        assert paused.wait(30)
         try:
             code, out, _ = run(capsys, "cache", "prune", "--max-size", "0")
         finally:
             go.set()
         loaded = loading.result(timeout=60)
+    return code, out, loaded
+
+
+def test_prune_does_not_pull_a_snapshot_from_under_a_conversion(tiny: Path, capsys) -> None:
+    code, out, loaded = load_and_prune_while_paused(capsys, lambda event: event.stage == "convert")
     assert code == 0 and "removed snapshot" not in out
     assert [s.model for s in cache.snapshots()] == ["tiny"] and len(cache.conversions()) == 1
     assert loaded.fill_mask("今天[MASK]", top_k=1)[0][0]["token"]
@@ -267,21 +266,7 @@ def test_prune_does_not_pull_a_snapshot_from_under_a_conversion(tiny: Path, caps
 
 def test_a_conversion_pruned_between_prepare_and_load_is_made_again(tiny: Path, capsys) -> None:
     zoo.load("tiny", device="cpu", progress=False)
-    loading_now, go = threading.Event(), threading.Event()
-
-    def progress(event: zoo.ProgressEvent) -> None:
-        if event.message.startswith("loading on") and not loading_now.is_set():
-            loading_now.set()
-            go.wait(30)
-
-    with ThreadPoolExecutor(1) as pool:
-        loading = pool.submit(zoo.load, "tiny", device="cpu", progress=progress)
-        assert loading_now.wait(30)
-        try:
-            code, out, _ = run(capsys, "cache", "prune", "--max-size", "0")
-        finally:
-            go.set()
-        loaded = loading.result(timeout=60)
+    code, out, loaded = load_and_prune_while_paused(capsys, lambda event: event.message.startswith("loading on"))
     assert code == 0 and "removed conversion" in out
     assert loaded.path.is_dir() and loaded.fill_mask("今天[MASK]", top_k=1)
 
@@ -350,6 +335,8 @@ def test_a_download_that_cannot_resume_leaves_nothing_behind(zoo_env: Path) -> N
 def test_release_directory_conversions_are_listed_removed_and_pruned(tmp_path: Path, capsys, monkeypatch) -> None:
     release = tmp_path / "bert_release"
     shutil.copytree(FIXTURE, release)
+    (release / "notes").mkdir()  # the user's own folder: rm removes the cache's entries, never the user's files
+    (release / "notes" / "todo.txt").write_text("keep me")
     monkeypatch.chdir(tmp_path)
     zoo.load("./bert_release", device="cpu", progress=False)
     rows = json.loads(run(capsys, "cache", "ls", "--json")[1])
@@ -357,6 +344,7 @@ def test_release_directory_conversions_are_listed_removed_and_pruned(tmp_path: P
     code, out, _ = run(capsys, "cache", "rm", "./bert_release")
     assert code == 0 and "1 conversion(s)" in out and cache.conversions() == []
     assert run(capsys, "cache", "rm", "./bert_release")[0] == 3
+    assert (release / "notes" / "todo.txt").read_text() == "keep me"
     zoo.load(release, device="cpu", progress=False)
     code, out, _ = run(capsys, "cache", "prune", "--max-size", "0")
     assert code == 0 and f"removed conversion {release.resolve()}" in out and cache.conversions() == []
@@ -366,9 +354,7 @@ def test_ls_accounts_for_every_file_and_prune_to_zero_keeps_only_pins(zoo_env: P
                                                                      monkeypatch) -> None:
     from zoo.converters.layout import CONVERTER_VERSION
 
-    archive = tmp_path / "release.zip"
-    archive.write_bytes(release_zip())
-    write_tiny_manifest(zoo_env, "tiny", [archive.as_uri()])
+    register_tiny(zoo_env, tmp_path)
     zoo.load("tiny", device="cpu", progress=False)  # snapshot, blob, conversion, pin, lock files
     release = tmp_path / "rel"
     shutil.copytree(FIXTURE, release)
@@ -444,9 +430,7 @@ def test_the_disk_filling_up_during_a_conversion(small_disk, tmp_path: Path, mon
     manifests = tmp_path / "manifests"
     manifests.mkdir()
     monkeypatch.setenv("ZOO_MANIFEST_PATH", str(manifests))
-    archive = tmp_path / "release.zip"
-    archive.write_bytes(release_zip())
-    write_tiny_manifest(manifests, "tiny", [archive.as_uri()])
+    register_tiny(manifests, tmp_path)
     zoo.pull("tiny", progress=False)
     filler: list[Path] = []
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 from servers.faulty import Fault, FaultServer
+from servers.nginx import free_port  # a free port: nothing listens, connecting is refused
 from support.cli import run
 from support.disk import fill
-from support.fixtures import checkpoint_files, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
+from support.fixtures import checkpoint_files, files_of, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
 
 import zoo
 from zoo import cache
@@ -36,23 +37,11 @@ FAST = FetchOptions(stall_timeout=2, connect_timeout=2, backoff_base=0.01, backo
                     min_speed=1024, speed_window=0.3, header_timeout=0.5)
 
 
-
-
-def files_of(path: Path) -> dict[str, bytes]:
-    return {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()}
-
-
 def nothing_kept(url: str) -> None:
     """A refused download leaves no blob, no pin and no partial file behind."""
     blobs = cache.home() / "blobs" / "sha256"
     assert not blobs.exists() or list(blobs.iterdir()) == []
     assert cache.get_pin(url) is None and not (cache.partial_dir(url) / "data").exists()
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------------------------------ 8: file://
@@ -236,7 +225,7 @@ def test_the_disk_filling_up_mid_download(small_disk, tmp_path: Path, monkeypatc
 
 # ------------------------------------------------------------------------------------- 16: offline
 def test_a_refused_connection_fails_at_once_naming_the_host(zoo_env: Path, capsys) -> None:
-    port = closed_port()
+    port = free_port()
     write_manifest(zoo_env, "tst", [source(f"http://127.0.0.1:{port}/m.zip")])
     started = time.monotonic()
     code, _, err = run(capsys, "pull", "tst")
@@ -272,7 +261,7 @@ HF_SOURCE = {"hf": "acme/tiny", "revision": "0" * 40, "format": "safetensors", "
 @pytest.mark.parametrize("endpoint", ["refused", "no dns"])
 def test_an_unreachable_hub_fails_fast_and_quietly(zoo_env: Path, monkeypatch, capfd, endpoint: str) -> None:
     if endpoint == "refused":
-        url, host = f"http://127.0.0.1:{closed_port()}", "127.0.0.1"
+        url, host = f"http://127.0.0.1:{free_port()}", "127.0.0.1"
     else:
         url, host = "http://hub.invalid", "hub.invalid"
         _no_dns(monkeypatch, host)
@@ -291,12 +280,10 @@ def test_an_unreachable_hub_fails_fast_and_quietly(zoo_env: Path, monkeypatch, c
 
 def test_mirror_dry_run_to_an_unreachable_hub_is_a_clear_error(zoo_env: Path, tmp_path: Path, monkeypatch,
                                                                capsys) -> None:
-    from support.models import release_zip, write_tiny_manifest
+    from support.models import register_tiny
 
-    archive = tmp_path / "release.zip"
-    archive.write_bytes(release_zip())
-    write_tiny_manifest(zoo_env, "tiny", [archive.as_uri()])
-    port = closed_port()
+    register_tiny(zoo_env, tmp_path)
+    port = free_port()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     started = time.monotonic()
     code, _, err = run(capsys, "mirror", "tiny", "--to", "hf://acme/tiny", "--dry-run", "-q")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
 import threading
@@ -32,8 +31,6 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 TF = Path(__file__).parent / "fixtures" / "tf"
-
-
 
 
 # ----------------------------------------------------------------------------------- 5, 6: manifests
@@ -73,7 +70,8 @@ def test_values_in_manifest_errors_are_cut(tmp_path: Path, capsys) -> None:
 
 @pytest.mark.parametrize("content", [b"name: caf\xe9\nfamily: bert\n", b"\xff\xfe\x00n\x00a", b"{{{{: [\n",
                                      b"- just\n- a list\n"], ids=["latin-1", "utf-16", "not yaml", "not a mapping"])
-def test_a_broken_user_manifest_is_named_and_sets_only_itself_aside(tmp_path: Path, capsys, content: bytes) -> None:
+def test_a_broken_user_manifest_is_named_and_sets_only_itself_aside(tmp_path: Path, capsys, monkeypatch,
+                                                                   content: bytes) -> None:
     bad = tmp_path / "mine.yaml"
     bad.write_bytes(content)
     code, out, err = run(capsys, "info", "albert_large_zh", "--json", "--manifests", str(tmp_path))
@@ -83,16 +81,13 @@ def test_a_broken_user_manifest_is_named_and_sets_only_itself_aside(tmp_path: Pa
     assert code == 0 and "albert_large_zh" in out
     code, _, err = run(capsys, "info", "mine", "--manifests", str(tmp_path))
     assert code == 4 and str(bad) in err and "UnicodeDecodeError" not in err
-    os.environ["ZOO_MANIFEST_PATH"] = str(tmp_path)
-    try:
-        from zoo.registry import clear_cache
+    from zoo.registry import clear_cache
 
-        clear_cache()
-        assert zoo.get_manifest("albert_large_zh").name == "albert_large_zh"
-        with pytest.raises(ManifestError, match=re.escape(str(bad))):
-            zoo.get_manifest("mine")
-    finally:
-        del os.environ["ZOO_MANIFEST_PATH"]
+    monkeypatch.setenv("ZOO_MANIFEST_PATH", str(tmp_path))
+    clear_cache()
+    assert zoo.get_manifest("albert_large_zh").name == "albert_large_zh"
+    with pytest.raises(ManifestError, match=re.escape(str(bad))):
+        zoo.get_manifest("mine")
 
 
 # ------------------------------------------------------------------------------------ 7: TF index

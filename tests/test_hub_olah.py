@@ -11,15 +11,12 @@ import hashlib
 import json
 import logging
 import shutil
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
+from servers.olah import OLAH, serve_mirror
 
 torch = pytest.importorskip("torch")
 np = pytest.importorskip("numpy")
@@ -34,7 +31,6 @@ from zoo.hub.mirroring import write_git_repo
 from zoo.weights import prepare
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tf" / "albert_google"
-OLAH = Path(sys.executable).with_name("olah-cli")
 ATOL = 1e-5
 
 pytestmark = pytest.mark.skipif(not OLAH.exists() or shutil.which("git") is None,
@@ -50,12 +46,6 @@ def _manifest(directory: Path, name: str, source: dict) -> None:
     data = {"schema": 1, "name": name, "family": "albert", "language": "zh", "description": f"{name} (test)",
             "license": "Apache-2.0", "config": _config(), "tokenizer": {"lowercase": True}, "sources": [source]}
     (directory / f"{name}.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -78,32 +68,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory):
     repo = root / "models" / "zoo" / "tiny_albert"
     commit = subprocess.run(["git", "rev-parse", "main"], cwd=repo, capture_output=True, text=True,
                             check=True).stdout.strip()
-    port = _free_port()
-    (tmp / "olah.toml").write_text(
-        f'[basic]\nhost = "127.0.0.1"\nport = {port}\nrepos-path = "{tmp / "repos"}"\n'
-        f'mirrors-path = ["{root}"]\nmetadata-cache-ttl = 0\n\n[accessibility]\noffline = true\n')
-    log = open(tmp / "olah.out", "wb")
-    proc = subprocess.Popen([str(OLAH), "-c", str(tmp / "olah.toml")], cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{endpoint}/api/models/zoo/tiny_albert/revision/main", timeout=1).read()
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail(f"olah exited: {(tmp / 'olah.out').read_text()[-2000:]}")
-                time.sleep(0.1)
-        else:
-            pytest.fail("olah did not start within 20 s")
+    with serve_mirror(root, tmp, probe="zoo/tiny_albert") as endpoint:
         files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
                  for p in (repo / ".git" / "lfs" / "objects").rglob("*") if p.is_file()}
         yield type("Hub", (), {"endpoint": endpoint, "root": root, "repo": repo, "commit": commit, "tmp": tmp,
                                "lfs": files, "manifests": manifests})
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture

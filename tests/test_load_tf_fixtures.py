@@ -22,7 +22,6 @@ META = json.loads((FIXTURES / "fixtures.json").read_text(encoding="utf-8"))["fix
 ATOL = 1e-5
 
 
-
 @pytest.mark.parametrize("fixture", META, ids=[f["name"] for f in META])
 def test_outputs_match_tensorflow(fixture: dict) -> None:
     ref = np.load(FIXTURES / fixture["name"] / "reference.npz")

@@ -5,7 +5,6 @@ TensorFlow-written fixture)."""
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shlex
 import shutil
@@ -75,4 +74,3 @@ def test_readme_python_example_runs(registered: Path, capsys: pytest.CaptureFixt
     assert isinstance(loaded, zoo.Loaded) and loaded.manifest.name == "albert_base_zh"
     assert "token" in capsys.readouterr().out  # fill_mask printed its predictions
     assert tuple(namespace["vectors"].shape) == (2, 32)  # type: ignore[attr-defined]
-    assert os.environ["ZOO_MANIFEST_PATH"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from servers.faulty import FaultServer
-from support.fixtures import checkpoint_files, make_tar_gz, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
+from support.fixtures import checkpoint_files, files_of, make_tar_gz, make_zip, sha256, source, write_manifest, zoo_env  # noqa: F401
 
 from zoo import cache
 from zoo.errors import DiskSpaceError, IntegrityError, NetworkError, OfflineError, UnsafeArchiveError, UsageError
@@ -18,10 +18,6 @@ from zoo.resolver import pull, resolve
 FAST = FetchOptions(stall_timeout=0.5, backoff_base=0.01, backoff_max=0.05, max_attempts=3)
 FILES = checkpoint_files(200_000)
 ZIP = make_zip(FILES)
-
-
-def files_of(path: Path) -> dict[str, bytes]:
-    return {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()}
 
 
 def test_pull_by_name_then_cache_hit_without_network_or_rehash(zoo_env: Path, monkeypatch) -> None:

@@ -4,7 +4,6 @@ tests/fixtures/make_tf_export_fixtures.py; see tests/fixtures/README.md). No Ten
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from support.fixtures import sha256
 
 import zoo
 from zoo.cli import main
@@ -30,12 +30,10 @@ FIXTURES = HERE / "tf_export"
 TF_FIXTURES = HERE / "tf"
 SUMMARY = json.loads((FIXTURES / "summary.json").read_text(encoding="utf-8"))
 CASES = SUMMARY["cases"]
+#: the TensorFlow-written fixtures (tests/fixtures/tf/fixtures.json) by name: scheme, checkpoint prefix, config
+TF_SPECS = {f["name"]: f for f in json.loads((TF_FIXTURES / "fixtures.json").read_text())["fixtures"]}
 ATOL = 1e-5
 RECORDED_FILES = ("index", "data", "checkpoint", "config", "vocab.txt")  # everything but the receipt
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ------------------------------------------------------------------------------ independent expectations
@@ -125,7 +123,7 @@ def test_export_writes_the_bytes_tensorflow_was_shown(exports: dict[str, Path], 
     recorded TensorFlow results below are about today's bytes."""
     record = CASES[case]
     files = _recorded(case, exports[case])
-    assert {name: sha(path) for name, path in files.items()} == record["zoo_files"]
+    assert {name: sha256(path.read_bytes()) for name, path in files.items()} == record["zoo_files"]
     assert sorted(p.name for p in exports[case].iterdir()) == sorted([*record["zoo_files"], "receipt.json"])
 
 
@@ -134,7 +132,7 @@ def test_checkpoint_bytes_equal_what_tensorflow_writes(exports: dict[str, Path],
     """TensorFlow's SaveV2 of the variables it read back from the export produced the same two files."""
     tf_hashes = CASES[case]["tensorflow_resave_sha256"]
     prefix = json.loads((exports[case] / "receipt.json").read_text())["checkpoint"]
-    assert {suffix: sha(exports[case] / (prefix + suffix)) for suffix in tf_hashes} == tf_hashes
+    assert {suffix: sha256((exports[case] / (prefix + suffix)).read_bytes()) for suffix in tf_hashes} == tf_hashes
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -212,7 +210,7 @@ def test_receipt_of_a_tf_export(exports: dict[str, Path]) -> None:
         "checkpoint": "checkpoint-state", "albert_config.json": "config", "vocab.txt": "vocab"}
     for record in receipt["outputs"]:  # hashed while written
         path = export / record["path"]
-        assert record["sha256"] == sha(path) and record["size"] == path.stat().st_size
+        assert record["sha256"] == sha256(path.read_bytes()) and record["size"] == path.stat().st_size
     assert (export / "checkpoint").read_text() == \
         'model_checkpoint_path: "model.ckpt-best"\nall_model_checkpoint_paths: "model.ckpt-best"\n'
 
@@ -225,7 +223,7 @@ ROUND_TRIP = ["bert", "albert_google", "albert_google_groups", "albert_brightmar
 def test_round_trip_is_bit_for_bit(tmp_path: Path, name: str) -> None:
     """TF (written by TensorFlow) → zoo convert → zoo export --format tf gives TensorFlow's files back byte for
     byte; zoo convert of that gives the same tensors, config and vocab."""
-    spec = next(f for f in json.loads((TF_FIXTURES / "fixtures.json").read_text())["fixtures"] if f["name"] == name)
+    spec = TF_SPECS[name]
     first = convert(TF_FIXTURES / name, tmp_path / "first")
     exported = zoo.export(first, tmp_path / "export", format="tf")
     assert json.loads((first / "receipt.json").read_text())["scheme"] == spec["scheme"]
@@ -255,10 +253,9 @@ def test_round_trip_of_half_precision_weights(tmp_path: Path, name: str, dtype: 
 
 
 # -------------------------------------------------------------------------------------- config, schemes
-@pytest.mark.parametrize("name", ["bert", "albert_google", "albert_google_groups", "albert_brightmart",
-                                  "albert_brightmart_preln"])
+@pytest.mark.parametrize("name", ROUND_TRIP)
 def test_upstream_config_is_the_inverse_of_from_upstream(name: str) -> None:
-    spec = next(f for f in json.loads((TF_FIXTURES / "fixtures.json").read_text())["fixtures"] if f["name"] == name)
+    spec = TF_SPECS[name]
     original = json.loads((TF_FIXTURES / name / spec["config"]).read_text())
     arch = {"google-bert": "bert", "google-albert": "albert", "brightmart-albert": "albert-brightmart"}[spec["scheme"]]
     config = ModelConfig.from_upstream(original, arch)
@@ -390,7 +387,7 @@ def test_writer_matches_tensorflow_for_every_dtype(tmp_path: Path) -> None:
     for suffix in (".index", ".data-00000-of-00001"):
         assert (tmp_path / f"model.ckpt{suffix}").read_bytes() == \
             (FIXTURES / "writer" / "dtypes" / f"model.ckpt{suffix}").read_bytes(), suffix
-    assert SUMMARY["writer"]["dtypes"]["model.ckpt.index"] == sha(FIXTURES / "writer" / "dtypes" / "model.ckpt.index")
+    assert SUMMARY["writer"]["dtypes"]["model.ckpt.index"] == sha256((FIXTURES / "writer" / "dtypes" / "model.ckpt.index").read_bytes())
 
 
 def test_writer_matches_tensorflow_for_an_index_of_several_blocks(tmp_path: Path) -> None:
@@ -401,8 +398,8 @@ def test_writer_matches_tensorflow_for_an_index_of_several_blocks(tmp_path: Path
     recorded = SUMMARY["writer"]["many"]
     index = tmp_path / "model.ckpt.index"
     assert index.stat().st_size == recorded["index_bytes"] > 2 * 262144
-    assert sha(index) == recorded["model.ckpt.index"]
-    assert sha(tmp_path / "model.ckpt.data-00000-of-00001") == recorded["model.ckpt.data-00000-of-00001"]
+    assert sha256(index.read_bytes()) == recorded["model.ckpt.index"]
+    assert sha256((tmp_path / "model.ckpt.data-00000-of-00001").read_bytes()) == recorded["model.ckpt.data-00000-of-00001"]
     assert [v.name for v in list_variables(tmp_path)] == sorted(names)
 
 

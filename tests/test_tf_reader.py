@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support.damage import flip
 
 import zoo
 from zoo.errors import CheckpointError, IntegrityError, NotFoundError, UnsupportedError, UsageError
@@ -150,16 +151,10 @@ def bert_copy(tmp_path: Path) -> Path:
     return tmp_path / "bert" / "bert_model.ckpt"
 
 
-def flip(path: Path, offset: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0x40
-    path.write_bytes(bytes(data))
-
-
 def test_corrupted_tensor_bytes_fail_the_crc(bert_copy: Path) -> None:
     ckpt = read_tf_checkpoint(bert_copy)
     var = ckpt.variables["bert/encoder/layer_1/output/dense/kernel"]
-    flip(Path(f"{bert_copy}.data-00000-of-00001"), var.offset + var.size // 2)
+    flip(Path(f"{bert_copy}.data-00000-of-00001"), var.offset + var.size // 2, keep_stamp=False, mask=0x40)
     ckpt = read_tf_checkpoint(bert_copy)
     with pytest.raises(IntegrityError, match=r"CRC32C mismatch for variable 'bert/encoder/layer_1/output/dense/kernel'") as exc:
         ckpt[var.name]
@@ -170,7 +165,7 @@ def test_corrupted_tensor_bytes_fail_the_crc(bert_copy: Path) -> None:
 
 
 def test_corrupted_index_block_fails_the_crc(bert_copy: Path) -> None:
-    flip(Path(f"{bert_copy}.index"), 40)
+    flip(Path(f"{bert_copy}.index"), 40, keep_stamp=False, mask=0x40)
     with pytest.raises(CheckpointError, match=r"bert_model\.ckpt\.index: CRC32C mismatch in data block"):
         read_tf_checkpoint(bert_copy)
 
@@ -256,7 +251,7 @@ def test_shard_reader_hashes_every_shard_while_reading(tmp_path: Path) -> None:
 def test_shard_reader_checks_crcs_of_what_it_returns(bert_copy: Path) -> None:
     ckpt = read_tf_checkpoint(bert_copy)
     var = ckpt.variables["bert/encoder/layer_1/output/dense/kernel"]
-    flip(Path(f"{bert_copy}.data-00000-of-00001"), var.offset + 3)
+    flip(Path(f"{bert_copy}.data-00000-of-00001"), var.offset + 3, keep_stamp=False, mask=0x40)
     ckpt = read_tf_checkpoint(bert_copy)
     others = [n for n in ckpt if n != var.name]
     with ShardReader(ckpt, others) as reader:  # the damaged variable is hashed, not checked

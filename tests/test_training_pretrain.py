@@ -8,7 +8,6 @@ functions on the upstream models restored from tests/fixtures/tf (see tests/fixt
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -20,6 +19,8 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from support.damage import flip
+from support.fixtures import sha256
 
 import zoo
 from zoo.cli import main
@@ -74,9 +75,16 @@ def _release(tmp_path: Path, fixture: str = "albert_google", **config: float) ->
     return target
 
 
-def _zoo(*args: str, env: dict[str, str] | None = None, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=240, **kwargs)  # type: ignore[call-overload]
+def _zoo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, timeout=240)
+
+
+def _damaged_tfrecord(folder: Path) -> Path:
+    """A copy of the upstream BERT tfrecord with one flipped bit inside a record: ``folder/bad.tfrecord``."""
+    damaged = folder / "bad.tfrecord"
+    shutil.copyfile(PRE / "bert.tfrecord", damaged)
+    flip(damaged, 500, keep_stamp=False, mask=0x40)
+    return damaged
 
 
 def _metrics(out: Path) -> list[dict]:
@@ -111,7 +119,7 @@ def test_the_output_is_a_zoo_model_with_a_receipt(tmp_path: Path, capsys: pytest
     receipt = json.loads((out / "receipt.json").read_text())
     assert receipt["kind"] == "pretraining" and receipt["steps"] == 4 and receipt["examples"] == 32
     assert receipt["settings"]["objective"] == "nsp" and receipt["settings"]["optimizer"] == "adamw"
-    assert receipt["data"]["files"][0]["sha256"] == __import__("hashlib").sha256(CORPUS.read_bytes()).hexdigest()
+    assert receipt["data"]["files"][0]["sha256"] == sha256(CORPUS.read_bytes())
     assert receipt["base"]["weights_sha256"] and receipt["heads"] == ["mlm", "seq_relationship"]
     assert set(receipt["final"]) >= {"loss", "mlm_loss", "nsp_loss"}
     loaded = zoo.load(out, device="cpu")
@@ -184,10 +192,7 @@ def test_upstream_tfrecords_train_a_bert(tmp_path: Path) -> None:
                  "--steps", "3", "--batch-size", "4", "--max-seq-length", "32", "--workers", "0", "-q"]) == 0
     receipt = json.loads((out / "receipt.json").read_text())
     assert receipt["data"]["kind"] == "tfrecord" and receipt["data"]["records"] == 44
-    damaged = tmp_path / "bad.tfrecord"
-    data = bytearray((PRE / "bert.tfrecord").read_bytes())
-    data[500] ^= 0x40
-    damaged.write_bytes(bytes(data))
+    damaged = _damaged_tfrecord(tmp_path)
     assert main(["pretrain", str(TF / "bert"), "--tfrecord", str(damaged), "--out", str(tmp_path / "bad"),
                  "--steps", "3", "--batch-size", "4", "--workers", "0", "-q"]) == DataError.exit_code
 
@@ -347,10 +352,7 @@ def test_resume_of_a_finished_run_reports_its_final_losses(tmp_path: Path) -> No
 
 
 def test_a_data_error_in_the_worker_process_reads_as_one(tmp_path: Path) -> None:
-    damaged = tmp_path / "bad.tfrecord"
-    data = bytearray((PRE / "bert.tfrecord").read_bytes())
-    data[500] ^= 0x40
-    damaged.write_bytes(bytes(data))
+    damaged = _damaged_tfrecord(tmp_path)
     done = _zoo("pretrain", str(TF / "bert"), "--tfrecord", str(damaged), "--out", str(tmp_path / "bad"),
                 "--steps", "3", "--batch-size", "4", "--workers", "1", "-q")
     assert done.returncode == DataError.exit_code, done.stderr

@@ -35,6 +35,11 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def files_of(path: Path) -> dict[str, bytes]:
+    """Every file under ``path`` (a snapshot, a conversion) by its relative POSIX path, with its bytes."""
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
 def source(url: str, *, archive: str = "zip", sha: str | None = None, size: int | None = None,
            files: dict[str, Any] | None = None) -> dict[str, Any]:
     """One manifest source entry."""

@@ -67,5 +67,14 @@ def write_tiny_manifest(directory: Path, name: str, urls: list[str], *, pinned: 
     clear_cache()
 
 
+def register_tiny(manifests: Path, folder: Path, name: str = "tiny") -> Path:
+    """Register the tiny BERT release as model ``name`` in ``manifests``, from a file:// source: the release
+    zipped to ``folder/release.zip``, unpinned. Returns the archive."""
+    archive = folder / "release.zip"
+    archive.write_bytes(release_zip())
+    write_tiny_manifest(manifests, name, [archive.as_uri()])
+    return archive
+
+
 def vocab() -> list[str]:
     return (FIXTURE / "vocab.txt").read_text(encoding="utf-8").splitlines()
