@@ -28,7 +28,7 @@ def test_all_is_exactly_the_documented_api_and_every_name_resolves() -> None:
 
 
 def test_the_names_are_the_real_objects() -> None:
-    assert zoo.load.__module__ == "zoo.loader" and zoo.pretrain.__module__ == "zoo.training.trainer"
+    assert zoo.load.__module__ == "zoo.loader" and zoo.pretrain.__module__ == "zoo.training.runner"
     assert zoo.export.__module__ == "zoo.hub.exporting" and zoo.mirror.__module__ == "zoo.hub.mirroring"
     assert zoo.read_tf_checkpoint.__module__.startswith("zoo.tf") and zoo.convert.__module__ == "zoo.converters.tf"
     assert issubclass(zoo.OfflineError, zoo.NetworkError) and issubclass(zoo.NotFoundError, LookupError)

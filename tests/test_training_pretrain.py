@@ -118,7 +118,7 @@ def test_the_output_is_a_zoo_model_with_a_receipt(tmp_path: Path, capsys: pytest
                  *TINY]) == 0
     receipt = json.loads((out / "receipt.json").read_text())
     assert receipt["kind"] == "pretraining" and receipt["steps"] == 4 and receipt["examples"] == 32
-    assert receipt["settings"]["objective"] == "nsp" and receipt["settings"]["optimizer"] == "adamw"
+    assert receipt["settings"]["objective"] == "nsp" and receipt["settings"]["optimizer"] == "adamweightdecay"
     assert receipt["data"]["files"][0]["sha256"] == sha256(CORPUS.read_bytes())
     assert receipt["base"]["weights_sha256"] and receipt["heads"] == ["mlm", "seq_relationship"]
     assert set(receipt["final"]) >= {"loss", "mlm_loss", "nsp_loss"}
@@ -235,7 +235,7 @@ def test_longer_positions_are_trained(tmp_path: Path) -> None:
 def test_checkpoint_written_when_the_disk_is_full_leaves_the_previous_one(small_disk) -> None:
     from zoo.errors import DiskSpaceError
     from zoo.training import checkpoint
-    from zoo.training.data import Position
+    from zoo.training.feeding import Position
 
     disk = small_disk(256 << 10)
     model = {"w": torch.arange(12_000, dtype=torch.float32)}  # 48 KB per checkpoint file
@@ -247,7 +247,7 @@ def test_checkpoint_written_when_the_disk_is_full_leaves_the_previous_one(small_
     with pytest.raises(DiskSpaceError, match="step 2"):
         checkpoint.save(disk, step=2, position=Position(0, 16, 16), settings={"a": 1}, model=model,
                         optimizer={"state": {0: {"exp_avg": torch.ones(12_000)}}})
-    [kept] = checkpoint.checkpoints(disk)
+    [kept] = [checkpoint.read(path) for path in checkpoint.checkpoints(disk)]
     assert kept.path == first and kept.step == 1 and kept.position == Position(0, 8, 8)
     state, _ = checkpoint.load(kept, torch.device("cpu"))
     assert torch.equal(state["w"], model["w"])
@@ -314,8 +314,13 @@ def test_a_run_that_failed_before_its_first_checkpoint_starts_afresh(tmp_path: P
     empty.write_text("\n", encoding="utf-8")
     base = ["pretrain", str(TF / "albert_google"), "--out", str(out), "--steps", "2", "--log-every", "1", *TINY]
     assert main([*base, "--corpus", str(empty)]) == DataError.exit_code
-    assert (out / "run.json").is_file() and not (out / "checkpoints").exists()
-    assert main([*base, "--corpus", str(CORPUS)]) == 0  # nothing to keep: no --resume needed
+    assert not out.exists()  # a failed start leaves --out as it was
+    assert main([*base, "--corpus", str(CORPUS)]) == 0
+    for name in ("checkpoints", "model.safetensors", "receipt.json", "config.json", "vocab.txt"):
+        shutil.rmtree(out / name) if name == "checkpoints" else (out / name).unlink()
+    # as a run killed after it started but before its first checkpoint leaves it: nothing to keep, no --resume
+    assert (out / "run.json").is_file() and (out / "metrics.jsonl").is_file()
+    assert main([*base, "--corpus", str(CORPUS)]) == 0
     assert [r["step"] for r in _metrics(out)] == [1, 2]
     capsys.readouterr()
 
@@ -362,7 +367,7 @@ def test_a_data_error_in_the_worker_process_reads_as_one(tmp_path: Path) -> None
 def test_locate_counts_on_from_an_earlier_position() -> None:
     """Saving a checkpoint locates the stream from the previous checkpoint's position: the same answer as from
     the start, without sizing the epochs before it again (sizing a corpus epoch segments it)."""
-    from zoo.training.data import Position, locate
+    from zoo.training.feeding import Position, locate
 
     class Epochs:
         def __init__(self) -> None:

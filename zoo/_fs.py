@@ -1,5 +1,5 @@
-"""File-system helpers every layer uses: one way to hash a file, to write atomically, to check free space, to
-remove trees and to print sizes.
+"""File-system helpers every layer uses: one way to hash a file, to write a file or a directory atomically, to
+check free space, to remove trees and to print sizes.
 
 Nothing here knows about models or the cache layout; it is the floor the rest of zoo stands on.
 """
@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,18 +61,23 @@ class HashingWriter:
 
 
 # ---------------------------------------------------------------------------------------------- writing
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path, data: Any, *, mode: int | None = None) -> None:
     """Write ``data`` as JSON to ``path`` through a temporary sibling and a rename (never half-written)."""
-    write_bytes_atomic(path, (json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode())
+    write_bytes_atomic(path, (json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode(),
+                       mode=mode)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling, fsync and a rename. ``mode``: the new file's mode
+    before the umask (default :func:`file_mode`, the cache's)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode() if mode is None else mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -86,6 +92,101 @@ def file_mode() -> int:
 def dir_mode() -> int:
     """Mode for directories zoo creates at the top of its cache (see :func:`file_mode`)."""
     return 0o777 if os.environ.get("ZOO_CACHE_MODE", "").strip().lower() == "shared" else 0o700
+
+
+# ---------------------------------------------------------------------------------- staged directories
+#: This machine, as it appears in staging names (so a process can tell whether their owner still runs).
+HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:40] or "host"
+_STAGING = re.compile(r"\.(?P<name>.+)\.staging-(?P<owner>.+-\d+-[0-9a-f]{12})")
+
+
+def owner_token() -> str:
+    """``HOST-PID-RANDOM``: names what this process stages, so others can tell when its owner is gone."""
+    return f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+
+
+def owner_alive(token: str) -> bool:
+    """Whether the process named by an :func:`owner_token` may still be running (another host: assume so)."""
+    m = re.fullmatch(r"(.+)-(\d+)-[0-9a-f]{12}", token)
+    if m is None:
+        return False
+    if m.group(1) != HOST:
+        return True  # another machine sharing the folder: never guess
+    try:
+        os.kill(int(m.group(2)), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def staging_path(target: Path) -> Path:
+    """A fresh staging sibling of ``target``: ``.NAME.staging-HOST-PID-RANDOM``."""
+    return target.with_name(f".{target.name}.staging-{owner_token()}")
+
+
+def fsync_tree(path: Path) -> None:
+    """Flush every file under ``path`` and every directory to disk, so a rename that follows never exposes an
+    empty or half-written file after a power loss."""
+    for dirpath, _, names in os.walk(path):
+        for name in names:
+            fsync_path(Path(dirpath) / name)
+        fsync_path(Path(dirpath))
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some file systems cannot fsync a directory; the data is still written
+        if exc.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def staged_directory(target: Path, *, replace: bool = False, mode: int | None = None) -> Iterator[Path]:
+    """Write the directory ``target`` atomically. Yields an empty staging sibling (:func:`staging_path`); when
+    the block succeeds its files are fsynced and it is renamed to ``target`` — which must not exist, or be an
+    empty directory (replaced), or anything when ``replace`` — and the parent is fsynced. On any error the
+    staging is removed and ``target`` is as it was. ``mode``: the staging directory's mode (default: the umask's).
+    A killed process leaves only a staging sibling, which :func:`remove_stale_staging` clears later."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_path(target)
+    staging.mkdir() if mode is None else staging.mkdir(mode)
+    try:
+        yield staging
+        fsync_tree(staging)
+        if target.exists() and (replace or (target.is_dir() and not any(target.iterdir()))):
+            doomed = staging_path(target)
+            os.rename(target, doomed)
+            os.rename(staging, target)
+            rmtree(doomed)
+        else:
+            os.rename(staging, target)  # fails (ENOTEMPTY/EEXIST) when something else appeared meanwhile
+        fsync_path(target.parent)
+    except BaseException:
+        rmtree(staging)
+        raise
+
+
+def remove_stale_staging(parent: Path) -> list[Path]:
+    """Remove the staging siblings (:func:`staged_directory`, :func:`staging_path`) in ``parent`` whose owner
+    process is gone; returns what was removed."""
+    removed = []
+    for path in parent.iterdir() if parent.is_dir() else ():
+        m = _STAGING.fullmatch(path.name)
+        if m is not None and not owner_alive(m.group("owner")):
+            rmtree(path)
+            removed.append(path)
+    return removed
+
+
+def is_staging(path: Path) -> bool:
+    return _STAGING.fullmatch(path.name) is not None
 
 
 # ------------------------------------------------------------------------------------------- disk space

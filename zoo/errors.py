@@ -14,7 +14,8 @@ and, where there is one, a hint telling the user what to do next::
     ├── UnsupportedError              exit 9   a valid input zoo deliberately does not handle
     ├── DiskSpaceError (OSError)      exit 10  not enough free space, or the disk filled up while writing
     ├── UnsafeArchiveError            exit 11  hostile archive member (path escape, link, device, bomb)
-    └── DataError (ValueError)        exit 12  unusable training data: empty corpus, bad bytes, damaged TFRecord
+    ├── DataError (ValueError)        exit 12  unusable training data: empty corpus, bad bytes, damaged TFRecord
+    └── Interrupted                   exit 130 Ctrl-C during a training run: where it stopped, how to continue
 
 The classes multiply-inherit standard exceptions where it is natural, so ``except LookupError`` and similar
 clauses in user code keep working.
@@ -94,6 +95,12 @@ class DataError(ZooError, ValueError):
     exit_code = 12
 
 
+class Interrupted(ZooError):
+    """A training run stopped by Ctrl-C (SIGINT): says the last checkpoint and how to continue."""
+
+    exit_code = 130
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of a third-party exception's message (or its type name), for zoo's own messages."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -104,6 +111,7 @@ __all__ = [
     "DataError",
     "DiskSpaceError",
     "IntegrityError",
+    "Interrupted",
     "ManifestError",
     "NetworkError",
     "NotFoundError",

@@ -35,6 +35,8 @@ class ProgressEvent:
     ``total`` ``unit``; total ``None`` when unknown), ``extract``, ``wait`` (another process holds the entry),
     ``note`` (a message) or ``done`` (the label's work is finished). ``unit`` is ``"B"`` for bytes (shown as
     sizes) or a word such as ``"step"``. ``postfix`` holds figures shown next to a bar (loss, tokens/s).
+    ``initial``: where this session of the work started (a resumed run or download): rates and time left count
+    only what was done since.
     """
 
     stage: str
@@ -44,6 +46,7 @@ class ProgressEvent:
     message: str = ""
     unit: str = "B"
     postfix: Mapping[str, Any] | None = None
+    initial: float = 0
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -143,7 +146,7 @@ class Bars:
                 from tqdm.auto import tqdm
 
                 bar = tqdm(total=event.total, desc=desc, file=self.stream, unit=event.unit, dynamic_ncols=True,
-                           leave=True, mininterval=0.2)
+                           leave=True, mininterval=0.2, initial=event.initial)
             self._bars[key] = bar
         if event.total != bar.total:
             bar.total = event.total
@@ -174,7 +177,8 @@ class Bars:
         total = _amount(event.total, event.unit)
         if key not in self._lines:
             self._lines[key] = (now, now)
-            self._write(f"{label}: {stage} started ({total})")
+            begun = f" at {_amount(event.initial, event.unit)}" if event.initial else ""
+            self._write(f"{label}: {stage} started{begun} ({total})")
             return
         started, last = self._lines[key]
         finished = event.total is not None and event.done >= event.total
@@ -182,11 +186,15 @@ class Bars:
             return
         self._lines[key] = (started, now)
         elapsed = max(now - started, 1e-6)
+        speed = max(event.done - event.initial, 0) / elapsed
         pct = f"{100 * event.done / event.total:.0f}% " if event.total else ""
-        rate = f"{_amount(event.done / elapsed, event.unit)}/s"
+        timing = f"{_clock(elapsed)} elapsed"
+        if not finished and event.total and speed > 0:
+            timing += f", {_clock((event.total - event.done) / speed)} left"
         extra = "".join(f", {k} {_fmt(v)}" for k, v in (event.postfix or {}).items())
         verb = "done" if finished else "at"
-        self._write(f"{label}: {stage} {verb} {pct}{_amount(event.done, event.unit)} of {total} ({rate}{extra})")
+        self._write(f"{label}: {stage} {verb} {pct}{_amount(event.done, event.unit)} of {total} "
+                    f"({_amount(speed, event.unit)}/s, {timing}{extra})")
         if finished:
             del self._lines[key]
 
@@ -245,6 +253,16 @@ def _amount(n: float | None, unit: str) -> str:
     if float(n).is_integer() or n >= 10:
         return f"{n:,.0f} {unit}s"
     return f"{n:.1f} {unit}s"
+
+
+def _clock(seconds: float) -> str:
+    """``42 s``, ``3 min 5 s``, ``2 h 10 min``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 def _fmt(value: Any) -> str:

@@ -88,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     saved_handlers, saved_level = _setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)

@@ -71,7 +71,6 @@ ZOO_LAYER_NORM = r"(?:^|\.)(?:\w+_)?norm\.(?:weight|bias)$"
 EXCLUDE_FROM_WEIGHT_DECAY = (*UPSTREAM_EXCLUDES, ZOO_LAYER_NORM)
 
 Variant = Literal["google", "brightmart"]
-OptimizerKind = Literal["lamb", "lamb-brightmart", "adamw"]
 ParamsLike = nn.Module | Iterable[torch.Tensor] | Iterable[tuple[str, torch.Tensor]] | Iterable[dict[str, Any]]
 
 
@@ -333,23 +332,53 @@ def clip_by_global_norm(parameters: Iterable[torch.Tensor] | torch.Tensor, max_n
     return norm
 
 
-def create_optimizer(params: ParamsLike, *, optimizer: OptimizerKind = "lamb", init_lr: float,
+def linear_schedule(optimizer: torch.optim.Optimizer, *, num_train_steps: int, num_warmup_steps: int = 0,
+                    last_epoch: int = -1) -> LambdaLR:
+    """Fine-tuning's schedule (transformers' ``get_linear_schedule_with_warmup``): the rate rises linearly from 0
+    over ``num_warmup_steps``, then falls linearly to 0 at ``num_train_steps`` — no jump when warmup ends."""
+    for group in optimizer.param_groups:
+        _check_schedule(float(group.get("initial_lr", group["lr"])), num_train_steps, num_warmup_steps)
+    return LambdaLR(optimizer, _LinearFactor(num_train_steps, num_warmup_steps), last_epoch=last_epoch)
+
+
+class _LinearFactor:
+    def __init__(self, num_train_steps: int, num_warmup_steps: int) -> None:
+        self.num_train_steps, self.num_warmup_steps = num_train_steps, num_warmup_steps
+
+    def __call__(self, step: int) -> float:
+        if step < self.num_warmup_steps:
+            return step / max(1, self.num_warmup_steps)
+        return max(0.0, (self.num_train_steps - step) / max(1, self.num_train_steps - self.num_warmup_steps))
+
+
+OptimizerName = Literal["lamb", "lamb-brightmart", "adamweightdecay", "adamw"]
+
+
+def create_optimizer(params: ParamsLike, *, optimizer: OptimizerName = "lamb", init_lr: float,
                      num_train_steps: int, num_warmup_steps: int = 0, poly_power: float = 1.0,
-                     start_warmup_step: int = 0) -> tuple[_UpstreamAdam, LambdaLR]:
-    """Optimizer and schedule as upstream ``create_optimizer`` builds them (clip with
-    :func:`clip_by_global_norm` before each step): ``"lamb"`` (google-research/albert's default),
-    ``"lamb-brightmart"`` (brightmart/albert_zh) or ``"adamw"`` (google-research/bert, ALBERT's adamw),
-    with β = (0.9, 0.999), ε = 1e-6, weight decay 0.01 and upstream's exclusions.
+                     start_warmup_step: int = 0,
+                     schedule: Literal["upstream", "linear"] = "upstream") -> tuple[torch.optim.Optimizer, LambdaLR]:
+    """Optimizer and schedule (clip with :func:`clip_by_global_norm` before each step): ``"lamb"``
+    (google-research/albert's default), ``"lamb-brightmart"`` (brightmart/albert_zh), ``"adamweightdecay"``
+    (google-research/bert's AdamWeightDecay, no bias correction) — each with β = (0.9, 0.999), ε = 1e-6 and the
+    groups' weight decay (:func:`param_groups`) — or ``"adamw"``, torch's AdamW with bias correction and the same
+    β, ε and groups. ``schedule``: upstream's (:func:`upstream_schedule`) or fine-tuning's
+    (:func:`linear_schedule`).
     """
-    opt: _UpstreamAdam
-    if optimizer == "adamw":
+    opt: torch.optim.Optimizer
+    if optimizer == "adamweightdecay":
         opt = AdamWeightDecay(params, init_lr)
     elif optimizer in ("lamb", "lamb-brightmart"):
         opt = Lamb(params, init_lr, variant="brightmart" if optimizer == "lamb-brightmart" else "google")
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(params, lr=init_lr, betas=BETAS, eps=EPSILON)  # type: ignore[arg-type]
     else:
-        raise UsageError(f"unknown optimizer {optimizer!r}", hint="use 'lamb', 'lamb-brightmart' or 'adamw'")
-    log.debug("optimizer %s, init_lr %g, %d train steps, %d warmup", optimizer, init_lr, num_train_steps,
-              num_warmup_steps)
+        raise UsageError(f"unknown optimizer {optimizer!r}",
+                         hint="use 'lamb', 'lamb-brightmart', 'adamweightdecay' or 'adamw'")
+    log.debug("optimizer %s, init_lr %g, %d train steps, %d warmup, %s schedule", optimizer, init_lr,
+              num_train_steps, num_warmup_steps, schedule)
+    if schedule == "linear":
+        return opt, linear_schedule(opt, num_train_steps=num_train_steps, num_warmup_steps=num_warmup_steps)
     return opt, upstream_schedule(opt, num_train_steps=num_train_steps, num_warmup_steps=num_warmup_steps,
                                   poly_power=poly_power, start_warmup_step=start_warmup_step)
 
@@ -367,6 +396,7 @@ __all__ = [
     "create_optimizer",
     "is_excluded",
     "learning_rate",
+    "linear_schedule",
     "param_groups",
     "upstream_schedule",
 ]

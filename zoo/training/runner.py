@@ -1,0 +1,337 @@
+"""``zoo.pretrain`` and ``zoo.finetune``: one way to run a training job, for every task.
+
+Read it top to bottom: an entry point checks its settings and inputs and the ``--out`` directory before anything
+else, joins the processes, prepares the base model, claims ``--out``, opens the task's data and settles the
+settings once; :func:`_session` then checks ``--resume`` against the run's record, builds the model and the
+optimizer, restores the checkpoint, runs :func:`zoo.training.loop.train` and writes the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zoo.config import ModelConfig, present_heads
+from zoo.converters.layout import CONFIG, VOCAB, WEIGHTS, read_config, read_receipt, staged_into
+from zoo.converters.safetensors_out import write_state
+from zoo.errors import Interrupted, UnsupportedError, UsageError
+from zoo.loader import load_model
+from zoo.progress import Progress, ProgressCallback, ProgressEvent, reporting
+from zoo.tokenizer import Tokenizer
+from zoo.training import checkpoint as ckpt
+from zoo.training.feeding import BatchSplit
+from zoo.training.inputs import check_files
+from zoo.training.loop import Start, Trainer, _step_seed, train
+from zoo.training.optim import create_optimizer, param_groups
+from zoo.training.outdir import RunDir, data_changes, file_identity
+from zoo.training.settings import PretrainSettings, TrainSettings, flag, make
+from zoo.training.tasks import Task
+from zoo.training.world import World, joined
+from zoo.weights import Model, Prepared, prepare
+
+log = logging.getLogger("zoo.training")
+
+PathLike = str | os.PathLike[str]
+
+
+# ------------------------------------------------------------------------------------------- pretrain
+def pretrain(model: Model, *, out: PathLike, corpus: Sequence[PathLike] = (), tfrecords: Sequence[PathLike] = (),
+             eval_corpus: Sequence[PathLike] = (), resume: bool = False, device: str = "auto", workers: int = 1,
+             source: int | None = None, offline: bool | None = None, manifests: Sequence[PathLike] = (),
+             progress: Progress = None, **settings: Any) -> Path:
+    """Continue pretraining ``model`` (anything :func:`zoo.load` takes) and write the result into ``out``.
+
+    Data: ``corpus`` — plain-text files (UTF-8, one sentence per line, a blank line between documents; ``.gz``
+    too) — or ``tfrecords`` written by upstream ``create_pretraining_data.py``; ``eval_corpus``: held-out text
+    evaluated at every checkpoint. ``settings`` are the fields of :class:`~zoo.training.settings.PretrainSettings`
+    (``steps`` is required; ``batch_size`` is the global batch, ``lr``, ``warmup``, ``objective``
+    ``sop``/``nsp``/``mlm``, ``optimizer``, ``dtype``, ``max_position_embeddings``, ``save_every`` …).
+    ``resume=True`` continues the run in ``out`` from its newest checkpoint, exactly. Under ``torchrun`` every
+    process calls this; only the first writes. Returns ``out`` (absolute): a directory :func:`zoo.load`,
+    ``zoo run``, ``zoo export`` and ``zoo finetune`` accept, with ``receipt.json`` saying how it was made.
+    """
+    from zoo.training.tasks import pretraining as task_module
+
+    config = make(PretrainSettings, settings)
+    if bool(corpus) == bool(tfrecords):
+        raise UsageError("give the training data as corpus files or as TFRecord files (one of the two)",
+                         hint="zoo pretrain MODEL --corpus FILE... or --tfrecord FILE...")
+    inputs = {"corpus": check_files(corpus, "corpus"), "tfrecord": check_files(tfrecords, "tfrecord"),
+              "eval_corpus": check_files(eval_corpus, "corpus")}
+    run = RunDir(out, "pretraining")
+    run.check(resume=resume)
+    with joined(device) as world, reporting(progress if world.main else False) as emit:
+        base = _base(model, world, source=source, offline=offline, manifests=manifests, emit=emit)
+        with run.claimed() if world.main else contextlib.nullcontext():
+            identity = _same_data(run, inputs, resume, world)
+            config, task = task_module.open_task(config, inputs, base.tokenizer, base.config, run.path, world, emit,
+                                                 label=base.name)
+            _check_positions(config, base.config)
+            _session(task, config, config.steps or 0, base, run, world, emit, identity=identity, resume=resume,
+                     workers=workers, extend_positions=True)
+        world.barrier()
+    return run.path
+
+
+# ----------------------------------------------------------------------------------------- base model
+@dataclasses.dataclass(frozen=True)
+class Base:
+    """The model a run starts from, read once: a cache prune during a long run may remove its directory."""
+
+    prepared: Prepared
+    config: ModelConfig
+    tokenizer: Tokenizer
+    vocab: bytes
+    heads: frozenset[str]
+    identity: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.prepared.name
+
+
+def _base(model: Model, world: World, *, source: int | None, offline: bool | None,
+          manifests: Sequence[PathLike], emit: ProgressCallback) -> Base:
+    """Download and convert the base model once: the first process does it, the others find it in the cache."""
+    prepared = None
+    if world.main:
+        prepared = prepare(model, source=source, offline=offline, manifests=manifests, progress=emit)
+    world.barrier()
+    if prepared is None:
+        prepared = prepare(model, source=source, offline=offline, manifests=manifests)
+    config, layout = read_config(prepared.path)
+    if layout != "zoo":  # zoo.weights.prepare converts every folder it accepts
+        raise UnsupportedError(f"{prepared.path} holds transformers-named weights", hint="convert it with zoo convert")
+    receipt = read_receipt(prepared.path) or {}
+    lowercase, strip_accents = prepared.tokenizer_options(receipt)
+    tokenizer = Tokenizer.from_file(prepared.path / VOCAB, lowercase=lowercase, strip_accents=strip_accents,
+                                    model_max_length=config.max_position_embeddings)
+    from safetensors import safe_open
+
+    with safe_open(str(prepared.path / WEIGHTS), framework="pt") as f:
+        heads = frozenset(present_heads(f.keys()))
+    weights = next((o["sha256"] for o in receipt.get("outputs", []) if o.get("path") == WEIGHTS), None)
+    pulled = prepared.pulled
+    identity = {"model": prepared.name,
+                "source": pulled.source.label if pulled else (prepared.release or prepared.path).name,
+                "source_sha256": pulled.sha256 if pulled else None, "weights_sha256": weights,
+                "license": prepared.manifest.license if prepared.manifest else (receipt.get("base") or {}).get(
+                    "license")}
+    return Base(prepared, config, tokenizer, (prepared.path / VOCAB).read_bytes(), heads, identity)
+
+
+def _check_positions(settings: TrainSettings, config: ModelConfig) -> None:
+    wanted = getattr(settings, "max_position_embeddings", None)
+    if wanted is not None and wanted < config.max_position_embeddings:
+        raise UsageError(f"--max-position-embeddings {wanted} is smaller than the model's "
+                         f"{config.max_position_embeddings}", hint="it can only grow; leave it out to keep the model's")
+    limit = wanted or config.max_position_embeddings
+    if settings.max_seq_length is not None and settings.max_seq_length > limit:
+        extend = (f"add --max-position-embeddings {settings.max_seq_length} to extend the table (--position-init "
+                  "copy|random) and train the new positions") if isinstance(settings, PretrainSettings) else \
+            f"use --max-seq-length {limit} or less: longer texts are split into windows"
+        raise UsageError(f"--max-seq-length {settings.max_seq_length} is longer than the model's {limit} positions",
+                         hint=extend)
+
+
+# ------------------------------------------------------------------------------------------- a session
+def _same_data(run: RunDir, inputs: dict[str, list[Path]], resume: bool, world: World) -> dict[str, Any]:
+    """The data's identity (names, sizes, sha256 of every input file); ``--resume`` refuses other data, before
+    anything is read or rebuilt."""
+    identity = {key: file_identity(paths, key) for key, paths in inputs.items() if paths}
+    if resume and world.main:
+        marker = run.marker()
+        changes = data_changes(marker.get("data") if marker else None, identity)
+        if changes:
+            raise UsageError(f"--resume: the data differ from the run's in {run.path}: {'; '.join(changes)}",
+                             hint="resume with the same files, unchanged; for other data start a new run (another "
+                                  "--out), e.g. from this run's last checkpoint")
+    return identity
+
+
+def _session(task: Task, settings: TrainSettings, steps: int, base: Base, run: RunDir, world: World,
+             emit: ProgressCallback, *, identity: dict[str, Any], resume: bool, workers: int,
+             extend_positions: bool = False, on_model: Callable[[Trainer], None] | None = None) -> Trainer:
+    """Check ``--resume``, build, restore, train, write: the part every task shares."""
+    BatchSplit(settings.batch_size, world.size, world.rank, settings.grad_accum)  # a bad split fails before work
+    if settings.dtype == "float16" and world.device.type != "cuda":
+        raise UsageError("--dtype fp16 trains with a loss scaler on CUDA GPUs only",
+                         hint="use --dtype bf16 (or fp32) on the CPU")
+    record = {**settings.to_dict(), "base": base.identity, "world_size": world.size}
+    if world.main:
+        _check_record(run, record, identity, resume)
+    world.barrier()
+    model_config = base.config
+    positions = getattr(settings, "max_position_embeddings", None) if extend_positions else None
+    if positions is not None:
+        model_config = dataclasses.replace(model_config, max_position_embeddings=positions)
+    t = _trainer(task, settings, steps, base, run, world, emit, workers, positions)
+    if on_model is not None:
+        on_model(t)
+    start = _restore(t, resume)
+    run.started()
+    began = time.monotonic()
+    try:
+        last = train(t, task.training_data(), start)
+    except KeyboardInterrupt:
+        raise _interrupted(run) from None
+    if world.main:
+        _write_output(t, base, model_config, identity, last)
+        emit(ProgressEvent("note", base.name, message=_summary(t, last, start.step, time.monotonic() - began)))
+    return t
+
+
+def _check_record(run: RunDir, record: dict[str, Any], identity: dict[str, Any], resume: bool) -> None:
+    """``--resume`` continues the same run: same settings (but the bookkeeping ones), same data, byte for byte."""
+    marker = run.marker()
+    if not resume:
+        run.clean()
+        run.write_marker(record, identity)
+        return
+    assert marker is not None  # RunDir.check made sure
+    saved = marker.get("settings") or {}
+    differ = [k for k in sorted(set(saved) | set(record)) if saved.get(k) != record.get(k)
+              and k not in _RESUMABLE and not (k == "base" and _same_base(saved.get(k), record.get(k)))]
+    if differ:
+        shown = "; ".join(f"{flag(k)}: {saved.get(k)!r} then, {record.get(k)!r} now" for k in differ[:4])
+        raise UsageError(f"--resume: this command differs from the run in {run.path} ({shown})",
+                         hint="resume with the same settings (see its run.json), or start a new run elsewhere")
+    run.clean()
+
+
+#: Settings that may change when a run is resumed (they do not change what is computed).
+_RESUMABLE = frozenset({"save_every", "log_every", "keep_checkpoints"})
+
+
+def _same_base(saved: Any, now: Any) -> bool:
+    """The base is the same when its weights are (the source it was read from may move)."""
+    if not isinstance(saved, dict) or not isinstance(now, dict):
+        return False
+    return saved.get("weights_sha256") == now.get("weights_sha256") and saved.get("model") == now.get("model")
+
+
+def _trainer(task: Task, settings: TrainSettings, steps: int, base: Base, run: RunDir, world: World,
+             emit: ProgressCallback, workers: int, positions: int | None) -> Trainer:
+    """The model on its device (heads as the task needs, fresh weights a function of the seed), the optimizer,
+    the schedule, the loss scaler and, under torchrun, DDP."""
+    torch.manual_seed(_step_seed(settings.seed, -1, 0))
+    model = load_model(base.prepared.path / WEIGHTS, base.config, device=world.device, dtype="float32",
+                       heads=task.heads_for(set(base.heads)), num_labels=getattr(task, "num_labels", 2),
+                       max_position_embeddings=positions,
+                       position_init=getattr(settings, "position_init", "copy"), init_missing_heads=True)
+    model.train().requires_grad_(True)
+    task.prepare(model)
+    model.gradient_checkpointing = settings.gradient_checkpointing
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    optimizer, schedule = create_optimizer(param_groups(trainable, weight_decay=settings.weight_decay),
+                                           optimizer=str(settings.optimizer),  # type: ignore[arg-type]
+                                           init_lr=float(settings.lr or 0), num_train_steps=steps,
+                                           num_warmup_steps=settings.warmup_steps(steps),
+                                           schedule="upstream" if task.name == "pretraining" else "linear")
+    ddp: torch.nn.Module = model
+    if world.size > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[world.device.index] if world.device.type == "cuda" else None)
+    scaler = torch.amp.GradScaler("cuda", enabled=settings.dtype == "float16")
+    return Trainer(task=task, settings=settings, steps=steps, model=model, ddp=ddp, optimizer=optimizer,
+                   schedule=schedule, scaler=scaler, world=world, run=run, emit=emit, label=base.name,
+                   workers=workers)
+
+
+def _restore(t: Trainer, resume: bool) -> Start:
+    """The newest checkpoint's state (re-hashed first), or step 0."""
+    if not resume:
+        return Start()
+    latest = ckpt.read(ckpt.checkpoints(t.run.path / "checkpoints")[-1])
+    if t.world.main:
+        ckpt.verify(latest)
+    if latest.position.consumed != latest.step * t.settings.batch_size:
+        from zoo.errors import CheckpointError
+
+        raise CheckpointError(f"{latest.path / ckpt.STATE}: its data position does not match step {latest.step}",
+                              hint=f"delete {latest.path}; --resume then continues from the checkpoint before it")
+    model_state, state = ckpt.load(latest, t.world.device)
+    differ = set(t.model.state_dict()) ^ set(model_state)
+    if differ:
+        from zoo.errors import CheckpointError
+
+        raise CheckpointError(f"{latest.path} does not match the model ({', '.join(sorted(differ)[:3])} …)",
+                              hint="the checkpoint belongs to another run")
+    t.model.load_state_dict(model_state)
+    t.optimizer.load_state_dict(state["optimizer"])
+    t.schedule.load_state_dict(state["schedule"])
+    if "scaler" in state:
+        t.scaler.load_state_dict(state["scaler"])
+    t.final = dict(latest.metrics)
+    restore_task = getattr(t.task, "restore", None)
+    if callable(restore_task):
+        restore_task(latest.task)
+    t.emit(ProgressEvent("note", t.label, message=f"resuming from step {latest.step} of {t.steps} "
+                                                  f"({latest.path.name})"))
+    log.info("resuming %s from step %d (%s)", t.run.path, latest.step, latest.path.name)
+    if t.world.main:  # the steps after the checkpoint are trained again: their records go
+        t.run.keep_metrics_until(latest.step)
+    return Start(latest.step, latest.position)
+
+
+# ------------------------------------------------------------------------------------------ the result
+def _write_output(t: Trainer, base: Base, model_config: ModelConfig, identity: dict[str, Any], last: int) -> None:
+    """The trained model as a zoo directory in ``--out`` (weights, config, vocab) and a receipt recording the base
+    model, the data (names, sizes, sha256), every setting and the final averaged metrics."""
+    weights = getattr(t.task, "output_weights", None)
+    state = weights(t) if callable(weights) else {k: v.detach().to("cpu", torch.float32)
+                                                  for k, v in t.model.state_dict().items()}
+    config = getattr(t.task, "output_config", lambda c: c)(model_config)
+    with staged_into(t.run.path, kind=t.task.name if t.task.name == "pretraining" else "finetuning") as staged:
+        with staged.open(WEIGHTS, "weights") as fh:
+            write_state(fh, state, {"format": "pt", "zoo.trained_from": base.name})
+        staged.write_json(CONFIG, config.to_dict(), "config")
+        staged.write_bytes(VOCAB, base.vocab, "vocab")
+        extras = getattr(t.task, "output_files", None)
+        if callable(extras):
+            extras(staged)
+        s = t.settings
+        staged.receipt.update({
+            "task": t.task.name,
+            "base": base.identity,
+            "architecture": config.architecture,
+            "data": {**t.task.training_data().describe(),
+                     "files": [{**f, "role": role} for role, files in identity.items() for f in files]},
+            "settings": s.to_dict(),
+            "world_size": t.world.size,
+            "device": t.world.device.type,
+            "steps": last,
+            "examples": last * s.batch_size,
+            "final": {k: v for k, v in t.final.items() if k not in ("time", "split")},
+            "heads": sorted(present_heads(state)),
+            "tokenizer": {"lowercase": base.tokenizer.lowercase, "strip_accents": base.tokenizer.strip_accents},
+            **getattr(t.task, "receipt", dict)(),
+        })
+    log.info("wrote %s", t.run.path)
+
+
+def _interrupted(run: RunDir) -> Interrupted:
+    saved = ckpt.checkpoints(run.path / "checkpoints")
+    where = (f"the last checkpoint is {saved[-1].name} in {run.path / 'checkpoints'}" if saved
+             else "no checkpoint was saved yet")
+    return Interrupted(f"interrupted: {where}",
+                       hint="run the same command with --resume to continue" if saved else
+                       "run the same command again (nothing to continue from)")
+
+
+def _summary(t: Trainer, last: int, first: int, seconds: float) -> str:
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in t.final.items()
+                      if k.endswith(("loss", "accuracy")) and isinstance(v, float))
+    return (f"trained steps {first + 1}-{last} of {t.steps} in {seconds:.0f} s; last {t.final.get('steps', 1)} "
+            f"step(s): {shown}; model in {t.run.path}")
+
+
+__all__ = ["pretrain"]
