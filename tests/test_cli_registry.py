@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,16 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and out.strip() == f"zoo {__version__}"
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "examples:" in out and "exit codes:" in out
+
+
+def test_help_and_package_metadata_say_what_zoo_is(capsys: pytest.CaptureFixture[str]) -> None:
+    """`zoo --help` and the package description say the same: zoo trains too (issue 16)."""
+    code, out, _ = run(capsys, "--help")
+    description = out.split("\n\n")[1].replace("\n", " ")
+    assert code == 0 and "trainer" in description and "pretrain" in out
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")  # tomllib is Python 3.11+
+    [metadata] = re.findall(r'^description = "(.*)"$', pyproject, re.MULTILINE)
+    assert metadata.rstrip(".") == description.strip().rstrip(".")
 
 
 def test_a_bad_user_manifest_stops_only_its_own_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
