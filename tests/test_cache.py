@@ -78,6 +78,17 @@ def test_cache_ls_rm(two_models, capsys) -> None:
     assert run(capsys, "cache", "rm", "alpha")[0] == 3
 
 
+def test_list_shows_the_downloaded_size_and_keeps_it_after_rm(two_models, capsys) -> None:
+    def size() -> int | None:
+        return next(r["size"] for r in json.loads(run(capsys, "list", "--json")[1]) if r["name"] == "alpha")
+
+    assert size() is None  # unpinned, never downloaded
+    run(capsys, "pull", "alpha", "-q")
+    assert size() == len(ZIP) == cache.snapshots("alpha")[0].size
+    run(capsys, "cache", "rm", "alpha")
+    assert size() == len(ZIP)  # the trust-on-first-use pin remembers it
+
+
 def test_cache_prune_removes_least_recently_used(two_models, capsys) -> None:
     for name in two_models:
         run(capsys, "pull", name, "-q")

@@ -48,6 +48,29 @@ def test_list_piped_prints_plain_aligned_columns(capsys: pytest.CaptureFixture[s
     assert len(lines) == 1 + len(list_models(family="albert"))
 
 
+def test_list_shows_the_size_when_known_and_a_dash_otherwise(capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never "?": the size a pin gives (the manifest's, or one recorded on first use), the cached download's, or
+    "—" (issue 16)."""
+    from zoo import cache
+    from zoo.registry import get_manifest
+
+    rows = json.loads(run(capsys, "list", "--json")[1])
+    sizes = {r["name"]: r["size"] for r in rows}
+    assert sizes["roberta_wwm_ext_large_zh"] == 1_306_484_351 + 109_540  # its hf files are pinned with sizes
+    assert sizes["albert_base_zh"] is None  # nothing published, nothing downloaded
+    # a size recorded by an earlier download (a trust-on-first-use pin outlives `zoo cache rm`)
+    cache.record_pin(get_manifest("albert_base_zh").sources[0].label, "a" * 64, 3 * 1024 ** 2)
+    code, out, _ = run(capsys, "list", "--family", "albert")
+    cells = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert code == 0 and "?" not in out
+    assert cells["albert_base_zh"].split()[4:6] == ["3.0", "MiB"]
+    assert cells["albert_large_zh"].split()[4] == "—"
+    monkeypatch.setattr("zoo.cli.registry.stdout_is_tty", lambda: True)
+    code, out, _ = run(capsys, "list", "--lang", "zh")
+    assert code == 0 and "?" not in out and "1.2 GiB" in out and "—" in out
+
+
 def test_list_on_a_terminal_prints_a_table(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("zoo.cli.registry.stdout_is_tty", lambda: True)
     code, out, _ = run(capsys, "list", "--lang", "zh")

@@ -183,6 +183,16 @@ def test_invalid_manifests_name_file_key_and_expectation(changes: dict[str, Any]
     assert re.search(message, text), text
 
 
+def test_download_size_is_what_the_pins_add_up_to() -> None:
+    m = parse(manifest())
+    assert m.sources[0].download_size is None and m.sources[1].download_size == 0 + 5
+    assert m.download_size == 5  # the first source that knows
+    assert parse(manifest(sources__0__size=123)).download_size == 123
+    unsized = manifest()
+    unsized["sources"][1]["files"]["vocab.txt"]["size"] = None
+    assert parse(unsized).download_size is None  # one file of unknown size: the total is unknown
+
+
 def test_only_a_40_hex_revision_is_a_commit() -> None:
     source = parse(manifest()).sources[1]
     assert source.revision_is_commit

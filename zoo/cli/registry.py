@@ -34,9 +34,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 
 def _human_size(n: int | None) -> str:
+    """A size, or "—" where neither a pin nor the cache knows it."""
     from zoo._fs import human_size
 
-    return human_size(n) if n else "?"
+    return "—" if n is None else human_size(n)
 
 
 def _human_params(n: int | None) -> str:
@@ -44,7 +45,7 @@ def _human_params(n: int | None) -> str:
 
 
 def _row(manifest: Manifest) -> dict[str, Any]:
-    from zoo.cache import cached_snapshot
+    from zoo.cache import cached_snapshot, download_size
 
     cached = cached_snapshot(manifest)
     return {
@@ -54,7 +55,7 @@ def _row(manifest: Manifest) -> dict[str, Any]:
         "architecture": manifest.architecture,
         "language": manifest.language,
         "params": manifest.config.param_count(),
-        "size": cached.size if cached else manifest.download_size,
+        "size": cached.size if cached else download_size(manifest),
         "license": manifest.license,
         "cached": cached is not None,
         "description": manifest.description,
@@ -132,7 +133,7 @@ def _info(args: argparse.Namespace) -> int:
         console.print(f"  format {s['format']}" + (f", scheme {s['scheme']}" if s["scheme"] else "")
                       + f", archive {s['archive']}")
         console.print(f"  sha256 {s['sha256'] or 'not published (trust on first use)'}"
-                      + (f", size {_human_size(s['size'])} ({s['size']:,} bytes)" if s["size"] else ""))
+                      + (f", size {_human_size(s['size'])} ({s['size']:,} bytes)" if s["size"] is not None else ""))
         console.print(f"  checkpoint {s['checkpoint']}, vocab {s['vocab']}")
         for rel, pin in s["files"].items():
             console.print(f"  file {rel}: sha256 {pin['sha256'] or '?'}"

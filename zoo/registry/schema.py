@@ -101,12 +101,24 @@ class Source:
         return bool(self.revision and _COMMIT_RE.fullmatch(self.revision))
 
     @property
+    def repo_files(self) -> list[str]:
+        """hf sources: every repo file the source needs (its pinned ``files``, checkpoint and vocab)."""
+        return sorted(set(self.files) | {str(self.checkpoint), str(self.vocab)})
+
+    @property
     def pinned(self) -> bool:
         """Whether the manifest pins the downloaded file (URL sources) or every file (hf sources)."""
         if self.kind == "url":
             return self.sha256 is not None
-        needed = {str(self.checkpoint), str(self.vocab)} | set(self.files)
-        return all(self.files.get(rel, FilePin()).sha256 for rel in needed)
+        return all(self.files.get(rel, FilePin()).sha256 for rel in self.repo_files)
+
+    @property
+    def download_size(self) -> int | None:
+        """The bytes this source downloads, when the manifest pins them (hf sources: every file's size)."""
+        if self.kind == "url":
+            return self.size
+        sizes = [self.files.get(rel, FilePin()).size for rel in self.repo_files]
+        return None if None in sizes else sum(s for s in sizes if s is not None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,9 +184,8 @@ class Manifest:
 
     @property
     def download_size(self) -> int | None:
-        """Size of the first source's download, when pinned."""
-        sizes = [s.size for s in self.sources if s.size]
-        return sizes[0] if sizes else None
+        """The download size of the first source whose size the manifest pins."""
+        return next((s.download_size for s in self.sources if s.download_size is not None), None)
 
 
 def find_in_snapshot(root: Path, rel: str, *, suffix: str = "") -> Path:
