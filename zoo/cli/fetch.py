@@ -8,7 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zoo.cli._common import emit_json, err_console, out_console, progress, registry_from_args
+from zoo.cli._common import (
+    emit_json,
+    err_console,
+    out_console,
+    print_columns,
+    progress,
+    registry_from_args,
+    stdout_is_tty,
+)
 from zoo.errors import IntegrityError, NotFoundError, UsageError
 
 
@@ -146,15 +154,20 @@ def _cache_ls(args: argparse.Namespace) -> int:
     if not rows:
         err_console().print(f"the cache ({cache.home()}) is empty")
         return 0
-    from rich.table import Table
+    columns = ("kind", "name", "source", "size", "last used")
+    cells = [(row["kind"], row["name"], row["source"], human_size(row["size"]), row["last_used"].replace("T", " "))
+             for row in rows]
+    if not stdout_is_tty():  # a pipe gets every path and URL whole
+        print_columns(columns, cells)
+    else:
+        from rich.table import Table
 
-    table = Table(box=None, pad_edge=False)
-    for column in ("kind", "name", "source", "size", "last used"):
-        table.add_column(column, justify="right" if column == "size" else "left")
-    for row in rows:
-        table.add_row(row["kind"], row["name"], row["source"], human_size(row["size"]),
-                      row["last_used"].replace("T", " "))
-    out_console().print(table)
+        table = Table(box=None, pad_edge=False)
+        for column in columns:
+            table.add_column(column, justify="right" if column == "size" else "left")
+        for c in cells:
+            table.add_row(*c)
+        out_console().print(table)
     err_console().print(f"total {human_size(cache.total_size())} in {cache.home()}")
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from zoo.cli._common import emit_json, out_console, registry_from_args, stdout_is_tty
+from zoo.cli._common import emit_json, out_console, print_columns, registry_from_args, stdout_is_tty
 
 if TYPE_CHECKING:
     from zoo.registry import Manifest
@@ -75,11 +75,7 @@ def _list(args: argparse.Namespace) -> int:
               r["language"], _human_params(r["params"]), _human_size(r["size"]),
               "yes" if r["cached"] else "-") for r in rows]
     if not stdout_is_tty():
-        widths = [max(len(columns[i]), *(len(c[i]) for c in cells)) if cells else len(columns[i])
-                  for i in range(len(columns))]
-        print("  ".join(h.upper().ljust(w) for h, w in zip(columns, widths)).rstrip())
-        for c in cells:
-            print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+        print_columns(columns, cells)
         return 0
     from rich.table import Table
 
