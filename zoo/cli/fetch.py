@@ -57,9 +57,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
                                   "conversions)")
     p.add_argument("name", metavar="NAME_OR_PATH")
     p.set_defaults(func=_cache_rm)
-    p = cache_sub.add_parser("prune", parents=[common],
-                             help="remove leftovers, then least recently used entries down to a size")
-    p.add_argument("--max-size", required=True, metavar="SIZE", help="target cache size, e.g. 20G, 500M, 0")
+    p = cache_sub.add_parser(
+        "prune", parents=[common], help="remove what nothing will use; --max-size: then least recently used entries",
+        description="Remove what no pull or load will use again: staging directories of processes that are gone, "
+                    "quarantined files, snapshots and conversions without their marker, downloads that cannot "
+                    "resume, blobs nothing refers to, conversions by other converter versions, unheld lock files. "
+                    "Snapshots, conversions, pins, downloads that can resume and anything another zoo process "
+                    "holds are kept.",
+        epilog="examples:\n  zoo cache prune\n  zoo cache prune --partials\n  zoo cache prune --max-size 20G",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--partials", action="store_true",
+                   help="also remove interrupted downloads that could resume (the next pull starts over)")
+    p.add_argument("--max-size", metavar="SIZE",
+                   help="then remove least recently used snapshots and conversions until the cache fits in SIZE "
+                        "(e.g. 20G, 500M, 0)")
     p.set_defaults(func=_cache_prune)
     def cache_help(args: argparse.Namespace) -> int:
         cache_p.print_help(sys.stderr)
@@ -201,13 +212,18 @@ def _cache_prune(args: argparse.Namespace) -> int:
     from zoo.converters.layout import CONVERTER_VERSION
 
     try:
-        limit = parse_size(args.max_size)
+        limit = None if args.max_size is None else parse_size(args.max_size)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     before = cache.total_size()
-    removed = cache.prune(limit, converter_version=CONVERTER_VERSION)
+    removed = cache.prune(limit, partials=args.partials, converter_version=CONVERTER_VERSION)
     for entry in removed:
         sys.stdout.write(f"removed {entry.kind} {entry.name}" + (f" ({entry.detail})" if entry.detail else "") + "\n")
     after = cache.total_size()
-    sys.stdout.write(f"cache: {human_size(before)} -> {human_size(after)} (limit {human_size(limit)})\n")
+    sys.stdout.write(f"cache: {human_size(before)} -> {human_size(after)}"
+                     + (f" (limit {human_size(limit)})" if limit is not None else "") + "\n")
+    left = sum(1 for entry in cache.entries() if entry.kind == "download")
+    if left and not args.partials:
+        err_console().print(f"kept {left} download{'s' if left > 1 else ''} that can resume or are in progress "
+                            "(`zoo cache prune --partials` removes those nobody is running)", markup=False)
     return 0
