@@ -59,10 +59,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.set_defaults(func=_cache_rm)
     p = cache_sub.add_parser(
         "prune", parents=[common], help="remove what nothing will use; --max-size: then least recently used entries",
-        description="Remove what no pull or load will use again: staging directories of processes that are gone, "
-                    "quarantined files, snapshots and conversions without their marker, downloads that cannot "
-                    "resume, blobs nothing refers to, conversions by other converter versions, unheld lock files. "
-                    "Snapshots, conversions, pins, downloads that can resume and anything another zoo process "
+        description="Remove what no pull or load will use again: staging directories of processes that are gone,\n"
+                    "quarantined files, snapshots and conversions without their marker, downloads that cannot\n"
+                    "resume, blobs nothing refers to, conversions by other converter versions, unheld lock files.\n"
+                    "Snapshots, conversions, pins, downloads that can resume and anything another zoo process\n"
                     "holds are kept.",
         epilog="examples:\n  zoo cache prune\n  zoo cache prune --partials\n  zoo cache prune --max-size 20G",
         formatter_class=argparse.RawDescriptionHelpFormatter)
