@@ -359,6 +359,37 @@ BERT_ZH = ["bert_base_zh", "bert_wwm_ext_zh", "bert_wwm_zh", "macbert_base_zh", 
            "roberta_tiny_zh_uer", "roberta_wwm_ext_large_zh", "roberta_wwm_ext_zh"]
 
 
+#: releases whose files hold the heads of their own pretraining (MLM + NSP for BERT, MLM + SOP for ALBERT):
+#: docs/manifests.md, "Pretraining heads of the Google and brightmart releases"
+GOOGLE_BERT = ["bert_base_zh", "bert_base_uncased", "bert_base_cased", "bert_large_uncased", "bert_large_cased",
+               "bert_large_uncased_wwm", "bert_large_cased_wwm", "bert_base_multilingual_cased",
+               "bert_base_multilingual_uncased"]
+GOOGLE_ALBERT = ["albert_base_zh", "albert_large_zh", "albert_xlarge_zh", "albert_xxlarge_zh"]
+BRIGHTMART = ["albert_tiny_zh", "albert_small_zh", "albert_tiny_zh_brightmart", "albert_tiny_zh_489k",
+              "albert_base_zh_brightmart", "albert_base_zh_brightmart_36k", "albert_large_zh_brightmart",
+              "albert_xlarge_zh_brightmart", "albert_xlarge_zh_brightmart_177k"]
+#: how a note names its source: an issue (owner/repo#N or #N), a model card, a README or a source file
+SOURCE = re.compile(r"[\w.-]+/[\w.-]+#\d+|#\d+|model card|README|\.py\b")
+
+
+@pytest.mark.parametrize("name", GOOGLE_BERT + GOOGLE_ALBERT + BRIGHTMART)
+def test_google_and_brightmart_releases_record_their_trained_heads(name: str) -> None:
+    heads = get_manifest(name).heads
+    assert (heads.mlm, heads.seq_relationship, heads.pooler) == ("trained", "trained", "trained")
+    assert heads.note and SOURCE.search(heads.note), heads.note
+
+
+@pytest.mark.parametrize("path", BUILTIN, ids=[p.stem for p in BUILTIN])
+def test_every_builtin_manifest_records_each_head_and_why(path: Path) -> None:
+    """No built-in release says "not recorded" (issue 16); every record has a note naming its source, and
+    "unknown" is kept only with a note that says why nothing is established."""
+    heads = read_manifest(path, builtin=True).heads
+    states = [heads.state(head) for head in ("mlm", "seq_relationship", "pooler")]
+    assert None not in states and heads.note and SOURCE.search(heads.note), heads.note
+    if "unknown" in states:
+        assert re.search(r"undocumented|no one|not established|disagree|unmeasured|unverified", heads.note)
+
+
 def test_every_required_checkpoint_is_registered() -> None:
     assert set(list_models()) >= REQUIRED
 
