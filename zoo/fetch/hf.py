@@ -29,8 +29,6 @@ log = logging.getLogger("zoo.fetch.hf")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
-
-
 def combined_sha256(files: Mapping[str, str]) -> str:
     """sha256 of the ``sha256sum`` listing (``<hex>  <path>\\n``, sorted by path) of ``{path: sha256}``: the
     hash that names an hf snapshot (and its conversion) as one thing."""
