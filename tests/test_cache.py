@@ -78,6 +78,35 @@ def test_cache_ls_rm(two_models, capsys) -> None:
     assert run(capsys, "cache", "rm", "alpha")[0] == 3
 
 
+def test_list_shows_the_downloaded_size_and_keeps_it_after_rm(two_models, capsys) -> None:
+    def size() -> int | None:
+        return next(r["size"] for r in json.loads(run(capsys, "list", "--json")[1]) if r["name"] == "alpha")
+
+    assert size() is None  # unpinned, never downloaded
+    run(capsys, "pull", "alpha", "-q")
+    assert size() == len(ZIP) == cache.snapshots("alpha")[0].size
+    run(capsys, "cache", "rm", "alpha")
+    assert size() == len(ZIP)  # the trust-on-first-use pin remembers it
+
+
+def test_cache_ls_piped_never_cuts_a_column(two_models, capsys, monkeypatch) -> None:
+    run(capsys, "pull", "alpha", "-q")
+    url = "https://mirror.example.org/" + "/".join(f"very-long-directory-name-{i}" for i in range(8)) + "/beta.zip"
+    work = cache.partial_dir(url)  # an interrupted download of a long URL
+    work.mkdir(parents=True)
+    (work / "source.json").write_text(json.dumps({"url": url, "model": "beta"}))
+    (work / "data").write_bytes(b"x" * 10)
+    code, out, _ = run(capsys, "cache", "ls")  # stdout is not a terminal here
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split() == ["KIND", "NAME", "SOURCE", "SIZE", "LAST", "USED"]
+    row = next(line for line in lines if line.startswith("download "))
+    assert row.split()[:3] == ["download", "beta", url] and "…" not in out and "\x1b[" not in out
+    assert next(line for line in lines if line.startswith("snapshot ")).split()[2] == cache.snapshots("alpha")[0].source
+    monkeypatch.setattr("zoo.cli.fetch.stdout_is_tty", lambda: True)  # a terminal: a table that fits it
+    code, out, _ = run(capsys, "cache", "ls")
+    assert code == 0 and "kind" in out.splitlines()[0] and "download" in out
+
+
 def test_cache_prune_removes_least_recently_used(two_models, capsys) -> None:
     for name in two_models:
         run(capsys, "pull", name, "-q")

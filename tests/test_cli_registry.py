@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,29 @@ def test_list_piped_prints_plain_aligned_columns(capsys: pytest.CaptureFixture[s
     assert len(lines) == 1 + len(list_models(family="albert"))
 
 
+def test_list_shows_the_size_when_known_and_a_dash_otherwise(capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never "?": the size a pin gives (the manifest's, or one recorded on first use), the cached download's, or
+    "—" (issue 16)."""
+    from zoo import cache
+    from zoo.registry import get_manifest
+
+    rows = json.loads(run(capsys, "list", "--json")[1])
+    sizes = {r["name"]: r["size"] for r in rows}
+    assert sizes["roberta_wwm_ext_large_zh"] == 1_306_484_351 + 109_540  # its hf files are pinned with sizes
+    assert sizes["albert_base_zh"] is None  # nothing published, nothing downloaded
+    # a size recorded by an earlier download (a trust-on-first-use pin outlives `zoo cache rm`)
+    cache.record_pin(get_manifest("albert_base_zh").sources[0].label, "a" * 64, 3 * 1024 ** 2)
+    code, out, _ = run(capsys, "list", "--family", "albert")
+    cells = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert code == 0 and "?" not in out
+    assert cells["albert_base_zh"].split()[4:6] == ["3.0", "MiB"]
+    assert cells["albert_large_zh"].split()[4] == "—"
+    monkeypatch.setattr("zoo.cli.registry.stdout_is_tty", lambda: True)
+    code, out, _ = run(capsys, "list", "--lang", "zh")
+    assert code == 0 and "?" not in out and "1.2 GiB" in out and "—" in out
+
+
 def test_list_on_a_terminal_prints_a_table(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("zoo.cli.registry.stdout_is_tty", lambda: True)
     code, out, _ = run(capsys, "list", "--lang", "zh")
@@ -86,6 +110,16 @@ def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and out.strip() == f"zoo {__version__}"
     code, out, _ = run(capsys, "--help")
     assert code == 0 and "examples:" in out and "exit codes:" in out
+
+
+def test_help_and_package_metadata_say_what_zoo_is(capsys: pytest.CaptureFixture[str]) -> None:
+    """`zoo --help` and the package description say the same: zoo trains too (issue 16)."""
+    code, out, _ = run(capsys, "--help")
+    description = out.split("\n\n")[1].replace("\n", " ")
+    assert code == 0 and "trainer" in description and "pretrain" in out
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")  # tomllib is Python 3.11+
+    [metadata] = re.findall(r'^description = "(.*)"$', pyproject, re.MULTILINE)
+    assert metadata.rstrip(".") == description.strip().rstrip(".")
 
 
 def test_a_bad_user_manifest_stops_only_its_own_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -146,6 +180,20 @@ def test_readme_model_table_is_current() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "update_readme.py"), "--check"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_readme_table_records_every_mlm_head_with_its_source() -> None:
+    """Issue 16: "not recorded" nowhere; each MLM cell points to a note below the table that names its source."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("<!-- models:begin"):readme.index("<!-- models:end -->")]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    assert rows and "not recorded" not in table
+    notes = dict(re.findall(r"^- \[(\d+)\] (.+)$", table, re.MULTILINE))
+    for row in rows:
+        mlm = row.split(" | ")[-2]
+        [marker] = re.findall(r"\[(\d+)\]", mlm)
+        assert marker in notes, row
+    assert re.search(r"google-research/bert#102", " ".join(notes.values()))
 
 
 def test_public_functions_survive_importing_their_modules() -> None:

@@ -203,6 +203,9 @@ def test_scheme_detection_failures() -> None:
         detect_scheme(["dense/kernel", "global_step"])
     with pytest.raises(CheckpointError, match="mix"):
         detect_scheme(["bert/encoder/layer_0/output/dense/kernel", "bert/encoder/layer_shared/output/dense/kernel"])
+    # a name is brightmart's projection only when it is exactly that name (`$` would accept a trailing newline)
+    assert detect_scheme(["bert/encoder/layer_0/output/dense/kernel", "bert/embeddings/word_embeddings_2\n"]) == \
+        "google-bert"
 
 
 def test_explicit_wrong_scheme_lists_unmapped_and_missing(tmp_path: Path) -> None:

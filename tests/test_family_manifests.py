@@ -12,11 +12,12 @@ import logging
 from pathlib import Path
 
 import pytest
+import yaml
 from support.cli import run
 
 from zoo import cache
 from zoo.errors import UsageError
-from zoo.registry import get_manifest, list_manifests, list_models, parse_manifest
+from zoo.registry import builtin_manifest_dir, get_manifest, list_manifests, list_models, parse_manifest
 
 HFL = ["bert_wwm_zh", "bert_wwm_ext_zh", "roberta_wwm_ext_zh", "roberta_wwm_ext_large_zh", "rbt3_zh", "rbtl3_zh",
        "macbert_base_zh", "macbert_large_zh"]
@@ -124,12 +125,12 @@ def test_list_shows_exactly_the_family(capsys: pytest.CaptureFixture[str]) -> No
     assert code == 0 and [r["name"] for r in rows] == FAMILY
     large = next(r for r in rows if r["name"] == "roberta_wwm_ext_large_zh")
     assert large["heads"]["mlm"] == "untrained" and large["params"] == 325_522_432 and large["cached"] is False
-    assert next(r for r in rows if r["name"] == "bert_base_zh")["heads"]["mlm"] is None  # states nothing
+    assert next(r for r in rows if r["name"] == "bert_base_zh")["heads"]["mlm"] == "trained"
     code, out, _ = run(capsys, "list", "--family", "bert", "--lang", "zh")
     assert code == 0 and all(name in out for name in FAMILY)
 
 
-def test_info_shows_the_head_status(capsys: pytest.CaptureFixture[str]) -> None:
+def test_info_shows_the_head_status(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, _ = run(capsys, "info", "chinese-roberta-wwm-ext-large", "--json")
     data = json.loads(out)
     assert code == 0 and data["name"] == "roberta_wwm_ext_large_zh"
@@ -142,8 +143,15 @@ def test_info_shows_the_head_status(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ymcui/Chinese-BERT-wwm#76" in text
     code, out, _ = run(capsys, "info", "roberta_tiny_zh_uer")
     assert "mlm trained, seq_relationship absent, pooler absent" in " ".join(out.split())
-    code, out, _ = run(capsys, "info", "bert_base_zh")  # a manifest without heads: says so
-    assert "mlm not recorded, seq_relationship not recorded, pooler not recorded" in " ".join(out.split())
+    code, out, _ = run(capsys, "info", "bert_base_zh")
+    assert "mlm trained, seq_relationship trained, pooler trained" in " ".join(out.split())
+    assert "google-research/bert#102" in " ".join(out.split())
+    data = yaml.safe_load((builtin_manifest_dir() / "bert_base_zh.yaml").read_text(encoding="utf-8"))
+    del data["heads"]
+    data.update(name="my_bert", aliases=[])
+    (tmp_path / "my_bert.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    code, out, _ = run(capsys, "--manifests", str(tmp_path), "info", "my_bert")  # a user manifest without heads
+    assert code == 0 and "mlm not recorded, seq_relationship not recorded, pooler not recorded" in " ".join(out.split())
 
 
 def test_zoo_run_refuses_an_untrained_mlm_head_before_downloading(capsys: pytest.CaptureFixture[str]) -> None:

@@ -275,13 +275,22 @@ def test_a_conversion_pruned_between_prepare_and_load_is_made_again(tiny: Path, 
 CHILD_CLI_PULL = "from zoo.cli import main; raise SystemExit(main(['pull', 'tst', '-q']))"
 
 
-def _kill_during_download(srv: FaultServer, pause: Fault, url: str) -> int:
-    """Start a pull in another process, kill -9 it while the server is mid-body; bytes it left on disk."""
+def _recorded(url: str) -> int:
+    """Bytes the part state of ``url``'s download records as done (0 without a state)."""
+    try:
+        return sum(part[2] for part in json.loads((cache.partial_dir(url) / "state.json").read_text())["parts"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _kill_during_download(srv: FaultServer, pause: Fault, url: str, *, recorded: bool = False) -> int:
+    """Start a pull in another process, kill -9 it while the server is mid-body (``recorded``: once its part state
+    records what arrived); bytes it left on disk."""
     proc = child(CHILD_CLI_PULL)
     try:
         assert pause.reached.wait(20), proc.stderr.read() if proc.poll() is not None else ""
         data = cache.partial_dir(url) / "data"
-        while not (data.exists() and data.stat().st_size >= pause.at):  # the client has written what it got
+        while not (data.exists() and data.stat().st_size >= pause.at) or (recorded and _recorded(url) < pause.at):
             assert proc.poll() is None, proc.communicate()
             threading.Event().wait(0.01)
     finally:
@@ -394,6 +403,108 @@ def test_ls_accounts_for_every_file_and_prune_to_zero_keeps_only_pins(zoo_env: P
     assert remaining and all(p.startswith("pins/") for p in remaining), remaining
     code, _, err = run(capsys, "cache", "ls")
     assert code == 0 and "is empty" in err
+
+
+def _leftovers(zoo_env: Path, tmp_path: Path) -> tuple[dict[str, Path], dict[str, Path]]:
+    """A cache holding one of everything: (what a plain `zoo cache prune` must remove, what it must keep)."""
+    from zoo.converters.layout import CONVERTER_VERSION
+
+    done = tmp_path / "done.zip"
+    done.write_bytes(OTHER)
+    write_manifest(zoo_env, "done", [source(done.as_uri())])
+    zoo.pull("done", progress=False)
+    [snap] = cache.snapshots("done")
+    conversions = {}
+    for version in (CONVERTER_VERSION, CONVERTER_VERSION - 1):
+        staged = cache.staging_dir() / "out"
+        staged.mkdir()
+        (staged / "w").write_bytes(b"w")
+        path = cache.converted_path(f"{version:064x}", version)
+        cache.commit_conversion(staged, path, origin="done", source="x", files={"w": cache.FileRecord(sha256(b"w"), 1)})
+        shutil.rmtree(staged.parent)
+        conversions[version] = path
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(ZIP)
+    write_manifest(zoo_env, "wrong", [source(bad.as_uri(), sha="0" * 64)])
+    with pytest.raises(IntegrityError):
+        zoo.pull("wrong", progress=False)  # quarantined
+    root = cache.home()
+    journal = cache.partial_dir("https://example.org/journaled.zip")  # a pull killed after storing its download
+    journal.mkdir(parents=True)
+    (journal / "verified.json").write_text(json.dumps({"sha256": sha256(b"journaled")}))
+    cache.blob_path(sha256(b"journaled")).write_bytes(b"journaled")
+    gone = {
+        "dead staging": root / "tmp" / f"{socket.gethostname()}-999999999-{'0' * 12}",
+        "half conversion": cache.converted_path("ab" * 32, CONVERTER_VERSION),
+        "older conversion": conversions[CONVERTER_VERSION - 1],
+        "half snapshot": root / "snapshots" / "done" / ("ef" * 8),
+        "orphan blob": cache.blob_path(sha256(b"orphan")),
+        "download that cannot resume": root / "partial" / ("1" * 32),
+        "empty download": root / "partial" / ("2" * 32),
+        "quarantine": next((root / "quarantine").iterdir()),
+    }
+    for name in ("dead staging", "half conversion", "half snapshot", "download that cannot resume"):
+        gone[name].mkdir(parents=True)
+        (gone[name] / "data").write_bytes(b"x" * 100)
+    gone["empty download"].mkdir()
+    gone["orphan blob"].write_bytes(b"orphan")
+    kept = {"snapshot": snap.path, "its blob": cache.blob_path(snap.sha256), "conversion": conversions[CONVERTER_VERSION],
+            "live staging": cache.staging_dir(), "journal": journal, "journaled blob": cache.blob_path(sha256(b"journaled")),
+            "pin": cache.get_pin(done.as_uri()).path}
+    return gone, kept
+
+
+def test_prune_without_arguments_removes_exactly_what_is_safe(zoo_env: Path, tmp_path: Path, capsys) -> None:
+    """Issue 16: leftovers nothing will use go; a download that can resume, and anything a live process holds,
+    stay; `--partials` also removes downloads that could resume."""
+    with FaultServer() as srv:
+        pause = Fault("pause", at=len(ZIP) // 2)
+        url = srv.add("/m.zip", ZIP, faults=[pause])
+        write_manifest(zoo_env, "tst", [source(url)])
+        _kill_during_download(srv, pause, url, recorded=True)  # known size, ranges and an ETag: it can resume
+        gone, kept = _leftovers(zoo_env, tmp_path)
+        kept["resumable download"] = cache.partial_dir(url)
+        held = cache.home() / "snapshots" / "tst" / "abc"  # a pull is extracting it right now
+        held.mkdir(parents=True)
+        with cache.lock(cache.snapshot_lock("tst", "abc")):
+            code, out, err = run(capsys, "cache", "prune")
+        assert code == 0, err
+        assert [name for name, path in gone.items() if path.exists()] == []
+        assert [name for name, path in kept.items() if not path.exists()] == []
+        assert held.is_dir() and "removed download" in out and "removed blob" in out
+        assert "kept 2 downloads that can resume" in err and "--partials" in err  # this one and the journaled one
+        assert not list((cache.home() / "locks").glob("download-*.lock"))  # nobody holds them
+
+        sent = srv.sent("/m.zip")
+        code, out, _ = run(capsys, "pull", "tst", "-q")  # the kept download resumes
+        assert code == 0 and files_of(Path(out.strip())) == FILES
+        assert srv.sent("/m.zip") - sent <= len(ZIP) - pause.at
+
+        pause = Fault("pause", at=len(ZIP) // 2)
+        srv.routes["/m.zip"].faults = [pause]
+        run(capsys, "cache", "rm", "tst")
+        _kill_during_download(srv, pause, url)
+    code, out, _ = run(capsys, "cache", "prune", "--partials")
+    assert code == 0 and f"removed download tst ({url})" in out
+    assert not cache.partial_dir(url).exists() and not kept["journal"].exists()
+    assert not kept["journaled blob"].exists()  # its journal went with the partials: nothing names it now
+    assert kept["snapshot"].is_dir() and kept["conversion"].is_dir() and kept["live staging"].is_dir()
+
+
+def test_prune_keeps_a_download_another_process_holds(zoo_env: Path, capsys) -> None:
+    url = "https://example.org/m.zip"
+    work = cache.partial_dir(url)  # bytes that could not resume, but their pull is still running
+    work.mkdir(parents=True)
+    (work / "data").write_bytes(b"x" * 100)
+    orphan = cache.blob_path(sha256(b"orphan"))
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"orphan")
+    with cache.lock(cache.download_lock(url)):
+        code, out, _ = run(capsys, "cache", "prune", "--partials")
+    assert code == 0 and work.is_dir() and orphan.exists()  # and a running pull may be about to reuse a blob
+    assert "removed" not in out
+    code, out, _ = run(capsys, "cache", "prune")
+    assert code == 0 and not work.exists() and not orphan.exists()
 
 
 CHILD_KILLED_AFTER_STORING = """

@@ -61,11 +61,12 @@ def test_a_billion_laughs_manifest_is_refused_in_milliseconds(tmp_path: Path, ca
 
 def test_values_in_manifest_errors_are_cut(tmp_path: Path, capsys) -> None:
     data = yaml.safe_load((builtin_manifest_dir() / "albert_base_zh.yaml").read_text(encoding="utf-8"))
-    data.update(name="huge", aliases=[], license="x" * 1_000_000)  # also not a valid license? any bad value
-    data["sources"][0]["url"] = "ftp://" + "y" * 1_000_000
-    (tmp_path / "huge.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
-    code, _, err = run(capsys, "info", "huge", "--manifests", str(tmp_path))
-    assert code == 4 and "sources[0].url" in err and "y" * 200 not in err and len(err) < 2000
+    data.update(name="huge", aliases=[])
+    for url in ("ftp://" + "y" * 1_000, "ftp://" + "y" * 1_000_000):  # a bad value; a bad and overlong one
+        data["sources"][0]["url"] = url
+        (tmp_path / "huge.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
+        code, _, err = run(capsys, "info", "huge", "--manifests", str(tmp_path))
+        assert code == 4 and "sources[0].url" in err and "y" * 200 not in err and len(err) < 2000
 
 
 @pytest.mark.parametrize("content", [b"name: caf\xe9\nfamily: bert\n", b"\xff\xfe\x00n\x00a", b"{{{{: [\n",

@@ -201,6 +201,8 @@ def test_targets_for_several_models(tiny) -> None:
         plan_targets(["a", "b"], "hf://acme/one")
     with pytest.raises(UsageError, match="expected hf://org/repo"):
         plan_targets(["a"], "hf://no-org")
+    with pytest.raises(UsageError, match="expected hf://org/repo"):
+        plan_targets(["a"], "hf://acme/one\n")  # the whole id must match, not all but a trailing newline
     assert main(["mirror", "--to", "hf://acme/x"]) == 2  # no names, no --all
 
 

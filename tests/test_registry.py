@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import copy
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,30 @@ def test_valid_manifest_parses_with_derived_fields() -> None:
         ({"heads": {"nsp": "trained"}}, "heads.nsp", "unknown key"),
         ({"heads": {"note": "  "}}, "heads.note", "non-empty string"),
         ({"heads": {"note": 3}}, "heads.note", "expected a string, got an integer"),
+        # patterns match the whole string: `$` would accept a trailing newline (issue 17, item 14)
+        ({"name": "albert_test_zh\n"}, "name", r"\[a-z0-9_\]\+"),
+        ({"aliases": ["albert-test\n"]}, r"aliases\[0\]", "expected a lowercase name"),
+        ({"sources__0__sha256": "a" * 64 + "\n"}, r"sources\[0\]\.sha256", "64 lowercase hex digits"),
+        ({"sources__1__files__vocab.txt__sha256": "c" * 64 + "\n"}, r"sources\[1\]\.files\.vocab\.txt\.sha256",
+         "64 lowercase hex"),
+        ({"sources__1__hf": "org/albert-test\n"}, r"sources\[1\]\.hf", "org/name"),
+        ({"sources__1__revision": "0" * 40 + "\n"}, r"sources\[1\]\.revision", "branch or tag name"),
+        ({"sources__1__revision": "my branch"}, r"sources\[1\]\.revision", "branch or tag name"),
+        # every string is bounded: a huge value is a clear error, never a traceback further down
+        ({"sources__1__revision": "a" * 100_000}, r"sources\[1\]\.revision", "at most 255 characters, got 100000"),
+        ({"name": "a" * 101}, "name", "at most 100 characters"),
+        ({"aliases": ["a" * 101]}, r"aliases\[0\]", "at most 100 characters"),
+        ({"description": "d" * 100_000}, "description", "at most 1000 characters"),
+        ({"license": "L" * 201}, "license", "at most 200 characters"),
+        ({"homepage": "https://e.org/" + "p" * 5000}, "homepage", "at most 2048 characters"),
+        ({"citation": "c" * 1001}, "citation", "at most 1000 characters"),
+        ({"sources__0__url": "https://e.org/" + "u" * 5000}, r"sources\[0\]\.url", "at most 2048 characters"),
+        ({"sources__1__hf": "org/" + "r" * 100}, r"sources\[1\]\.hf", "at most 96 characters"),
+        ({"sources__0__checkpoint": "c/" * 600}, r"sources\[0\]\.checkpoint", "at most 1024 characters"),
+        ({"sources__0__vocab": "v" * 1025}, r"sources\[0\]\.vocab", "at most 1024 characters"),
+        ({"sources__0__files": {"f" * 1025: {"sha256": None}}}, r"sources\[0\]\.files\.f{59}…", "at most 1024"),
+        ({"config__hidden_act": "x" * 100_000}, "config.hidden_act", "at most 100 characters"),
+        ({"heads": {"note": "n" * 2001}}, "heads.note", "at most 2000 characters"),
     ],
 )
 def test_invalid_manifests_name_file_key_and_expectation(changes: dict[str, Any], key: str, message: str) -> None:
@@ -155,6 +181,41 @@ def test_invalid_manifests_name_file_key_and_expectation(changes: dict[str, Any]
     assert text.startswith("/m/test.yaml: ")
     assert re.search(rf"^/m/test\.yaml: {key}: ", text), text
     assert re.search(message, text), text
+
+
+def test_download_size_is_what_the_pins_add_up_to() -> None:
+    m = parse(manifest())
+    assert m.sources[0].download_size is None and m.sources[1].download_size == 0 + 5
+    assert m.download_size == 5  # the first source that knows
+    assert parse(manifest(sources__0__size=123)).download_size == 123
+    unsized = manifest()
+    unsized["sources"][1]["files"]["vocab.txt"]["size"] = None
+    assert parse(unsized).download_size is None  # one file of unknown size: the total is unknown
+
+
+def test_only_a_40_hex_revision_is_a_commit() -> None:
+    source = parse(manifest()).sources[1]
+    assert source.revision_is_commit
+    # even if one got past the schema, a commit id with a trailing newline is not an immutable commit
+    assert not dataclasses.replace(source, revision="0" * 40 + "\n").revision_is_commit
+    assert not dataclasses.replace(source, revision="main").revision_is_commit
+
+
+def test_no_pattern_in_zoo_anchors_with_a_dollar() -> None:
+    """``$`` also matches before a trailing newline: zoo anchors with ``fullmatch`` or ``\\Z`` (issue 17)."""
+    calls = {"compile", "match", "search", "fullmatch", "sub", "subn", "split", "findall", "finditer"}
+    found = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "zoo").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in calls
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "re" and node.args):
+                continue
+            pattern = node.args[0]
+            multiline = "MULTILINE" in ast.dump(node) or "re.M" in ast.unparse(node)
+            if isinstance(pattern, ast.Constant) and isinstance(pattern.value, str) and not multiline \
+                    and re.search(r"(?<!\\)\$", pattern.value):
+                found.append(f"{path.name}:{node.lineno}: {pattern.value}")
+    assert not found, found
 
 
 def test_heads_key_is_optional_and_records_each_head() -> None:
@@ -296,6 +357,37 @@ REQUIRED = {
 BERT_ZH = ["bert_base_zh", "bert_wwm_ext_zh", "bert_wwm_zh", "macbert_base_zh", "macbert_large_zh", "rbt3_zh",
            "rbtl3_zh", "roberta_base_zh_uer", "roberta_medium_zh_uer", "roberta_mini_zh_uer", "roberta_small_zh_uer",
            "roberta_tiny_zh_uer", "roberta_wwm_ext_large_zh", "roberta_wwm_ext_zh"]
+
+
+#: releases whose files hold the heads of their own pretraining (MLM + NSP for BERT, MLM + SOP for ALBERT):
+#: docs/manifests.md, "Pretraining heads of the Google and brightmart releases"
+GOOGLE_BERT = ["bert_base_zh", "bert_base_uncased", "bert_base_cased", "bert_large_uncased", "bert_large_cased",
+               "bert_large_uncased_wwm", "bert_large_cased_wwm", "bert_base_multilingual_cased",
+               "bert_base_multilingual_uncased"]
+GOOGLE_ALBERT = ["albert_base_zh", "albert_large_zh", "albert_xlarge_zh", "albert_xxlarge_zh"]
+BRIGHTMART = ["albert_tiny_zh", "albert_small_zh", "albert_tiny_zh_brightmart", "albert_tiny_zh_489k",
+              "albert_base_zh_brightmart", "albert_base_zh_brightmart_36k", "albert_large_zh_brightmart",
+              "albert_xlarge_zh_brightmart", "albert_xlarge_zh_brightmart_177k"]
+#: how a note names its source: an issue (owner/repo#N or #N), a model card, a README or a source file
+SOURCE = re.compile(r"[\w.-]+/[\w.-]+#\d+|#\d+|model card|README|\.py\b")
+
+
+@pytest.mark.parametrize("name", GOOGLE_BERT + GOOGLE_ALBERT + BRIGHTMART)
+def test_google_and_brightmart_releases_record_their_trained_heads(name: str) -> None:
+    heads = get_manifest(name).heads
+    assert (heads.mlm, heads.seq_relationship, heads.pooler) == ("trained", "trained", "trained")
+    assert heads.note and SOURCE.search(heads.note), heads.note
+
+
+@pytest.mark.parametrize("path", BUILTIN, ids=[p.stem for p in BUILTIN])
+def test_every_builtin_manifest_records_each_head_and_why(path: Path) -> None:
+    """No built-in release says "not recorded" (issue 16); every record has a note naming its source, and
+    "unknown" is kept only with a note that says why nothing is established."""
+    heads = read_manifest(path, builtin=True).heads
+    states = [heads.state(head) for head in ("mlm", "seq_relationship", "pooler")]
+    assert None not in states and heads.note and SOURCE.search(heads.note), heads.note
+    if "unknown" in states:
+        assert re.search(r"undocumented|no one|not established|disagree|unmeasured|unverified", heads.note)
 
 
 def test_every_required_checkpoint_is_registered() -> None:

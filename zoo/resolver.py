@@ -179,12 +179,12 @@ def _check_tofu_still_agrees(src: Source, snap: cache.Snapshot) -> None:
         for rel, record in snap.files.items():
             if src.files.get(rel) and src.files[rel].sha256:
                 continue
-            pin = cache.get_pin(_pin_label(src, rel))
+            label = cache.file_pin_label(src, rel)
+            pin = cache.get_pin(label)
             if pin is None:
-                cache.record_pin(_pin_label(src, rel), record.sha256, record.size)
+                cache.record_pin(label, record.sha256, record.size)
             elif pin.sha256 != record.sha256:
-                raise _pin_mismatch(_pin_label(src, rel), f"sha256 {record.sha256}, expected {pin.sha256}", pin,
-                                    where=None)
+                raise _pin_mismatch(label, f"sha256 {record.sha256}, expected {pin.sha256}", pin, where=None)
 
 
 # --------------------------------------------------------------------------------------------- one source
@@ -370,11 +370,11 @@ def _pull_hf(manifest: Manifest, src: Source, key: str, opts: FetchOptions, emit
                                          hint="the repo serves different bytes than the manifest pins: a tampered "
                                               "mirror, or the manifest names a moving revision")
                 continue
-            recorded = cache.get_pin(_pin_label(src, rel))
+            label = cache.file_pin_label(src, rel)
+            recorded = cache.get_pin(label)
             if recorded is not None and (recorded.sha256, recorded.size) != (sha, size):
                 where = cache.quarantine(target / rel, f"{src.label}: {rel}: changed upstream")
-                raise _pin_mismatch(_pin_label(src, rel), f"sha256 {sha}, expected {recorded.sha256}", recorded,
-                                    where=where)
+                raise _pin_mismatch(label, f"sha256 {sha}, expected {recorded.sha256}", recorded, where=where)
             if recorded is None:
                 tofu[rel] = (sha, size)
         combined = combined_sha256({rel: sha for rel, (sha, _) in got.files.items()})
@@ -385,15 +385,10 @@ def _pull_hf(manifest: Manifest, src: Source, key: str, opts: FetchOptions, emit
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for rel, (sha, size) in tofu.items():  # only once everything verified and stored
-        cache.record_pin(_pin_label(src, rel), sha, size)
-        log.info("recorded trust-on-first-use pin for %s: sha256 %s", _pin_label(src, rel), sha)
+        cache.record_pin(cache.file_pin_label(src, rel), sha, size)
+        log.info("recorded trust-on-first-use pin for %s: sha256 %s", cache.file_pin_label(src, rel), sha)
     log.info("%s: %d files verified (combined sha256 %s)", src.label, len(got.files), combined)
     return Pulled(snap.path, src, combined, manifest, snap)
-
-
-def _pin_label(source: Source, rel: str) -> str:
-    """The pin-store key of one file of an hf source."""
-    return f"{source.label}/{rel}"
 
 
 def _basename(src: Source) -> str:

@@ -34,7 +34,7 @@ from zoo.cache.paths import (
     staging_dir,
     url_key,
 )
-from zoo.cache.pins import Pin, get_pin, record_pin
+from zoo.cache.pins import Pin, download_size, file_pin_label, get_pin, record_pin
 from zoo.cache.records import Check, FileRecord, Stamp
 from zoo.cache.snapshots import (
     Snapshot,
@@ -51,8 +51,9 @@ from zoo.cache.snapshots import (
 __all__ = [
     "KINDS", "Check", "Conversion", "Entry", "FileRecord", "Pin", "Problem", "Snapshot", "Stamp", "add_blob",
     "blob_path", "cached_snapshot", "check_conversion", "check_snapshot", "commit_conversion", "commit_snapshot",
-    "conversion_lock", "conversions", "converted_path", "download_lock", "ensure_home", "entries", "get_pin",
-    "home", "invalidate", "invalidate_conversion", "lock", "new_snapshot", "partial_dir", "prune", "quarantine",
-    "read_conversion", "read_snapshot", "record_pin", "remove", "snapshot_lock", "snapshots", "source_key",
-    "staging_dir", "total_size", "touch", "touch_conversion", "try_lock", "url_key", "verified_blob", "verify",
+    "conversion_lock", "conversions", "converted_path", "download_lock", "download_size", "ensure_home", "entries",
+    "file_pin_label", "get_pin", "home", "invalidate", "invalidate_conversion", "lock", "new_snapshot",
+    "partial_dir", "prune", "quarantine", "read_conversion", "read_snapshot", "record_pin", "remove",
+    "snapshot_lock", "snapshots", "source_key", "staging_dir", "total_size", "touch", "touch_conversion",
+    "try_lock", "url_key", "verified_blob", "verify",
 ]

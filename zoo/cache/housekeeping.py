@@ -219,42 +219,81 @@ def _remove_partial(work: Path, source: str) -> bool:
     return True
 
 
-def prune(max_size: int, *, converter_version: int | None = None) -> list[Entry]:
-    """Free space: first every leftover (staging directories of processes that are gone, quarantined files,
-    downloads nobody is running, incomplete conversions and — given ``converter_version`` — conversions made by
-    other converter versions, blobs no snapshot uses, unheld lock files), then the least recently used
-    snapshots and conversions until the cache fits in ``max_size`` bytes. What another process is using is
-    skipped. Returns what was removed."""
+def prune(max_size: int | None = None, *, partials: bool = False,
+          converter_version: int | None = None) -> list[Entry]:
+    """Free space without losing anything a pull or load would need again, or anything in use.
+
+    Always removes what nothing will use: staging directories of processes that are gone, quarantined files,
+    snapshots and conversions left without their marker, downloads nobody is running that cannot resume, blobs
+    nothing refers to, conversions made by other converter versions (given ``converter_version``), then lock files
+    nobody holds and empty folders. ``partials`` also removes downloads that could resume (and verified downloads
+    a killed pull left to finish). ``max_size`` then removes the least recently used snapshots and conversions
+    until the cache fits in that many bytes. What another process holds is skipped. Returns what was removed.
+    """
+    removed = _remove_leftovers(partials=partials, converter_version=converter_version)
+    if max_size is not None:
+        removed += _evict(max_size)
+    _remove_unheld_locks()  # last: removing entries above took (and so created) their lock files
     root = home()
+    for folder in ("partial", "tmp", "quarantine", "locks"):
+        try:
+            (root / folder).rmdir()  # only when empty
+        except OSError:
+            pass
+    return removed
+
+
+def _remove_leftovers(*, partials: bool, converter_version: int | None) -> list[Entry]:
     removed: list[Entry] = []
-    blobs_in_use: bool | None = None
     for entry in entries():
-        if entry.kind == "staging" and entry.detail == "incomplete conversion":
-            if _remove_half_conversion(entry.paths[0]):
-                removed.append(entry)
-        elif entry.kind == "staging" and entry.detail == "incomplete snapshot":
-            if _remove_half_snapshot(entry.paths[0]):
-                removed.append(entry)
-        elif entry.kind == "staging":
-            if not staging_owner_alive(entry.paths[0]):
-                rmtree(entry.paths[0])
-                removed.append(entry)
+        path = entry.paths[0]
+        if entry.kind == "staging":
+            gone = _remove_staging(entry)
         elif entry.kind == "quarantine":
-            rmtree(entry.paths[0])
-            removed.append(entry)
+            rmtree(path)
+            gone = True
         elif entry.kind == "download":
-            if _remove_partial(entry.paths[0], entry.detail):
-                removed.append(entry)
-        elif entry.kind == "blob":
-            if blobs_in_use is None:
-                blobs_in_use = _downloads_running()
-            if not blobs_in_use:  # a running pull may be about to reuse a stored blob it found by its pin
-                entry.paths[0].unlink(missing_ok=True)
-                removed.append(entry)
+            gone = (partials or not _resumable(path)) and _remove_partial(path, entry.detail)
+        else:
+            continue  # blobs below; snapshots and conversions only by converter version or size
+        if gone:
+            removed.append(entry)
     if converter_version is not None:
         for conv in conversions():
             if conv.version != converter_version and _remove_conversion(conv):
                 removed.append(Entry("conversion", conv.origin, f"converter v{conv.version}", 0, 0, (conv.path,)))
+    orphans = _orphan_blobs()  # after the downloads: a journal removed above no longer keeps its blob
+    if orphans and not _downloads_running():  # a running pull may be about to reuse a blob it found by its pin
+        for blob in orphans:
+            removed.append(Entry("blob", blob.name, "no snapshot uses it", disk_usage([blob]), mtime(blob), (blob,)))
+            blob.unlink(missing_ok=True)
+    return removed
+
+
+def _remove_staging(entry: Entry) -> bool:
+    """Remove a staging entry unless its owner may still be using it."""
+    path = entry.paths[0]
+    if entry.detail == "incomplete conversion":
+        return _remove_half_conversion(path)
+    if entry.detail == "incomplete snapshot":
+        return _remove_half_snapshot(path)
+    if staging_owner_alive(path):
+        return False
+    rmtree(path)
+    return True
+
+
+def _resumable(work: Path) -> bool:
+    """Whether a download left in ``partial/`` can continue: a verified download recorded in its journal (the next
+    pull finishes from it, even offline), or bytes with the part state a ranged resume needs."""
+    from zoo.fetch.http import resumable  # not at import time: `zoo list` never loads requests
+
+    return (work / "verified.json").is_file() or resumable(work)
+
+
+def _evict(max_size: int) -> list[Entry]:
+    """The least recently used snapshots and conversions, until the cache fits in ``max_size`` bytes."""
+    removed: list[Entry] = []
     candidates: list[tuple[float, Snapshot | Conversion]] = [(s.last_used, s) for s in snapshots()]
     candidates += [(c.last_used, c) for c in conversions()]
     for _, item in sorted(candidates, key=lambda pair: pair[0]):
@@ -266,12 +305,6 @@ def prune(max_size: int, *, converter_version: int | None = None) -> list[Entry]
                 removed += [Entry("snapshot", item.model, item.source, 0, item.last_used, (item.path,)), *gone]
         elif item.marker.exists() and _remove_conversion(item):
             removed.append(Entry("conversion", item.origin, item.source, 0, item.last_used, (item.path,)))
-    _remove_unheld_locks()  # last: removing entries above took (and so created) their lock files
-    for folder in ("partial", "tmp", "quarantine", "locks"):
-        try:
-            (root / folder).rmdir()  # only when empty
-        except OSError:
-            pass
     return removed
 
 

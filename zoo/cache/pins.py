@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from zoo._fs import write_json_atomic
 from zoo.cache.paths import pin_path
 from zoo.errors import IntegrityError
+
+if TYPE_CHECKING:
+    from zoo.registry.schema import Manifest, Source
+
+log = logging.getLogger("zoo.cache")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,3 +73,35 @@ def record_pin(label: str, sha256: str, size: int) -> Pin:
     pin = Pin(label, sha256, size, time.time())
     write_json_atomic(pin.path, dataclasses.asdict(pin))
     return pin
+
+
+def file_pin_label(source: Source, rel: str) -> str:
+    """The pin-store key of one file of an hf source."""
+    return f"{source.label}/{rel}"
+
+
+def download_size(manifest: Manifest) -> int | None:
+    """The bytes the manifest's download takes, for the first source whose size is known: from the manifest's
+    pins, completed by those recorded on first use (which outlive ``zoo cache rm``)."""
+    for source in manifest.sources:
+        size = source.download_size if source.download_size is not None else _recorded_size(source)
+        if size is not None:
+            return size
+    return None
+
+
+def _recorded_size(source: Source) -> int | None:
+    if source.kind == "url":
+        return _pin_size(source.label)
+    sizes = [pin.size if (pin := source.files.get(rel)) is not None and pin.size is not None
+             else _pin_size(file_pin_label(source, rel)) for rel in source.repo_files]
+    return None if None in sizes else sum(s for s in sizes if s is not None)
+
+
+def _pin_size(label: str) -> int | None:
+    try:
+        pin = get_pin(label)
+    except IntegrityError as exc:  # a listing shows no size; the next pull of this source reports the damage
+        log.debug("%s", exc)
+        return None
+    return pin.size if pin else None

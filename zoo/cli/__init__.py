@@ -20,6 +20,10 @@ from zoo.errors import ZooError
 
 _COMMAND_MODULES = (registry, fetch, ckpt, models, hub, train)
 
+#: what zoo is, in one line (pyproject.toml's description says the same; a test keeps them together)
+DESCRIPTION = ("Registry, verified downloader, TensorFlow-free converter and trainer (continued pretraining) for "
+               "Chinese ALBERT and BERT checkpoints.")
+
 _EPILOG = """\
 examples:
   zoo list --lang zh                      registered Chinese checkpoints
@@ -47,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="zoo",
-        description="Registry, downloader and converter for Chinese ALBERT and BERT checkpoints.",
+        description=DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

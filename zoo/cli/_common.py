@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,13 @@ def out_console() -> Console:
 
 def stdout_is_tty() -> bool:
     return sys.stdout.isatty()
+
+
+def print_columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Plain aligned columns for a pipe: an upper-case header, every value whole (never cut to a width)."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(header)]
+    for cells in ([h.upper() for h in header], *rows):
+        sys.stdout.write("  ".join(v.ljust(w) for v, w in zip(cells, widths)).rstrip() + "\n")
 
 
 def progress(args: argparse.Namespace) -> Any:

@@ -8,7 +8,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zoo.cli._common import emit_json, err_console, out_console, progress, registry_from_args
+from zoo.cli._common import (
+    emit_json,
+    err_console,
+    out_console,
+    print_columns,
+    progress,
+    registry_from_args,
+    stdout_is_tty,
+)
 from zoo.errors import IntegrityError, NotFoundError, UsageError
 
 
@@ -49,9 +57,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
                                   "conversions)")
     p.add_argument("name", metavar="NAME_OR_PATH")
     p.set_defaults(func=_cache_rm)
-    p = cache_sub.add_parser("prune", parents=[common],
-                             help="remove leftovers, then least recently used entries down to a size")
-    p.add_argument("--max-size", required=True, metavar="SIZE", help="target cache size, e.g. 20G, 500M, 0")
+    p = cache_sub.add_parser(
+        "prune", parents=[common], help="remove what nothing will use; --max-size: then least recently used entries",
+        description="Remove what no pull or load will use again: staging directories of processes that are gone,\n"
+                    "quarantined files, snapshots and conversions without their marker, downloads that cannot\n"
+                    "resume, blobs nothing refers to, conversions by other converter versions, unheld lock files.\n"
+                    "Snapshots, conversions, pins, downloads that can resume and anything another zoo process\n"
+                    "holds are kept.",
+        epilog="examples:\n  zoo cache prune\n  zoo cache prune --partials\n  zoo cache prune --max-size 20G",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--partials", action="store_true",
+                   help="also remove interrupted downloads that could resume (the next pull starts over)")
+    p.add_argument("--max-size", metavar="SIZE",
+                   help="then remove least recently used snapshots and conversions until the cache fits in SIZE "
+                        "(e.g. 20G, 500M, 0)")
     p.set_defaults(func=_cache_prune)
     def cache_help(args: argparse.Namespace) -> int:
         cache_p.print_help(sys.stderr)
@@ -146,15 +165,20 @@ def _cache_ls(args: argparse.Namespace) -> int:
     if not rows:
         err_console().print(f"the cache ({cache.home()}) is empty")
         return 0
-    from rich.table import Table
+    columns = ("kind", "name", "source", "size", "last used")
+    cells = [(row["kind"], row["name"], row["source"], human_size(row["size"]), row["last_used"].replace("T", " "))
+             for row in rows]
+    if not stdout_is_tty():  # a pipe gets every path and URL whole
+        print_columns(columns, cells)
+    else:
+        from rich.table import Table
 
-    table = Table(box=None, pad_edge=False)
-    for column in ("kind", "name", "source", "size", "last used"):
-        table.add_column(column, justify="right" if column == "size" else "left")
-    for row in rows:
-        table.add_row(row["kind"], row["name"], row["source"], human_size(row["size"]),
-                      row["last_used"].replace("T", " "))
-    out_console().print(table)
+        table = Table(box=None, pad_edge=False)
+        for column in columns:
+            table.add_column(column, justify="right" if column == "size" else "left")
+        for c in cells:
+            table.add_row(*c)
+        out_console().print(table)
     err_console().print(f"total {human_size(cache.total_size())} in {cache.home()}")
     return 0
 
@@ -188,13 +212,18 @@ def _cache_prune(args: argparse.Namespace) -> int:
     from zoo.converters.layout import CONVERTER_VERSION
 
     try:
-        limit = parse_size(args.max_size)
+        limit = None if args.max_size is None else parse_size(args.max_size)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     before = cache.total_size()
-    removed = cache.prune(limit, converter_version=CONVERTER_VERSION)
+    removed = cache.prune(limit, partials=args.partials, converter_version=CONVERTER_VERSION)
     for entry in removed:
         sys.stdout.write(f"removed {entry.kind} {entry.name}" + (f" ({entry.detail})" if entry.detail else "") + "\n")
     after = cache.total_size()
-    sys.stdout.write(f"cache: {human_size(before)} -> {human_size(after)} (limit {human_size(limit)})\n")
+    sys.stdout.write(f"cache: {human_size(before)} -> {human_size(after)}"
+                     + (f" (limit {human_size(limit)})" if limit is not None else "") + "\n")
+    left = sum(1 for entry in cache.entries() if entry.kind == "download")
+    if left and not args.partials:
+        err_console().print(f"kept {left} download{'s' if left > 1 else ''} that can resume or are in progress "
+                            "(`zoo cache prune --partials` removes those nobody is running)", markup=False)
     return 0

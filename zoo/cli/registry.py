@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from zoo.cli._common import emit_json, out_console, registry_from_args, stdout_is_tty
+from zoo.cli._common import emit_json, out_console, print_columns, registry_from_args, stdout_is_tty
 
 if TYPE_CHECKING:
     from zoo.registry import Manifest
@@ -34,9 +34,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 
 def _human_size(n: int | None) -> str:
+    """A size, or "—" where neither a pin nor the cache knows it."""
     from zoo._fs import human_size
 
-    return human_size(n) if n else "?"
+    return "—" if n is None else human_size(n)
 
 
 def _human_params(n: int | None) -> str:
@@ -44,7 +45,7 @@ def _human_params(n: int | None) -> str:
 
 
 def _row(manifest: Manifest) -> dict[str, Any]:
-    from zoo.cache import cached_snapshot
+    from zoo.cache import cached_snapshot, download_size
 
     cached = cached_snapshot(manifest)
     return {
@@ -54,7 +55,7 @@ def _row(manifest: Manifest) -> dict[str, Any]:
         "architecture": manifest.architecture,
         "language": manifest.language,
         "params": manifest.config.param_count(),
-        "size": cached.size if cached else manifest.download_size,
+        "size": cached.size if cached else download_size(manifest),
         "license": manifest.license,
         "cached": cached is not None,
         "description": manifest.description,
@@ -74,11 +75,7 @@ def _list(args: argparse.Namespace) -> int:
               r["language"], _human_params(r["params"]), _human_size(r["size"]),
               "yes" if r["cached"] else "-") for r in rows]
     if not stdout_is_tty():
-        widths = [max(len(columns[i]), *(len(c[i]) for c in cells)) if cells else len(columns[i])
-                  for i in range(len(columns))]
-        print("  ".join(h.upper().ljust(w) for h, w in zip(columns, widths)).rstrip())
-        for c in cells:
-            print("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip())
+        print_columns(columns, cells)
         return 0
     from rich.table import Table
 
@@ -132,7 +129,7 @@ def _info(args: argparse.Namespace) -> int:
         console.print(f"  format {s['format']}" + (f", scheme {s['scheme']}" if s["scheme"] else "")
                       + f", archive {s['archive']}")
         console.print(f"  sha256 {s['sha256'] or 'not published (trust on first use)'}"
-                      + (f", size {_human_size(s['size'])} ({s['size']:,} bytes)" if s["size"] else ""))
+                      + (f", size {_human_size(s['size'])} ({s['size']:,} bytes)" if s["size"] is not None else ""))
         console.print(f"  checkpoint {s['checkpoint']}, vocab {s['vocab']}")
         for rel, pin in s["files"].items():
             console.print(f"  file {rel}: sha256 {pin['sha256'] or '?'}"

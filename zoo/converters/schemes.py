@@ -26,11 +26,11 @@ assert set(_MODULES) == set(SCHEMES)
 SLOT_SUFFIXES = ("adam_m", "adam_v", "lamb_m", "lamb_v")
 
 _MARKERS = {
-    "brightmart-albert": re.compile(r"^bert/(embeddings/word_embeddings_2$|encoder/layer_shared/)"),
+    "brightmart-albert": re.compile(r"^bert/(embeddings/word_embeddings_2\Z|encoder/layer_shared/)"),
     "google-albert": re.compile(r"^bert/encoder/transformer/group_\d+/inner_group_\d+/"),
     "google-bert": re.compile(r"^bert/encoder/layer_\d+/"),
 }
-_KERAS = re.compile(r"(\.ATTRIBUTES/|/layer_normalization|^_CHECKPOINTABLE_OBJECT_GRAPH$)")
+_KERAS = re.compile(r"(\.ATTRIBUTES/|/layer_normalization|^_CHECKPOINTABLE_OBJECT_GRAPH\Z)")
 
 
 def skip_reason(name: str) -> str | None:

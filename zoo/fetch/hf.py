@@ -29,11 +29,6 @@ log = logging.getLogger("zoo.fetch.hf")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
-def wanted_files(source: Source) -> list[str]:
-    """Every repo file the source needs: its pinned ``files`` plus checkpoint and vocab."""
-    return sorted(set(source.files) | {str(source.checkpoint), str(source.vocab)})
-
-
 def combined_sha256(files: Mapping[str, str]) -> str:
     """sha256 of the ``sha256sum`` listing (``<hex>  <path>\\n``, sorted by path) of ``{path: sha256}``: the
     hash that names an hf snapshot (and its conversion) as one thing."""
@@ -61,7 +56,7 @@ def fetch(source: Source, workdir: Path, *, options: FetchOptions | None = None,
     workdir.mkdir(parents=True, exist_ok=True)
     got: dict[str, tuple[str, int]] = {}
     fetched = 0
-    for rel in wanted_files(source):
+    for rel in source.repo_files:
         try:
             path = Path(hf_hub_download(repo, rel, revision=source.revision, endpoint=endpoint,
                                         local_dir=workdir, tqdm_class=_forwarding_tqdm(emit, source.label, rel)))

@@ -38,7 +38,7 @@ from requests.adapters import HTTPAdapter
 from zoo._fs import file_mode, human_size, is_disk_full, require_free_space
 from zoo._version import __version__
 from zoo.errors import DiskSpaceError, IntegrityError, NetworkError
-from zoo.fetch.base import Download, FetchOptions
+from zoo.fetch.base import DATA, Download, FetchOptions
 from zoo.fetch.hashing import OrderedHasher
 from zoo.fetch.probe import UNREACHABLE_HINT, exception_chain, why_unreachable
 from zoo.progress import ProgressCallback, ProgressEvent
@@ -46,6 +46,7 @@ from zoo.progress import ProgressCallback, ProgressEvent
 log = logging.getLogger("zoo.fetch")
 
 STATE_VERSION = 1
+STATE = "state.json"  # next to DATA: the validator and each part's progress
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _HEADERS = {"Accept-Encoding": "identity", "User-Agent": f"zoo/{__version__}"}
@@ -110,6 +111,24 @@ class _Part:
         return self.end is not None and self.offset >= self.end
 
 
+def resumable(workdir: Path) -> bool:
+    """Whether ``workdir`` holds an interrupted download a later run can continue (if the server still has the
+    same file): a part state with size and validator, and the pre-sized data file it describes."""
+    return _saved_state(workdir) is not None
+
+
+def _saved_state(workdir: Path) -> dict[str, Any] | None:
+    try:
+        state = json.loads((workdir / STATE).read_text())
+        data_size = (workdir / DATA).stat().st_size
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(state, dict) and state.get("version") == STATE_VERSION and state.get("validator")
+            and isinstance(state.get("size"), int) and state["size"] == data_size and state.get("parts")):
+        return None
+    return state
+
+
 def download(url: str, workdir: Path, *, options: FetchOptions | None = None,
              progress: ProgressCallback | None = None, label: str | None = None,
              expected_size: int | None = None) -> Download:
@@ -132,8 +151,8 @@ class _Downloader:
         self.progress = progress
         self.label = label or url.rsplit("/", 1)[-1] or url
         self.expected_size = expected_size
-        self.data_path = workdir / "data"
-        self.state_path = workdir / "state.json"
+        self.data_path = workdir / DATA
+        self.state_path = workdir / STATE
         self.fetched = 0  # network bytes this run
         self._fetched_lock = threading.Lock()
         self._stop = threading.Event()
@@ -430,14 +449,11 @@ class _Downloader:
     # ------------------------------------------------------------------------------------------ state
     def _load_parts(self, remote: _Remote) -> list[_Part] | None:
         """The parts recorded by an interrupted earlier run, if they still describe this remote file."""
-        try:
-            state = json.loads(self.state_path.read_text())
-        except (OSError, ValueError):
+        state = _saved_state(self.workdir)
+        if state is None:
             return None
-        same = (state.get("version") == STATE_VERSION and state.get("url") == self.url
-                and remote.validator and state.get("validator") == remote.validator
-                and state.get("size") == remote.size and remote.ranges and self.data_path.exists()
-                and self.data_path.stat().st_size == remote.size)
+        same = (state.get("url") == self.url and remote.validator and state["validator"] == remote.validator
+                and state["size"] == remote.size and remote.ranges)
         if not same:
             if state.get("validator") != remote.validator:
                 log.info("%s changed on the server since the interrupted download; starting over", self.url)

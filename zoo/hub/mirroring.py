@@ -48,7 +48,7 @@ HF_PREFIX = "hf://"
 #: Files stored with git-lfs (as the Hub's default .gitattributes does for weights).
 LFS_PATTERNS = ("*.safetensors", "*.bin")
 GITATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in LFS_PATTERNS)
-_REPO_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_REPO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 _COMMITTER = {"GIT_AUTHOR_NAME": "zoo", "GIT_AUTHOR_EMAIL": "zoo@localhost",
               "GIT_COMMITTER_NAME": "zoo", "GIT_COMMITTER_EMAIL": "zoo@localhost"}
 
@@ -135,7 +135,7 @@ def plan_targets(models: Sequence[Model], to: str | os.PathLike[str] | None, *,
     to = str(to)
     if to.startswith(HF_PREFIX):
         repo_id = to[len(HF_PREFIX):].strip("/")
-        if not _REPO_ID_RE.match(repo_id):
+        if not _REPO_ID_RE.fullmatch(repo_id):
             raise UsageError(f"expected hf://org/repo, got {to!r}")
         if len(names) > 1:
             raise UsageError(f"{len(names)} models cannot share the repo {repo_id}",

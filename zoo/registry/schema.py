@@ -31,11 +31,20 @@ HEAD_KEYS = ("mlm", "seq_relationship", "pooler")
 #: sources disagree or say nothing (zoo warns). A head the manifest does not mention is assumed as released.
 HEAD_STATES = ("trained", "untrained", "absent", "unknown")
 
-_NAME_RE = re.compile(r"^[a-z0-9_]+$")
-_ALIAS_RE = re.compile(r"^[a-z0-9_.-]+$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_REVISION_RE = re.compile(r"^[0-9a-f]{40}$")
-_HF_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# every pattern is used with fullmatch: `$` would also match before a trailing newline
+_NAME_RE = re.compile(r"[a-z0-9_]+")
+_ALIAS_RE = re.compile(r"[a-z0-9_.-]+")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+_REF_RE = re.compile(r"[^\x00-\x20\x7f~^:?*\[\\]+")  # what git accepts in a branch or tag name, roughly
+_HF_REPO_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+#: The longest string (in characters) each kind of manifest value may hold; anything else is limited to
+#: ``MAX_TEXT``. A broken or hostile manifest gets an error naming the key here, never a failure far away (a
+#: 100,000-character revision would become a URL no HTTP library accepts).
+MAX_LENGTHS = {"name": 100, "description": 1000, "license": 200, "homepage": 2048, "citation": 1000, "url": 2048,
+               "hf": 96, "revision": 255, "path": 1024, "note": 2000, "config": 100}
+MAX_TEXT = 1000
 
 _CONFIG_KEYS = {f.name for f in dataclasses.fields(ModelConfig)} - {"architecture"}
 _CONFIG_REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
@@ -89,15 +98,27 @@ class Source:
     @property
     def revision_is_commit(self) -> bool:
         """Whether an hf source is pinned to an immutable commit (a branch or tag can move)."""
-        return bool(self.revision and _REVISION_RE.match(self.revision))
+        return bool(self.revision and _COMMIT_RE.fullmatch(self.revision))
+
+    @property
+    def repo_files(self) -> list[str]:
+        """hf sources: every repo file the source needs (its pinned ``files``, checkpoint and vocab)."""
+        return sorted(set(self.files) | {str(self.checkpoint), str(self.vocab)})
 
     @property
     def pinned(self) -> bool:
         """Whether the manifest pins the downloaded file (URL sources) or every file (hf sources)."""
         if self.kind == "url":
             return self.sha256 is not None
-        needed = {str(self.checkpoint), str(self.vocab)} | set(self.files)
-        return all(self.files.get(rel, FilePin()).sha256 for rel in needed)
+        return all(self.files.get(rel, FilePin()).sha256 for rel in self.repo_files)
+
+    @property
+    def download_size(self) -> int | None:
+        """The bytes this source downloads, when the manifest pins them (hf sources: every file's size)."""
+        if self.kind == "url":
+            return self.size
+        sizes = [self.files.get(rel, FilePin()).size for rel in self.repo_files]
+        return None if None in sizes else sum(s for s in sizes if s is not None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,9 +184,8 @@ class Manifest:
 
     @property
     def download_size(self) -> int | None:
-        """Size of the first source's download, when pinned."""
-        sizes = [s.size for s in self.sources if s.size]
-        return sizes[0] if sizes else None
+        """The download size of the first source whose size the manifest pins."""
+        return next((s.download_size for s in self.sources if s.download_size is not None), None)
 
 
 def find_in_snapshot(root: Path, rel: str, *, suffix: str = "") -> Path:
@@ -212,7 +232,8 @@ class _Checker:
                                 hint=f"allowed keys: {', '.join(sorted(allowed))}")
 
     def get(self, data: Mapping[str, Any], key: str, types: type | tuple[type, ...], prefix: str = "",
-            *, required: bool = False, default: Any = None, nullable: bool = True) -> Any:
+            *, required: bool = False, default: Any = None, nullable: bool = True, limit: int = MAX_TEXT) -> Any:
+        """``data[key]`` checked against ``types`` (strings: at most ``limit`` characters)."""
         path = _join(prefix, key)
         if key not in data:
             if required:
@@ -226,7 +247,12 @@ class _Checker:
             raise self.fail(path, f"expected {_expected(types)}, got a boolean")
         if not isinstance(value, types):
             raise self.fail(path, f"expected {_expected(types)}, got {_type_name(value)} {show(value)}")
+        self.bounded(value, path, limit)
         return value
+
+    def bounded(self, value: Any, path: str, limit: int) -> None:
+        if isinstance(value, str) and len(value) > limit:
+            raise self.fail(path, f"expected at most {limit} characters, got {len(value)}")
 
     def choice(self, data: Mapping[str, Any], key: str, choices: tuple[str, ...], prefix: str = "",
                *, required: bool = False, default: str | None = None) -> Any:
@@ -280,19 +306,20 @@ def parse_manifest(data: Any, path: Path, *, builtin: bool = False) -> Manifest:
     if schema != SCHEMA_VERSION:
         raise c.fail("schema", f"expected {SCHEMA_VERSION}, got {schema}",
                      hint="this zoo reads schema 1 manifests; upgrade zoo for newer ones")
-    name = c.get(data, "name", str, required=True)
-    if not _NAME_RE.match(name):
+    name = c.get(data, "name", str, required=True, limit=MAX_LENGTHS["name"])
+    if not _NAME_RE.fullmatch(name):
         raise c.fail("name", f"expected lowercase letters, digits and '_' ([a-z0-9_]+), got {show(name)}")
     aliases = c.get(data, "aliases", list, default=[]) or []
     for i, alias in enumerate(aliases):
-        if not isinstance(alias, str) or not _ALIAS_RE.match(alias):
+        c.bounded(alias, f"aliases[{i}]", MAX_LENGTHS["name"])
+        if not isinstance(alias, str) or not _ALIAS_RE.fullmatch(alias):
             raise c.fail(f"aliases[{i}]", f"expected a lowercase name ([a-z0-9_.-]+), got {show(alias)}")
     family = c.choice(data, "family", FAMILIES, required=True)
     language = c.choice(data, "language", LANGUAGES, required=True)
-    description = c.get(data, "description", str, required=True)
-    license_ = c.get(data, "license", str, required=True)
-    homepage = c.get(data, "homepage", str)
-    citation = c.get(data, "citation", str)
+    description = c.get(data, "description", str, required=True, limit=MAX_LENGTHS["description"])
+    license_ = c.get(data, "license", str, required=True, limit=MAX_LENGTHS["license"])
+    homepage = c.get(data, "homepage", str, limit=MAX_LENGTHS["homepage"])
+    citation = c.get(data, "citation", str, limit=MAX_LENGTHS["citation"])
     params = c.get(data, "params", int)
 
     sources_data = c.get(data, "sources", list, required=True)
@@ -325,7 +352,7 @@ def _parse_heads(c: _Checker, data: Any) -> HeadStatus:
     data = c.mapping(data, "heads")
     c.no_unknown(data, {*HEAD_KEYS, "note"}, "heads")
     states = {key: c.choice(data, key, HEAD_STATES, "heads") for key in HEAD_KEYS}
-    note = c.get(data, "note", str, "heads")
+    note = c.get(data, "note", str, "heads", limit=MAX_LENGTHS["note"])
     if note is not None and not note.strip():
         raise c.fail("heads.note", "expected a non-empty string or no note")
     return HeadStatus(**states, note=note.strip() if note else None)
@@ -335,23 +362,24 @@ def _parse_source(c: _Checker, item: Any, index: int) -> Source:
     p = f"sources[{index}]"
     item = c.mapping(item, p)
     c.no_unknown(item, _SOURCE_KEYS, p)
-    url = c.get(item, "url", str, p)
-    hf = c.get(item, "hf", str, p)
+    url = c.get(item, "url", str, p, limit=MAX_LENGTHS["url"])
+    hf = c.get(item, "hf", str, p, limit=MAX_LENGTHS["hf"])
     if (url is None) == (hf is None):
         raise c.fail(p, "expected exactly one of 'url' or 'hf'")
-    revision = c.get(item, "revision", str, p)
+    revision = c.get(item, "revision", str, p, limit=MAX_LENGTHS["revision"])
     if url is not None:
         if not url.startswith(URL_SCHEMES):
             raise c.fail(f"{p}.url", f"expected an http://, https:// or file:// URL, got {show(url)}")
         if revision is not None:
             raise c.fail(f"{p}.revision", "only hf sources have a revision")
     else:
-        if not _HF_REPO_RE.match(hf):
+        if not _HF_REPO_RE.fullmatch(hf):
             raise c.fail(f"{p}.hf", f"expected a Hugging Face repo id 'org/name', got {show(hf)}")
-        if revision is not None and not revision.strip():
-            raise c.fail(f"{p}.revision", "expected a 40-hex commit (or a branch/tag name, which is not reproducible)")
+        if revision is not None and not _REF_RE.fullmatch(revision):
+            raise c.fail(f"{p}.revision", "expected a 40-hex commit (or a branch or tag name, which is not "
+                                          f"reproducible), got {show(revision)}")
     sha256 = c.get(item, "sha256", str, p)
-    if sha256 is not None and not _SHA256_RE.match(sha256):
+    if sha256 is not None and not _SHA256_RE.fullmatch(sha256):
         raise c.fail(f"{p}.sha256", f"expected 64 lowercase hex digits or null, got {show(sha256)}")
     size = c.get(item, "size", int, p)
     if size is not None and size < 0:
@@ -372,19 +400,19 @@ def _parse_source(c: _Checker, item: Any, index: int) -> Source:
                      hint=f"one of {', '.join(SCHEMES)}")
     if fmt != "tf-checkpoint" and scheme is not None:
         raise c.fail(f"{p}.scheme", f"only tf-checkpoint sources have a scheme (format is {fmt})")
-    checkpoint = c.get(item, "checkpoint", str, p, required=True)
-    vocab = c.get(item, "vocab", str, p, required=True)
+    checkpoint = c.get(item, "checkpoint", str, p, required=True, limit=MAX_LENGTHS["path"])
+    vocab = c.get(item, "vocab", str, p, required=True, limit=MAX_LENGTHS["path"])
     for key, rel in (("checkpoint", checkpoint), ("vocab", vocab)):
         _check_relative(c, f"{p}.{key}", rel)
     files_data = c.mapping(c.get(item, "files", dict, p, default={}) or {}, f"{p}.files")
     files: dict[str, FilePin] = {}
     for rel, pin in files_data.items():
-        fp = f"{p}.files.{rel}"
+        fp = f"{p}.files.{cut(str(rel), 60)}"
         _check_relative(c, fp, str(rel))
         pin = c.mapping(pin, fp)
         c.no_unknown(pin, {"sha256", "size"}, fp)
         pin_sha = c.get(pin, "sha256", str, fp)
-        if pin_sha is not None and not _SHA256_RE.match(pin_sha):
+        if pin_sha is not None and not _SHA256_RE.fullmatch(pin_sha):
             raise c.fail(f"{fp}.sha256", f"expected 64 lowercase hex digits or null, got {show(pin_sha)}")
         pin_size = c.get(pin, "size", int, fp)
         if pin_size is not None and pin_size < 0:
@@ -395,6 +423,7 @@ def _parse_source(c: _Checker, item: Any, index: int) -> Source:
 
 
 def _check_relative(c: _Checker, key: str, rel: str) -> None:
+    c.bounded(rel, key, MAX_LENGTHS["path"])
     pure = PurePosixPath(rel)
     if not rel or pure.is_absolute() or ".." in pure.parts or "\\" in rel:
         raise c.fail(key, f"expected a relative path inside the source without '..', got {show(rel)}")
@@ -444,7 +473,7 @@ def _parse_config(c: _Checker, data: Mapping[str, Any], architecture: str) -> Mo
                 raise c.fail(f"config.{key}", "missing required key")
             continue
         field_type = _CONFIG_TYPES.get(key, int)
-        values[key] = c.get(data, key, field_type, "config", required=True)
+        values[key] = c.get(data, key, field_type, "config", required=True, limit=MAX_LENGTHS["config"])
     config = ModelConfig(architecture=architecture, **values)  # type: ignore[arg-type]
     problems = config.problems()
     if problems:

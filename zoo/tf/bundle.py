@@ -49,7 +49,7 @@ OTHER_DTYPES: dict[int, str] = {
 }
 _BIG_ENDIAN = 1
 _SUPPORTED_VERSION = 1  # kTensorBundleVersion
-_SUFFIX = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})$")
+_SUFFIX = re.compile(r"\.(index|meta|data-\d{5}-of-\d{5})\Z")
 
 
 def dtype_name(code: int) -> str:
