@@ -14,6 +14,7 @@ import zoo
 # written from docs/python-api.md ("The public API at a glance"), not from zoo/__init__.py
 PUBLIC = {
     "list_models", "list_manifests", "get_manifest", "pull", "load", "convert", "export", "mirror", "pretrain",
+    "init_model",
     "read_tf_checkpoint", "Tokenizer", "ModelConfig", "ProgressEvent", "Manifest", "Source", "Loaded", "Exported",
     "ZooError", "UsageError", "NotFoundError", "ManifestError", "NetworkError", "OfflineError", "IntegrityError",
     "CheckpointError", "UnsupportedError", "DiskSpaceError", "UnsafeArchiveError", "DataError", "__version__",
@@ -29,6 +30,7 @@ def test_all_is_exactly_the_documented_api_and_every_name_resolves() -> None:
 
 def test_the_names_are_the_real_objects() -> None:
     assert zoo.load.__module__ == "zoo.loader" and zoo.pretrain.__module__ == "zoo.training.runner"
+    assert zoo.init_model.__module__ == "zoo.scratch"
     assert zoo.export.__module__ == "zoo.hub.exporting" and zoo.mirror.__module__ == "zoo.hub.mirroring"
     assert zoo.read_tf_checkpoint.__module__.startswith("zoo.tf") and zoo.convert.__module__ == "zoo.converters.tf"
     assert issubclass(zoo.OfflineError, zoo.NetworkError) and issubclass(zoo.NotFoundError, LookupError)

@@ -1,13 +1,16 @@
 """The README's main jobs, executed: its console commands and its Python example, against a tiny fixture model
 registered under the README's names (a user manifest overrides the built-in, pointing at a local archive of the
-TensorFlow-written fixture)."""
+TensorFlow-written fixture); and its "Try it offline" block, run by bash as written, with the network forbidden."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shlex
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ import yaml
 
 import zoo
 from zoo.cli import main
+from zoo.converters.layout import read_receipt
 from zoo.registry import clear_cache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,3 +78,24 @@ def test_readme_python_example_runs(registered: Path, capsys: pytest.CaptureFixt
     assert isinstance(loaded, zoo.Loaded) and loaded.manifest.name == "albert_base_zh"
     assert "token" in capsys.readouterr().out  # fill_mask printed its predictions
     assert tuple(namespace["vectors"].shape) == (2, 32)  # type: ignore[attr-defined]
+
+
+def test_readme_offline_block_runs(tmp_path: Path) -> None:
+    """Every line of the block through bash, `zoo` being this checkout's ``python -m zoo``; `zoo pretrain` gets
+    ``--steps 3`` appended so that the test takes seconds (the last --steps wins)."""
+    [block] = [b for b in blocks("sh") if "zoo init" in b]
+    assert [line.split()[1] for line in block.splitlines() if line.startswith("zoo ")] == ["init", "pretrain", "run"]
+    shell = ('zoo() { if [ "$1" = pretrain ]; then set -- "$@" --steps 3; fi; "$PYTHON" -m zoo "$@"; }\n'
+             "set -euo pipefail\n" + block)
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get(
+        "PYTHONPATH", "")]), "ZOO_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "ZOO_HOME": str(tmp_path / "home"),
+        "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", "-c", shell], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    init, trained = read_receipt(tmp_path / "my_albert"), read_receipt(tmp_path / "my_albert_trained")
+    assert init is not None and init["kind"] == "init" and init["config"]["model"] == "albert_tiny_zh"
+    assert trained is not None and trained["kind"] == "pretraining" and trained["steps"] == 3
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["my_albert", "my_albert_trained"] and "床前明[MASK]光" in lines[2]  # each printed its result
+    assert not [p for p in (tmp_path / "home").rglob("*") if p.is_file() and "blobs" in p.parts]  # nothing downloaded

@@ -49,6 +49,7 @@ _LAZY: dict[str, str] = {
     "Exported": "zoo.hub:Exported",
     "mirror": "zoo.hub:mirror",
     "pretrain": "zoo.training:pretrain",
+    "init_model": "zoo.scratch:init_model",
 }
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
@@ -59,6 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from zoo.progress import ProgressEvent
     from zoo.registry import Manifest, Source, get_manifest, list_manifests, list_models
     from zoo.resolver import pull
+    from zoo.scratch import init_model
     from zoo.tf import read_tf_checkpoint
     from zoo.tokenizer import Tokenizer
     from zoo.training import pretrain

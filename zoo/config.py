@@ -83,6 +83,21 @@ def heads_in(present: set[str] | frozenset[str]) -> str | None:
 
 #: Config keys that only ALBERT architectures accept.
 ALBERT_ONLY_KEYS: frozenset[str] = frozenset({"embedding_size", "num_hidden_groups", "inner_group_num"})
+#: Keys of google-research/albert's ``AlbertConfig`` that brightmart's ALBERT config (a ``BertConfig`` with
+#: ``embedding_size`` and ``ln_type``) does not have.
+GOOGLE_ALBERT_KEYS: frozenset[str] = frozenset({"num_hidden_groups", "inner_group_num", "net_structure_type",
+                                                "gap_size", "num_memory_blocks", "down_scale_factor"})
+
+
+def upstream_architecture(data: Mapping[str, Any]) -> str:
+    """The architecture an upstream config JSON describes, told from its keys: Google ALBERT's
+    ``albert_config.json`` has groups (:data:`GOOGLE_ALBERT_KEYS`); brightmart's ``albert_config_*.json`` has
+    ``embedding_size`` (and ``ln_type``) without them; BERT's ``bert_config.json`` has neither."""
+    if GOOGLE_ALBERT_KEYS & set(data):
+        return "albert"
+    if "embedding_size" in data or "ln_type" in data:
+        return "albert-brightmart"
+    return "bert"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,10 +19,13 @@ and never changed afterwards.)
 
 from __future__ import annotations
 
+import gzip
+import os
 import re
 import threading
+import zlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +36,8 @@ from tokenizers.normalizers import BertNormalizer
 from tokenizers.pre_tokenizers import BertPreTokenizer
 from tokenizers.processors import TemplateProcessing
 
-from zoo.errors import CheckpointError, UsageError
+from zoo.errors import CheckpointError, DataError, NotFoundError, UsageError, first_line
+from zoo.progress import ProgressCallback, ProgressEvent
 from zoo.vocab import read_vocab
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -42,6 +46,8 @@ SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 _PLACEHOLDER = re.compile(r"\[zoo-(?:empty(?:-\d+)?|dup-\d+)\]")
 #: Configured copies kept per tokenizer (one per distinct truncation/padding combination in use).
 _MAX_CONFIGURED = 8
+#: A longer word is one [UNK] (BERT's ``max_input_chars_per_word``).
+_MAX_WORD = 100
 
 TextInput = str | Sequence[str]
 
@@ -70,10 +76,8 @@ class Tokenizer:
         #: ids no text can produce: the placeholders of empty and repeated vocab lines (see read_vocab_tokens)
         self.unreachable_ids = frozenset(i for i, t in enumerate(self.tokens) if _PLACEHOLDER.fullmatch(t))
 
-        tok = _HFTokenizer(WordPiece(self.vocab, unk_token="[UNK]", max_input_chars_per_word=100))
-        tok.normalizer = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents,
-                                        lowercase=lowercase)
-        tok.pre_tokenizer = BertPreTokenizer()
+        tok = _bert_wordpiece(WordPiece(self.vocab, unk_token="[UNK]", max_input_chars_per_word=_MAX_WORD),
+                              lowercase, strip_accents)
         tok.post_processor = TemplateProcessing(
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
             special_tokens=[("[CLS]", self.cls_token_id), ("[SEP]", self.sep_token_id)])
@@ -211,6 +215,82 @@ class Tokenizer:
         return str(self._tok.decoder.decode(self.convert_ids_to_tokens(ids)))
 
 
+def _bert_wordpiece(model: WordPiece, lowercase: bool, strip_accents: bool | None) -> _HFTokenizer:
+    """A ``tokenizers`` WordPiece tokenizer with BERT's normalisation and pre-tokenisation: what :class:`Tokenizer`
+    runs, and what :func:`train_wordpiece` learns on."""
+    tok = _HFTokenizer(model)
+    tok.normalizer = BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents,
+                                    lowercase=lowercase)
+    tok.pre_tokenizer = BertPreTokenizer()
+    return tok
+
+
+def train_wordpiece(files: Sequence[str | os.PathLike[str]], vocab_size: int, *, lowercase: bool = True,
+                    strip_accents: bool | None = None, progress: ProgressCallback | None = None) -> list[str]:
+    """A WordPiece vocab learned from UTF-8 text files (``.gz`` too): its tokens in id order.
+
+    The text is normalised and pre-tokenised exactly as :class:`Tokenizer` does (BERT's rules: every CJK character
+    is a word of its own, punctuation is split off), and ``tokenizers``' trainer keeps every character it saw —
+    even beyond ``vocab_size`` — so the text tokenizes without ``[UNK]``. :data:`SPECIAL_TOKENS` take ids 0-4,
+    in that order ([PAD] is 0, as in BERT's vocabs); there are no ``[unusedN]`` slots. ``progress`` gets
+    ``tokenize`` events (bytes of the files read).
+    """
+    from tokenizers.trainers import WordPieceTrainer
+
+    paths = [Path(f) for f in files]
+    if not paths:
+        raise UsageError("no text files to train a vocab on")
+    minimum = len(SPECIAL_TOKENS) + 1
+    if vocab_size < minimum:
+        raise UsageError(f"vocab size {vocab_size} is too small", hint=f"use at least {minimum}; BERT's Chinese vocab "
+                                                                       "has 21128 tokens")
+    tok = _bert_wordpiece(WordPiece(unk_token="[UNK]", max_input_chars_per_word=_MAX_WORD), lowercase, strip_accents)
+    trainer = WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
+                               continuing_subword_prefix="##")
+    tok.train_from_iterator(_text_batches(paths, progress or (lambda event: None)), trainer)
+    ids = tok.get_vocab()
+    tokens = sorted(ids, key=ids.__getitem__)
+    if [ids[t] for t in tokens] != list(range(len(tokens))) or tokens[:len(SPECIAL_TOKENS)] != list(SPECIAL_TOKENS):
+        raise AssertionError("tokenizers' trainer left gaps in the ids")  # a bug, not a user error
+    if len(tokens) == len(SPECIAL_TOKENS):
+        raise DataError(f"{', '.join(map(str, paths))}: no text to learn a vocab from",
+                        hint="pass UTF-8 text files with at least one non-blank line")
+    return tokens
+
+
+def _text_batches(paths: list[Path], emit: ProgressCallback, batch: int = 1000) -> Iterator[list[str]]:
+    """The lines of ``paths`` in batches; a file that is missing, not UTF-8 or damaged gzip is a zoo error."""
+    try:
+        sizes = [p.stat().st_size for p in paths]
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"{exc.filename}: no such text file") from None
+    done, total = 0, sum(sizes)
+    emit(ProgressEvent("tokenize", "vocab", done=0, total=total))
+    for path, size in zip(paths, sizes):
+        if path.is_dir():
+            raise NotFoundError(f"{path}: is a directory, not a text file")
+        lines: list[str] = []
+        lineno = 0
+        try:
+            with path.open("rb") as raw:
+                stream: Any = gzip.GzipFile(fileobj=raw) if path.name.endswith(".gz") else raw
+                for lineno, line in enumerate(stream, 1):  # noqa: B007 - named in the error below
+                    lines.append(line.decode("utf-8"))
+                    if len(lines) == batch:
+                        yield lines
+                        lines = []
+                        emit(ProgressEvent("tokenize", "vocab", done=done + raw.tell(), total=total))
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: line {lineno} is not UTF-8 text", hint="convert the file to UTF-8") from None
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise DataError(f"{path}: damaged gzip data after line {lineno} ({first_line(exc)})",
+                            hint="re-create the file; `gzip -t` checks it") from None
+        yield lines
+        done += size
+        emit(ProgressEvent("tokenize", "vocab", done=done, total=total))
+    emit(ProgressEvent("done", "vocab"))
+
+
 def read_vocab_tokens(path: Path) -> list[str]:
     """The tokens of a vocab file, one per line (first whitespace-separated column; id = line number).
 
@@ -221,4 +301,4 @@ def read_vocab_tokens(path: Path) -> list[str]:
     return read_vocab(path).tokens
 
 
-__all__ = ["SPECIAL_TOKENS", "Tokenizer", "read_vocab_tokens"]
+__all__ = ["SPECIAL_TOKENS", "Tokenizer", "read_vocab_tokens", "train_wordpiece"]

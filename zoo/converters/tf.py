@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from zoo._fs import sha256_file
-from zoo.config import SCHEME_ARCHITECTURE, ModelConfig, normalize_dtype
+from zoo.config import SCHEME_ARCHITECTURE, ModelConfig, normalize_dtype, upstream_architecture
 from zoo.converters.arrays import FLOAT_DTYPES, cast, transposed_bands, view
 from zoo.converters.layout import CONFIG, CONVERTER_VERSION, VOCAB, WEIGHTS, Staged, read_json, staged_output
 from zoo.converters.safetensors_out import Spec, header
@@ -78,26 +78,42 @@ def find_release(src: str | os.PathLike[str], *, config: str | os.PathLike[str] 
     return Release(prefix, config_file, vocab_file)
 
 
-def load_config(path: Path, architecture: str) -> ModelConfig:
-    """Read a config JSON: zoo's own (has ``architecture``) or an upstream one (upstream meaning)."""
+def load_config(path: Path, architecture: str | None = None) -> ModelConfig:
+    """Read a config JSON (:func:`parse_config`)."""
     try:
         data = read_json(path)
     except OSError as exc:  # unreadable (a missing file is a NotFoundError)
         raise CheckpointError(f"{path}: not a readable JSON config ({exc})") from None
+    return parse_config(data, str(path), architecture)
+
+
+def parse_config(data: Mapping[str, Any], origin: str, architecture: str | None = None) -> ModelConfig:
+    """A config mapping read from ``origin``: zoo's own (it has ``architecture``), transformers' (``model_type``,
+    transformers' meaning) or an upstream one (upstream meaning), whose architecture is ``architecture`` — where a
+    checkpoint tells — else told from its keys (:func:`zoo.config.upstream_architecture`)."""
     try:
         if "architecture" in data:
             return ModelConfig.from_dict(data)
-        return ModelConfig.from_upstream(data, architecture)
+        if "model_type" in data:
+            from zoo.converters.hf_names import config_from_transformers
+
+            return config_from_transformers(data)
+        return ModelConfig.from_upstream(data, architecture or upstream_architecture(data))
     except KeyError as exc:
-        raise CheckpointError(f"{path}: unknown config keys: {exc.args[0]}") from None
+        raise CheckpointError(f"{origin}: unknown config keys: {exc.args[0]}") from None
     except TypeError as exc:
-        raise CheckpointError(f"{path}: incomplete config ({exc})",
+        raise CheckpointError(f"{origin}: incomplete config ({exc})",
                               hint="an upstream config needs vocab_size, hidden_size, num_hidden_layers, "
                                    "num_attention_heads and intermediate_size") from None
 
 
-def _check_config(config: ModelConfig, origin: str) -> None:
-    problems = config.problems()
+def check_config(config: ModelConfig, origin: str) -> None:
+    """A :class:`CheckpointError` listing every contradiction of ``config`` (read from ``origin``)."""
+    try:
+        problems = config.problems()
+    except TypeError:  # a number written as a string, a list where a number belongs
+        raise CheckpointError(f"{origin}: a config value has the wrong type",
+                              hint="sizes are integers, probabilities and ranges numbers") from None
     if problems:
         lines = "\n  ".join(f"{key}: {what}" for key, what in problems)
         raise CheckpointError(f"{origin}: inconsistent config:\n  {lines}")
@@ -315,7 +331,7 @@ def convert_release(release: Release, out: Path, *, scheme: str = "auto", config
         else:
             assert release.config_file is not None
             model_config, origin = load_config(release.config_file, architecture), str(release.config_file)
-        _check_config(model_config, origin)
+        check_config(model_config, origin)
         the_plan = plan(scheme, model_config, shapes)
         for target in the_plan.targets:
             var = bundle.variables[target.tf_name]
@@ -376,4 +392,5 @@ def _receipt(scheme: str, config: ModelConfig, the_plan: Plan, inputs: list[dict
     }
 
 
-__all__ = ["Release", "convert", "convert_release", "find_release", "load_config"]
+__all__ = ["Release", "check_config", "convert", "convert_release", "find_release", "load_config",
+           "parse_config"]

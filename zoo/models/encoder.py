@@ -198,6 +198,24 @@ class Encoder(nn.Module):
             nn.init.normal_(module.weight, std=self.config.initializer_range)  # type: ignore[arg-type]
             nn.init.zeros_(module.bias)  # type: ignore[arg-type]
 
+    @torch.no_grad()
+    def init_weights(self, generator: torch.Generator | None = None) -> None:
+        """Initialise every parameter as the upstream TF code does (``modeling.create_initializer`` in
+        google-research/bert and /albert, brightmart's albert_zh): weight matrices and embedding tables from a
+        normal(0, ``initializer_range``) truncated at two standard deviations (``tf.truncated_normal_initializer``
+        draws again beyond them), biases zero (``mlm.bias`` too), LayerNorm weight 1 and bias 0. Parameters are
+        drawn in ``named_parameters`` order from ``generator``, so a seeded generator gives the same model."""
+        std = self.config.initializer_range
+        norms = {name for name, module in self.named_modules() if isinstance(module, nn.LayerNorm)}
+        for name, param in self.named_parameters():
+            owner, _, kind = name.rpartition(".")
+            if owner in norms:
+                param.fill_(1.0 if kind == "weight" else 0.0)
+            elif kind == "bias":
+                param.zero_()
+            else:
+                nn.init.trunc_normal_(param, std=std, a=-2 * std, b=2 * std, generator=generator)
+
     def mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """MLM logits for hidden states of any leading shape (needs the MLM head)."""
         word, proj = self.embeddings.decoder_weights()
