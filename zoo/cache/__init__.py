@@ -22,6 +22,7 @@ from zoo.cache.conversions import (
 from zoo.cache.housekeeping import KINDS, Entry, Problem, entries, prune, remove, total_size, verify
 from zoo.cache.locks import lock, try_lock
 from zoo.cache.paths import (
+    STAGING_TAG,
     blob_path,
     conversion_lock,
     converted_path,
@@ -32,6 +33,8 @@ from zoo.cache.paths import (
     snapshot_lock,
     source_key,
     staging_dir,
+    staging_owner_alive,
+    staging_tag,
     url_key,
 )
 from zoo.cache.pins import Pin, get_pin, record_pin
@@ -49,10 +52,11 @@ from zoo.cache.snapshots import (
 )
 
 __all__ = [
-    "KINDS", "Check", "Conversion", "Entry", "FileRecord", "Pin", "Problem", "Snapshot", "Stamp", "add_blob",
-    "blob_path", "cached_snapshot", "check_conversion", "check_snapshot", "commit_conversion", "commit_snapshot",
-    "conversion_lock", "conversions", "converted_path", "download_lock", "ensure_home", "entries", "get_pin",
-    "home", "invalidate", "invalidate_conversion", "lock", "new_snapshot", "partial_dir", "prune", "quarantine",
-    "read_conversion", "read_snapshot", "record_pin", "remove", "snapshot_lock", "snapshots", "source_key",
-    "staging_dir", "total_size", "touch", "touch_conversion", "try_lock", "url_key", "verified_blob", "verify",
+    "KINDS", "STAGING_TAG", "Check", "Conversion", "Entry", "FileRecord", "Pin", "Problem", "Snapshot", "Stamp",
+    "add_blob", "blob_path", "cached_snapshot", "check_conversion", "check_snapshot", "commit_conversion",
+    "commit_snapshot", "conversion_lock", "conversions", "converted_path", "download_lock", "ensure_home", "entries",
+    "get_pin", "home", "invalidate", "invalidate_conversion", "lock", "new_snapshot", "partial_dir", "prune",
+    "quarantine", "read_conversion", "read_snapshot", "record_pin", "remove", "snapshot_lock", "snapshots",
+    "source_key", "staging_dir", "staging_owner_alive", "staging_tag", "total_size", "touch", "touch_conversion",
+    "try_lock", "url_key", "verified_blob", "verify",
 ]

@@ -236,7 +236,7 @@ def prune(max_size: int, *, converter_version: int | None = None) -> list[Entry]
             if _remove_half_snapshot(entry.paths[0]):
                 removed.append(entry)
         elif entry.kind == "staging":
-            if not staging_owner_alive(entry.paths[0]):
+            if not staging_owner_alive(entry.paths[0].name):
                 rmtree(entry.paths[0])
                 removed.append(entry)
         elif entry.kind == "quarantine":

@@ -107,27 +107,36 @@ def source_key(source: Source) -> str:
 
 
 _HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:40] or "host"
+#: The pattern of :func:`staging_tag`: host, process id, 12 random hex digits.
+STAGING_TAG = r"[A-Za-z0-9._-]+-\d+-[0-9a-f]{12}"
+
+
+def staging_tag() -> str:
+    """``HOST-PID-RANDOM``, for the name of a staging path: :func:`staging_owner_alive` later tells from it
+    whether the process that made the path is gone (then nobody will finish or remove it but a cleanup)."""
+    return f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
 def staging_dir() -> Path:
-    """A fresh directory under ``tmp/`` named after this host and process, so ``prune`` can tell whether its
+    """A fresh directory under ``tmp/`` named by a :func:`staging_tag`, so ``prune`` can tell whether its
     owner is still running."""
     ensure_home()
-    path = home() / "tmp" / f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    path = home() / "tmp" / staging_tag()
     path.mkdir(parents=True)
     return path
 
 
-def staging_owner_alive(path: Path) -> bool:
-    """Whether the process that made the staging directory ``path`` may still be using it."""
-    m = re.fullmatch(r"(.+)-(\d+)-[0-9a-f]{12}", path.name)
-    if m is None:
+def staging_owner_alive(tag: str) -> bool:
+    """Whether the process named by ``tag`` (a :func:`staging_tag`) may still be using what carries it.
+    Anything else is nobody's (False); a process of another machine sharing the folder is never guessed
+    about (True)."""
+    if re.fullmatch(STAGING_TAG, tag) is None:
         return False
-    host, pid = m.group(1), int(m.group(2))
+    host, pid, _ = tag.rsplit("-", 2)
     if host != _HOST:
-        return True  # another machine sharing the cache: never guess
+        return True
     try:
-        os.kill(pid, 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:
