@@ -14,12 +14,16 @@ from zoo.errors import CheckpointError, UsageError
 from zoo.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers")
-from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
+from transformers.models.bert.tokenization_bert_legacy import BasicTokenizer, BertTokenizerLegacy, WordpieceTokenizer
 
 CORPUS = Path(__file__).parent / "fixtures" / "tokenizer_corpus.txt"
 LEFT_OUT = set("公🎉臺ö")  # not in the vocab: become [UNK] (or break a word into [UNK])
 WORDPIECES = ["play", "##ing", "##ed", "##er", "un", "##play", "##able", "the", "quick", "brown", "fox",
-              "super", "##cal", "##if", "iphone", "pro", "max", "nice", "café", "cafe", "gpu", "bert", "##ert"]
+              "super", "##cal", "##if", "iphone", "pro", "max", "nice", "café", "cafe", "gpu", "bert", "##ert",
+              "[", "]", "mask", "cls", "##ep"]
+#: Texts holding the special tokens' strings: corpus and fine-tuning text, where they are plain text.
+SPECIAL_STRINGS = ["今天天气很[MASK]。", "[CLS]你好[SEP]世界[SEP]", "[PAD][PAD] [UNK]x", "[mask] [Mask]", "[MASK]",
+                   "北京[SEP ]大学[[CLS]]", "iPhone[MASK]pro"]
 
 
 def corpus() -> list[str]:
@@ -92,6 +96,40 @@ def test_mask_token_survives_and_decode(vocab_file: Path) -> None:
     assert tok.convert_ids_to_tokens(tok.encode("playing")) == ["[CLS]", "play", "##ing", "[SEP]"]
     with pytest.raises(UsageError, match="outside the vocabulary"):
         tok.convert_ids_to_tokens([10**6])
+
+
+@pytest.mark.parametrize("lowercase", [True, False], ids=["uncased", "cased"])
+def test_special_token_strings_in_raw_text_are_plain_text(vocab_file: Path, lowercase: bool) -> None:
+    """``split_special_tokens=True``: "[MASK]" in raw text is the characters it is made of, as upstream's
+    FullTokenizer (BasicTokenizer without never_split, then WordPiece) tokenizes it: ``[``, ``mask``, ``]``."""
+    ours = Tokenizer.from_file(vocab_file, lowercase=lowercase)
+    fast = transformers.BertTokenizer(vocab=str(vocab_file), do_lower_case=lowercase, split_special_tokens=True)
+    basic = BasicTokenizer(do_lower_case=lowercase, never_split=None)
+    wordpiece = WordpieceTokenizer(vocab=BertTokenizerLegacy(str(vocab_file)).vocab, unk_token="[UNK]")
+    made_by_zoo = ours.special_ids - {ours.unk_token_id}  # [UNK] also stands for characters outside the vocab
+    for text in SPECIAL_STRINGS:
+        want = [piece for word in basic.tokenize(text) for piece in wordpiece.tokenize(word)]
+        assert ours.tokenize(text, split_special_tokens=True) == want, text
+        ids = ours(text, split_special_tokens=True)["input_ids"]
+        assert ids == [ours.cls_token_id, *ours.convert_tokens_to_ids(want), ours.sep_token_id], text
+        assert ids == fast(text)["input_ids"], text
+        assert ours.encode(text, split_special_tokens=True) == ids
+        assert not made_by_zoo & set(ids[1:-1]), text
+    assert ours.tokenize("[MASK]", split_special_tokens=True) == (["[", "mask", "]"] if lowercase
+                                                                  else ["[", "[UNK]", "]"])
+    texts = SPECIAL_STRINGS
+    assert ours.batch_ids(texts, split_special_tokens=True) == [fast(t, add_special_tokens=False)["input_ids"]
+                                                                for t in texts]
+    got = ours(texts[:-1], texts[1:], split_special_tokens=True, padding=True, truncation=True, max_length=12)
+    want_pairs = fast(texts[:-1], texts[1:], padding=True, truncation=True, max_length=12)
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert got[key] == want_pairs[key], key
+    # Without the option (fill-mask: the user's [MASK] is the point) the strings stay special tokens, and a
+    # call with the option leaves no state behind.
+    assert ours("今天天气很[MASK]。")["input_ids"].count(ours.mask_token_id) == 1
+    assert ours.batch_ids(["[CLS]你好"]) == [[ours.cls_token_id, *ours.convert_tokens_to_ids(["你", "好"])]]
+    assert ours(texts, padding=True)["input_ids"] == BertTokenizerLegacy(str(vocab_file), do_lower_case=lowercase)(
+        texts, padding=True)["input_ids"]
 
 
 def test_second_column_and_duplicates(tmp_path: Path) -> None:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import logging
+import os
 import random
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +18,13 @@ import pytest
 
 from zoo.errors import DataError, NotFoundError, UsageError
 from zoo.tokenizer import Tokenizer
-from zoo.training.corpus import ARRAY_FILES, META_FILE, TokenizedCorpus, prepare_corpus
+from zoo.training.corpus import ARRAY_FILES, META_FILE, TokenizedCorpus, WordMode, prepare_corpus
 
 WORDS = ["今天", "天气", "很好", "我们", "一起", "学习", "中文", "自然", "语言", "处理", "北京", "大学", "研究",
          "模型", "训练", "数据", "时间", "朋友", "电脑", "手机", "喜欢", "工作", "问题", "方法", "世界", "人民"]
 CHARS = sorted(set("".join(WORDS)) | set("的了是在有和也就都很，。！？"))
-PIECES = ["play", "##ing", "##ed", "the", "game", "##s", "1", "##2", "##3"]
+PIECES = ["play", "##ing", "##ed", "the", "game", "##s", "1", "##2", "##3", "[", "]", "mask", "cls", "sep", "pad",
+          "unk"]
 
 
 def write_vocab(path: Path) -> Path:
@@ -230,3 +236,163 @@ def test_jieba_words(tmp_path: Path, tokenizer: Tokenizer) -> None:
     assert default.words == "wordpiece"
     assert default.word_starts.tolist() == [not p.startswith("##") for p in pieces]
     assert not np.array_equal(default.word_starts, corpus.word_starts)
+
+
+@pytest.mark.parametrize("words", ["wordpiece", pytest.param("jieba", marks=pytest.mark.skipif(
+    importlib.util.find_spec("jieba") is None, reason="jieba is not installed"))])
+def test_special_token_strings_in_the_corpus_are_text(tmp_path: Path, tokenizer: Tokenizer, words: WordMode) -> None:
+    """"[MASK]", "[PAD]", ... written in a corpus are text, as upstream's tokenizer reads them: examples get
+    special ids only where zoo puts them ([CLS]/[SEP], masks, padding)."""
+    from zoo.training.instances import InstanceSampler
+    from zoo.training.masking import ExampleBuilder, MaskingConfig
+
+    lines = ["今天[MASK]很好", "[CLS]我们[SEP]学习[PAD][PAD]", "[UNK] [mask]"]
+    (tmp_path / "c.txt").write_text("\n".join(lines * 3) + "\n\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    corpus = prepare_corpus([tmp_path / "c.txt"], tokenizer, tmp_path / "tok", batch_chars=10, words=words)
+    got = [tokenizer.convert_ids_to_tokens(s.tolist()) for s in corpus.sentences(1)]
+    assert got == [["今", "天", "[", "mask", "]", "很", "好"],
+                   ["[", "cls", "]", "我", "们", "[", "sep", "]", "学", "习", "[", "pad", "]", "[", "pad", "]"],
+                   ["[", "unk", "]", "[", "mask", "]"]]
+    assert not set(corpus.tokens.tolist()) & tokenizer.special_ids
+    builder = ExampleBuilder.from_tokenizer(tokenizer, MaskingConfig.albert(24))
+    for instance in InstanceSampler(corpus, max_seq_length=24).epoch(0):
+        example = builder.build(corpus, instance, 0)
+        attended = example.input_ids[example.attention_mask == 1].tolist()
+        assert tokenizer.pad_token_id not in attended
+        assert attended.count(tokenizer.cls_token_id) == 1 and attended.count(tokenizer.sep_token_id) == 2
+        assert not set(example.labels[example.labels >= 0].tolist()) & tokenizer.special_ids
+
+
+def test_a_long_line_is_cut_into_sentences_at_word_boundaries(tmp_path: Path, tokenizer: Tokenizer) -> None:
+    """A line longer than ``max_line_chars`` becomes several sentences, cut after a space, punctuation or
+    CJK character, so its tokens are exactly those of the whole line; only the pieces are held."""
+    rng = random.Random(5)
+    long_line = "".join(sentence(rng) for _ in range(60))  # CJK with " playing the games " in places
+    ascii_line = " ".join(["playing", "the", "games,"] * 40)
+    lines = ["今天天气", long_line, ascii_line, "北京大学"]
+    (tmp_path / "c.txt").write_text("\ufeff" + "\n".join(lines) + "\n\n研究\n", encoding="utf-8")
+    (tmp_path / "c.txt.gz").write_bytes(gzip.compress((tmp_path / "c.txt").read_bytes()))
+    want = tokenizer.batch_ids(lines, split_special_tokens=True)
+    for name in ("c.txt", "c.txt.gz"):
+        corpus = prepare_corpus([tmp_path / name], tokenizer, tmp_path / name.replace(".", "-"), max_line_chars=50)
+        sentences = corpus.sentences(0)
+        assert np.concatenate(sentences).tolist() == [i for ids in want for i in ids]
+        assert sentences[0].tolist() == want[0] and sentences[-1].tolist() == want[-1]
+        lengths = [len(s) for s in sentences[1:-1]]
+        assert len(lengths) > (len(long_line) + len(ascii_line)) // 50 and max(lengths) <= 50
+        assert corpus.num_documents == 2 and corpus.meta["counts"]["lines"] == 6
+        assert corpus.meta["max_line_chars"] == 50
+    # A long line holding only whitespace is still a document break; a long run without a place to cut is
+    # cut at the limit (WordPiece makes such a run one [UNK] anyway).
+    (tmp_path / "b.txt").write_text("今天\n" + "\u3000 " * 200 + "\n很好\n" + "x" * 120 + "\n", encoding="utf-8")
+    corpus = prepare_corpus([tmp_path / "b.txt"], tokenizer, tmp_path / "b", max_line_chars=50)
+    assert corpus.num_documents == 2 and corpus.meta["counts"]["lines"] == 4
+    assert [s.tolist() for s in corpus.sentences(1)] == [*tokenizer.batch_ids(["很好"]), *[[tokenizer.unk_token_id]] * 3]
+    with pytest.raises(UsageError, match="max_line_chars"):
+        prepare_corpus([tmp_path / "b.txt"], tokenizer, tmp_path / "b", max_line_chars=0)
+
+
+def test_bytes_that_are_not_utf8_in_a_long_line_name_line_and_column(tmp_path: Path, tokenizer: Tokenizer) -> None:
+    bad = "今天\n".encode() + "很好".encode() * 1000 + b"\xff" + "天".encode() * 100 + b"\n"  # read in 2 pieces
+    (tmp_path / "bad.txt").write_bytes(bad)
+    with pytest.raises(DataError, match=r"bad\.txt:2: not UTF-8 text \(byte 0xff at column 6001 of the line\)"):
+        prepare_corpus([tmp_path / "bad.txt"], tokenizer, tmp_path / "tok", max_line_chars=40)
+    (tmp_path / "cut.txt").write_bytes("很好".encode() * 30 + "天".encode()[:2])  # ends inside a character
+    with pytest.raises(DataError, match=r"cut\.txt:1: not UTF-8 text \(byte 0xe5 at column 181 of the line\)"):
+        prepare_corpus([tmp_path / "cut.txt"], tokenizer, tmp_path / "tok", max_line_chars=40)
+
+
+_HOSTILE = """
+import gzip, json, resource, sys
+from pathlib import Path
+from zoo.tokenizer import Tokenizer
+from zoo.training.corpus import prepare_corpus
+
+work = Path(sys.argv[1])
+tokenizer = Tokenizer.from_file(work / "vocab.txt")
+prepare_corpus([work / "warm.txt"], tokenizer, work / "warm", batch_chars=4096, max_line_chars=4096)
+vm = int(next(line for line in open("/proc/self/status") if line.startswith("VmSize")).split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.RLIM_INFINITY))  # a safety net: +1 GiB
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+counts = {}
+for name in sys.argv[2:]:
+    counts[name] = prepare_corpus([work / name], tokenizer, work / (name + ".tok"), batch_chars=1 << 16,
+                                  max_line_chars=4096).meta["counts"]
+grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+print(json.dumps({"grown": grown, "counts": counts}))
+"""
+
+
+def test_memory_of_hostile_lines_is_bounded(tmp_path: Path) -> None:
+    """One line of 512Ki CJK characters (no newline), and a .gz of 64 MiB holding a single line (scaled down
+    from the 6 GiB of issue 17), tokenize in bounded memory: the peak grows by what a piece and a batch need
+    (about 15 MB), not by the line (about 350 MB for the first; the second aborts the Rust tokenizer)."""
+    write_vocab(tmp_path / "vocab.txt")
+    write_corpus(tmp_path / "warm.txt", 5)
+    rng = random.Random(1)
+    (tmp_path / "line.txt").write_text("".join(rng.choice(CHARS) for _ in range(1 << 19)), encoding="utf-8")
+    with gzip.open(tmp_path / "bomb.txt.gz", "wb", compresslevel=1) as f:
+        f.write("今天".encode())
+        for _ in range(64):
+            f.write(b" " * (1 << 20))
+        f.write("很好".encode())
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "MALLOC_ARENA_MAX": "2",
+           "RAYON_NUM_THREADS": "2"}
+    proc = subprocess.run([sys.executable, "-c", _HOSTILE, str(tmp_path), "line.txt", "bomb.txt.gz"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["counts"]["line.txt"]["tokens"] == 1 << 19
+    assert result["counts"]["bomb.txt.gz"]["tokens"] == 4 and result["counts"]["bomb.txt.gz"]["lines"] == 1
+    assert result["grown"] < 100 << 20, result
+
+
+_BLOCKED_BUILD = """
+import sys, time
+from pathlib import Path
+from zoo.tokenizer import Tokenizer
+from zoo.training.corpus import prepare_corpus
+
+work = Path(sys.argv[1])
+
+def stop(done, total):
+    print("building", flush=True)
+    time.sleep(120)
+
+prepare_corpus([work / "c.txt"], Tokenizer.from_file(work / "vocab.txt"), work / "data" / sys.argv[2],
+               batch_chars=50, on_progress=stop)
+"""
+
+
+def test_staging_of_a_killed_build_is_removed_by_the_next_one(tmp_path: Path, tokenizer: Tokenizer) -> None:
+    """``kill -9`` while tokenizing leaves a staging directory; the next prepare_corpus in that folder removes
+    it (its owner is gone) but leaves the staging of a build still running, and of other machines, alone."""
+    write_vocab(tmp_path / "vocab.txt")
+    write_corpus(tmp_path / "c.txt", 20)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    data = tmp_path / "data"
+
+    def start(name: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-c", _BLOCKED_BUILD, str(tmp_path), name], env=env,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdout.readline() == "building\n"
+        return proc
+
+    killed, running = start("corpus-old"), start("corpus-a")
+    try:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(30)
+        left = sorted(p.name for p in data.iterdir())
+        assert len(left) == 2 and all(".staging-" in name for name in left)
+        foreign = data / ".corpus-a.staging-another-host-1-0123456789ab"
+        foreign.mkdir()
+        corpus = prepare_corpus([tmp_path / "c.txt"], tokenizer, data / "corpus-a")
+        assert corpus.num_documents == 20
+        remaining = sorted(p.name for p in data.iterdir())
+        assert remaining == sorted(["corpus-a", foreign.name, *(n for n in left if n.startswith(".corpus-a."))])
+        assert not any(n.startswith(".corpus-old.") for n in remaining)
+    finally:
+        running.kill()
+        running.wait(30)
+    prepare_corpus([tmp_path / "c.txt"], tokenizer, data / "corpus-a")  # reused; the dead one's staging goes
+    assert sorted(p.name for p in data.iterdir()) == sorted(["corpus-a", foreign.name])

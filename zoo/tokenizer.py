@@ -11,6 +11,12 @@ BERT pre-tokenisation (whitespace and punctuation), WordPiece with ``##`` contin
 Vocab files may carry a second column (``token<TAB>count``, as some ALBERT releases do) and duplicate tokens;
 ids are line numbers and a duplicated token maps to its first line.
 
+Special tokens. By default, as in transformers, ``[MASK]``, ``[CLS]``, ``[SEP]``, ``[PAD]`` and ``[UNK]`` written
+in the text become those tokens: fill-mask needs the user's ``[MASK]``. Raw text -- a pretraining corpus,
+fine-tuning data -- is tokenized with ``split_special_tokens=True`` (transformers' name for it): there the strings
+are plain text, split as upstream's ``FullTokenizer`` splits them (``[``, ``mask``, ``]``), and special token ids
+come only from the template (``[CLS]``/``[SEP]``) and from zoo's own assembly of examples.
+
 Every call behaves as if the tokenizer were fresh: truncation and padding are options of the call, never state
 left behind by an earlier one, and calls from several threads at once are safe. (The Rust tokenizer keeps
 truncation/padding as mutable settings, so each combination of options gets its own configured copy, made once
@@ -44,12 +50,14 @@ SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 #: Tokens :func:`zoo.vocab.read_vocab` puts in place of empty and repeated lines (an empty line of a compact,
 #: ALBERT-ordered vocab is ``[zoo-empty]``, without a line number).
 _PLACEHOLDER = re.compile(r"\[zoo-(?:empty(?:-\d+)?|dup-\d+)\]")
-#: Configured copies kept per tokenizer (one per distinct truncation/padding combination in use).
+#: Configured copies kept per tokenizer (one per distinct truncation/padding/splitting combination in use).
 _MAX_CONFIGURED = 8
 #: A longer word is one [UNK] (BERT's ``max_input_chars_per_word``).
 _MAX_WORD = 100
 
 TextInput = str | Sequence[str]
+#: What a configured copy is set up for: (truncate to, padding mode, pad to, split special tokens).
+_Options = tuple[int | None, str | None, int | None, bool]
 
 
 class Tokenizer:
@@ -82,10 +90,10 @@ class Tokenizer:
             single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
             special_tokens=[("[CLS]", self.cls_token_id), ("[SEP]", self.sep_token_id)])
         tok.decoder = decoders.WordPiece(prefix="##")
-        tok.add_special_tokens(list(SPECIAL_TOKENS))  # "[MASK]" in text stays one token
-        self._tok = tok  # never truncates or pads; configured copies below do
+        tok.add_special_tokens(list(SPECIAL_TOKENS))  # "[MASK]" in text stays one token (unless split)
+        self._tok = tok  # never truncates, pads or splits special tokens; configured copies below do
         self._lock = threading.Lock()
-        self._configured: OrderedDict[tuple[int | None, str | None, int | None], _HFTokenizer] = OrderedDict()
+        self._configured: OrderedDict[_Options, _HFTokenizer] = OrderedDict()
 
     @classmethod
     def from_file(cls, path: str | Path, *, lowercase: bool = True, strip_accents: bool | None = None,
@@ -108,13 +116,14 @@ class Tokenizer:
     # --------------------------------------------------------------------------------------- encode
     def __call__(self, text: TextInput, text_pair: TextInput | None = None, *, padding: bool | str = False,
                  truncation: bool = False, max_length: int | None = None, return_tensors: str | None = None,
-                 return_offsets_mapping: bool = False) -> dict[str, Any]:
+                 return_offsets_mapping: bool = False, split_special_tokens: bool = False) -> dict[str, Any]:
         """Encode one text (or pair) or a batch. Returns ``input_ids``, ``token_type_ids``,
         ``attention_mask`` (and ``offset_mapping``): lists for one text, lists of lists for a batch,
         ``[B, T]`` tensors with ``return_tensors="pt"``.
 
         ``padding``: ``False``, ``True``/``"longest"`` or ``"max_length"``. ``truncation=True`` cuts to
         ``max_length`` (default: the model's positions), longest sequence of a pair first.
+        ``split_special_tokens=True``: raw text, where "[MASK]" is the characters ``[``, ``mask``, ``]``.
         """
         single = isinstance(text, str)
         texts = [text] if single else list(text)
@@ -134,7 +143,8 @@ class Tokenizer:
         if limit < 1:
             raise UsageError(f"max_length must be at least 1, got {limit}")
         pad_mode = "longest" if padding in (True, "longest") else "max_length" if padding == "max_length" else None
-        tok = self._configured_for(limit if truncation else None, pad_mode, limit if pad_mode == "max_length" else None)
+        tok = self._configured_for((limit if truncation else None, pad_mode,
+                                    limit if pad_mode == "max_length" else None, split_special_tokens))
         encodings = tok.encode_batch(inputs)
 
         out: dict[str, Any] = {
@@ -156,40 +166,48 @@ class Tokenizer:
             return {k: v[0] for k, v in out.items()}
         return out
 
-    def _configured_for(self, truncate: int | None, pad_mode: str | None, pad_length: int | None) -> _HFTokenizer:
+    def _configured_for(self, options: _Options) -> _HFTokenizer:
         """The Rust tokenizer set up for these options: the plain one, or a copy configured once and cached."""
-        if truncate is None and pad_mode is None:
+        if options == (None, None, None, False):
             return self._tok
-        key = (truncate, pad_mode, pad_length)
+        truncate, pad_mode, pad_length, split = options
         with self._lock:
-            tok = self._configured.get(key)
+            tok = self._configured.get(options)
             if tok is None:
                 tok = _HFTokenizer.from_str(self._tok.to_str())
                 if truncate is not None:
                     tok.enable_truncation(truncate, strategy="longest_first")
                 if pad_mode is not None:
                     tok.enable_padding(pad_id=self.pad_token_id, pad_token="[PAD]", length=pad_length)
-                self._configured[key] = tok
+                tok.encode_special_tokens = split  # True: the special tokens are not looked for in the text
+                self._configured[options] = tok
                 while len(self._configured) > _MAX_CONFIGURED:
                     self._configured.popitem(last=False)
             else:
-                self._configured.move_to_end(key)
+                self._configured.move_to_end(options)
             return tok
 
-    def batch_ids(self, texts: Sequence[str], *, special_tokens: bool = False) -> list[list[int]]:
+    def _plain(self, split_special_tokens: bool) -> _HFTokenizer:
+        """The tokenizer without truncation or padding."""
+        return self._configured_for((None, None, None, split_special_tokens))
+
+    def batch_ids(self, texts: Sequence[str], *, special_tokens: bool = False,
+                  split_special_tokens: bool = False) -> list[list[int]]:
         """Token ids of many texts at once (the Rust tokenizer works in parallel); no truncation, no padding.
 
         Without ``special_tokens`` no ``[CLS]``/``[SEP]`` is added: the ids of the text alone.
+        ``split_special_tokens=True`` for raw text (see the module docstring).
         """
-        return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=special_tokens)]
+        tok = self._plain(split_special_tokens)
+        return [e.ids for e in tok.encode_batch(list(texts), add_special_tokens=special_tokens)]
 
-    def tokenize(self, text: str, text_pair: str | None = None) -> list[str]:
+    def tokenize(self, text: str, text_pair: str | None = None, *, split_special_tokens: bool = False) -> list[str]:
         """Word pieces of ``text`` without the [CLS]/[SEP] template."""
-        return self._tok.encode(text, text_pair, add_special_tokens=False).tokens
+        return self._plain(split_special_tokens).encode(text, text_pair, add_special_tokens=False).tokens
 
-    def encode(self, text: str, text_pair: str | None = None) -> list[int]:
+    def encode(self, text: str, text_pair: str | None = None, *, split_special_tokens: bool = False) -> list[int]:
         """Ids of ``text`` (or the pair) with [CLS]/[SEP]."""
-        return self._tok.encode(text, text_pair).ids
+        return self._plain(split_special_tokens).encode(text, text_pair).ids
 
     # --------------------------------------------------------------------------------------- decode
     def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | list[int]:

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from zoo._fs import disk_usage, mtime, rmtree
+from zoo._fs import disk_usage, mtime, owner_alive, rmtree
 from zoo.cache.blobs import rehash_blob
 from zoo.cache.conversions import Conversion, conversions, invalidate_conversion, write_conversion_marker
 from zoo.cache.locks import remove_lock_file, try_lock
@@ -27,7 +27,6 @@ from zoo.cache.paths import (
     partial_dir,
     snapshot_lock,
     snapshot_marker_path,
-    staging_owner_alive,
 )
 from zoo.cache.records import rehash_files
 from zoo.cache.snapshots import Snapshot, invalidate, read_snapshot, snapshots, write_marker
@@ -277,7 +276,7 @@ def _remove_staging(entry: Entry) -> bool:
         return _remove_half_conversion(path)
     if entry.detail == "incomplete snapshot":
         return _remove_half_snapshot(path)
-    if staging_owner_alive(path):
+    if owner_alive(path.name):
         return False
     rmtree(path)
     return True

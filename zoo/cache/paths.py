@@ -18,13 +18,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import socket
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from zoo._fs import dir_mode
+from zoo._fs import dir_mode, owner_token
 
 if TYPE_CHECKING:
     from zoo.registry.schema import Source
@@ -106,33 +104,13 @@ def source_key(source: Source) -> str:
     return f"{host}-{hashlib.sha256(source.label.encode()).hexdigest()[:10]}"
 
 
-_HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:40] or "host"
-
-
 def staging_dir() -> Path:
-    """A fresh directory under ``tmp/`` named after this host and process, so ``prune`` can tell whether its
-    owner is still running."""
+    """A fresh directory under ``tmp/`` named by an owner token (:func:`zoo._fs.owner_token`), so ``prune`` can
+    tell whether its owner is still running (:func:`zoo._fs.owner_alive`)."""
     ensure_home()
-    path = home() / "tmp" / f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    path = home() / "tmp" / owner_token()
     path.mkdir(parents=True)
     return path
-
-
-def staging_owner_alive(path: Path) -> bool:
-    """Whether the process that made the staging directory ``path`` may still be using it."""
-    m = re.fullmatch(r"(.+)-(\d+)-[0-9a-f]{12}", path.name)
-    if m is None:
-        return False
-    host, pid = m.group(1), int(m.group(2))
-    if host != _HOST:
-        return True  # another machine sharing the cache: never guess
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ------------------------------------------------------------------------------------------ lock names

@@ -4,7 +4,16 @@ Input follows upstream ``create_pretraining_data.py``: UTF-8 text (optionally ``
 a blank or whitespace-only line between documents. Lines are stripped; a sentence that tokenizes to nothing is
 dropped, and so is a document left without sentences. Unlike upstream, the end of a file also ends its last
 document: upstream keeps appending the next file's first lines to it, which would make NSP/SOP pairs span two
-unrelated texts.
+unrelated texts. The text is raw text, as upstream reads it: ``[MASK]``, ``[CLS]``, ``[PAD]``... written in it
+are characters (``[``, ``mask``, ``]``), never special token ids (``split_special_tokens=True``).
+
+Long lines. A line longer than ``max_line_chars`` characters (:data:`MAX_LINE_CHARS`, 65,536, by default) is
+never read whole: it is read in pieces and cut into sentences of at most that many characters, each cut right
+after a space, an ASCII or common CJK punctuation mark or a CJK character -- places where WordPiece starts a new
+word anyway, so the tokens are exactly those of the whole line. (A run of more than ``max_line_chars``
+characters with no such place, which WordPiece would make one ``[UNK]``, is cut at the limit.) So one line
+without a newline -- a whole book, a ``.gz`` that unpacks to gigabytes -- costs the memory of a piece, not of
+the line: tokenizing takes about 650 bytes per character in the Rust tokenizer.
 
 Corpora may be larger than memory, so :func:`prepare_corpus` streams: it reads line by line, tokenizes batches
 of lines through :meth:`zoo.tokenizer.Tokenizer.batch_ids` (the Rust tokenizer encodes a batch in parallel) and
@@ -36,7 +45,8 @@ Words (what whole-word and n-gram masking group together):
 
 from __future__ import annotations
 
-import contextlib
+import codecs
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -44,10 +54,8 @@ import io
 import itertools
 import json
 import logging
-import os
-import shutil
+import re
 import struct
-import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -55,7 +63,7 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
-from zoo._fs import disk_full_is_an_error, sha256_file
+from zoo._fs import disk_full_is_an_error, remove_stale_staging, sha256_file, staged_directory
 from zoo.errors import DataError, NotFoundError, UsageError, first_line
 from zoo.tokenizer import Tokenizer
 
@@ -67,7 +75,7 @@ WORD_MODES: tuple[str, ...] = ("wordpiece", "jieba")
 ProgressCallback = Callable[[int, int], None]
 
 FORMAT = "zoo-pretraining-corpus"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: special-token strings in the text are text
 META_FILE = "corpus.json"
 ARRAY_FILES: dict[str, str] = {
     "tokens": "tokens.npy",
@@ -77,11 +85,17 @@ ARRAY_FILES: dict[str, str] = {
 }
 #: Default amount of text (characters) handed to the tokenizer per ``batch_ids`` call.
 DEFAULT_BATCH_CHARS = 1 << 20
+#: Default longest line read as one sentence; longer lines are cut into sentences of at most this many characters.
+MAX_LINE_CHARS = 1 << 16
 
 _READ_BLOCK = 1 << 20
 _NPY_HEADER_SIZE = 128  # fixed, so the header can be rewritten with the final length after streaming
 _UTF8_HINT = "the corpus must be UTF-8; convert it first, e.g. `iconv -f GB18030 -t UTF-8 in.txt > out.txt`"
 _FORMAT_HINT = "one sentence per line, a blank line between documents, UTF-8 (optionally .gz)"
+#: The last place in a long line after which it may be cut without changing its tokens: whitespace, ASCII
+#: punctuation (BERT's punctuation), common CJK punctuation, CJK characters (each one a word of its own).
+_LAST_CUT = re.compile("(?s).*[\t \u00a0\u3000!-/:-@\\[-`{-~，。！？；：、（）《》〈〉「」『』【】“”‘’…—"
+                       "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002a6df]")
 
 
 # ------------------------------------------------------------------------------------------------ the corpus
@@ -192,18 +206,21 @@ class TokenizedCorpus:
 # ------------------------------------------------------------------------------------------ build or reuse
 def prepare_corpus(files: Sequence[str | Path], tokenizer: Tokenizer, directory: str | Path, *,
                    words: WordMode = "wordpiece", batch_chars: int = DEFAULT_BATCH_CHARS,
-                   on_progress: ProgressCallback | None = None, rebuild: bool = False) -> TokenizedCorpus:
+                   max_line_chars: int = MAX_LINE_CHARS, on_progress: ProgressCallback | None = None,
+                   rebuild: bool = False) -> TokenizedCorpus:
     """Tokenize ``files`` (in this order) into ``directory``, or reuse it when it was built from the same input.
 
     Reuse needs the same files in the same order with the same sizes and sha256 (re-hashed here, about a
-    second per GB), the same vocabulary and tokenizer options, the same ``words`` mode (and jieba version) and
-    the same format version; anything else rebuilds, and ``rebuild=True`` always does. Building writes to a
-    sibling staging directory renamed into place at the end, so an interrupted build never leaves a directory
-    that looks complete. Several processes building at once are safe (each installs an identical result with a
+    second per GB), the same vocabulary and tokenizer options, the same ``words`` mode (and jieba version),
+    ``max_line_chars`` and format version; anything else rebuilds, and ``rebuild=True`` always does. Building
+    writes to a sibling staging directory renamed into place at the end, so an interrupted build never leaves a
+    directory that looks complete; the staging a killed build left behind in that folder is removed here, once
+    its process is gone. Several processes building at once are safe (each installs an identical result with a
     rename) but do the work several times: in a distributed run, let one rank build and the others
     :meth:`TokenizedCorpus.open` the directory after a barrier.
 
     ``batch_chars`` is how much text goes to the tokenizer at once (the output does not depend on it).
+    ``max_line_chars``: longer lines are cut into sentences of at most this many characters (module docstring).
     ``on_progress(bytes_read, bytes_total)`` is called as the files are read. Raises DataError for text that
     is not UTF-8 (naming file and line), damaged gzip data or a corpus without a single token,
     NotFoundError for a missing file and UsageError for bad options.
@@ -213,13 +230,16 @@ def prepare_corpus(files: Sequence[str | Path], tokenizer: Tokenizer, directory:
         raise UsageError(f"words={words!r} is not a word mode", hint=f"use one of {', '.join(WORD_MODES)}")
     if batch_chars < 1:
         raise UsageError(f"batch_chars must be positive, got {batch_chars}")
+    if max_line_chars < 1:
+        raise UsageError(f"max_line_chars must be positive, got {max_line_chars}")
     directory = Path(directory)
-    identity = _identity(tokenizer, words)
+    _remove_dead_staging(directory.parent)
+    identity = {**_identity(tokenizer, words), "max_line_chars": max_line_chars}
     if not rebuild:
         existing = _reusable(directory, paths, identity)
         if existing is not None:
             return existing
-    return _build(paths, tokenizer, directory, identity, words, batch_chars, on_progress)
+    return _build(paths, tokenizer, directory, identity, words, _Reading(batch_chars, max_line_chars), on_progress)
 
 
 def _check_files(files: Sequence[str | Path]) -> list[Path]:
@@ -251,6 +271,13 @@ def _identity(tokenizer: Tokenizer, words: str) -> dict[str, Any]:
                       "strip_accents": tokenizer.strip_accents},
         "words": word_info,
     }
+
+
+def _remove_dead_staging(folder: Path) -> None:
+    """Remove the staging directories in ``folder`` whose process is gone: a build killed with -9 cannot clean up
+    after itself. Those of a running build, or of another machine, stay."""
+    for path in remove_stale_staging(folder):
+        logger.info("%s: removed what an interrupted build left behind (its process is gone)", path)
 
 
 def _reusable(directory: Path, paths: list[Path], identity: dict[str, Any]) -> TokenizedCorpus | None:
@@ -295,46 +322,32 @@ def _mismatch(meta: Any, paths: list[Path], identity: dict[str, Any]) -> str | N
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class _Reading:
+    """How the text is read and handed to the tokenizer (see :func:`prepare_corpus`)."""
+
+    batch_chars: int
+    max_line_chars: int
+
+
 def _build(paths: list[Path], tokenizer: Tokenizer, directory: Path, identity: dict[str, Any], words: str,
-           batch_chars: int, on_progress: ProgressCallback | None) -> TokenizedCorpus:
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = directory.parent / f".{directory.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
-        with disk_full_is_an_error(f"writing the tokenized corpus in {directory.parent}",
-                                   hint="free space there, or put the tokenized corpus on another disk "
-                                        "(it needs about 5 bytes per token)"), \
-                _CorpusWriter(staging, tokenizer, words, batch_chars, paths, on_progress) as writer:
-            for path in paths:
-                writer.add_file(path)
-            counts, files = writer.finish()
+           reading: _Reading, on_progress: ProgressCallback | None) -> TokenizedCorpus:
+    """Tokenize into a staging sibling, then replace ``directory`` with it in one rename. Several processes
+    building at once each install an identical result."""
+    with disk_full_is_an_error(f"writing the tokenized corpus in {directory.parent}",
+                               hint="free space there, or put the tokenized corpus on another disk "
+                                    "(it needs about 5 bytes per token)"), \
+            staged_directory(directory, replace=True) as staging, \
+            _CorpusWriter(staging, tokenizer, words, reading, paths, on_progress) as writer:
+        for path in paths:
+            writer.add_file(path)
+        counts, files = writer.finish()
         meta = {**identity, "files": files, "counts": counts}
         (staging / META_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        _install(staging, directory, paths, identity)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     corpus = TokenizedCorpus.open(directory)
     logger.info("%s: tokenized %d documents, %d sentences, %d tokens", directory, corpus.num_documents,
                 corpus.num_sentences, corpus.num_tokens)
     return corpus
-
-
-def _install(staging: Path, directory: Path, paths: list[Path], identity: dict[str, Any]) -> None:
-    """Rename the finished staging directory to ``directory``, replacing an outdated one."""
-    old: Path | None = None
-    if directory.exists():
-        old = directory.parent / f".{directory.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        with contextlib.suppress(FileNotFoundError):  # another process may have replaced it meanwhile
-            directory.rename(old)
-    try:
-        staging.rename(directory)
-    except OSError:
-        # Another process installed its build between our two renames: use it when it matches.
-        if _reusable(directory, paths, identity) is None:
-            raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -360,24 +373,65 @@ class _HashingReader(io.RawIOBase):
         return n or 0
 
 
-def _iter_lines(stream: BinaryIO, path: Path, compressed: bool) -> Iterator[tuple[int, str]]:
-    """``(line number, stripped text)`` of each line; DataError for bytes that are not UTF-8 or damaged gzip."""
-    lineno = 0
+def _iter_lines(stream: BinaryIO, path: Path, compressed: bool, max_chars: int) -> Iterator[tuple[int, str]]:
+    """``(line number, text)``: each line stripped, ``""`` for a blank one; a line longer than ``max_chars``
+    comes as several texts, never read whole (see the module docstring). DataError for bytes that are not UTF-8
+    and for damaged gzip data."""
+    size = max(max_chars, 4096)  # bytes per read: at most this many characters
+    lineno = complete = 0
     try:
-        for lineno, raw in enumerate(stream, 1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
-                                f"{exc.start + 1} of the line)", hint=_UTF8_HINT) from None
-            if lineno == 1 and text.startswith("\ufeff"):
-                text = text[1:]
-            yield lineno, text.strip()
+        while raw := stream.readline(size):
+            lineno += 1
+            if lineno == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
+            if len(raw) <= max_chars and (raw.endswith(b"\n") or len(raw) < size):  # readline stops short at EOF
+                yield lineno, _decode(None, raw, path, lineno, 0).strip()
+            else:
+                yield from _long_line(stream, raw, path, lineno, max_chars, size)
+            complete = lineno
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         if not compressed:
             raise
-        raise DataError(f"{path}: damaged gzip data after line {lineno} ({first_line(exc)})",
+        raise DataError(f"{path}: damaged gzip data after line {complete} ({first_line(exc)})",
                         hint="re-create or re-download the file; `gzip -t` checks it") from None
+
+
+def _long_line(stream: BinaryIO, raw: bytes, path: Path, lineno: int, max_chars: int,
+               size: int) -> Iterator[tuple[int, str]]:
+    """The texts of a line that may be longer than ``max_chars``, which begins with ``raw``: read ``size``
+    bytes at a time and cut after the last place :data:`_LAST_CUT` allows (at ``max_chars`` if none)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    text, read, has_text = "", 0, False
+    while True:
+        end = not raw or raw.endswith(b"\n") or len(raw) < size
+        text += _decode(decoder, raw, path, lineno, read, final=end)
+        read += len(raw)
+        while len(text) > max_chars:
+            match = _LAST_CUT.match(text, 0, max_chars)
+            cut = match.end() if match else max_chars
+            piece, text = text[:cut].strip(), text[cut:]
+            if piece:
+                has_text = True
+                yield lineno, piece
+        if end:
+            piece = text.strip()
+            if piece or not has_text:
+                yield lineno, piece
+            return
+        raw = stream.readline(size)
+
+
+def _decode(decoder: codecs.IncrementalDecoder | None, raw: bytes, path: Path, lineno: int, read: int, *,
+            final: bool = True) -> str:
+    """``raw``, the bytes of a line after its first ``read``, as text (through ``decoder`` when the line comes
+    in several reads); DataError naming file, line and the byte's column."""
+    pending = len(decoder.getstate()[0]) if decoder is not None else 0
+    try:
+        return raw.decode("utf-8") if decoder is None else decoder.decode(raw, final)
+    except UnicodeDecodeError as exc:
+        column = read - pending + exc.start + 1
+        raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at column {column} "
+                        "of the line)", hint=_UTF8_HINT) from None
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -415,13 +469,13 @@ def _npy_header(dtype: np.dtype, length: int) -> bytes:
 class _CorpusWriter:
     """Reads files, tokenizes batches of lines and appends them to the four arrays."""
 
-    def __init__(self, staging: Path, tokenizer: Tokenizer, words: str, batch_chars: int, paths: list[Path],
+    def __init__(self, staging: Path, tokenizer: Tokenizer, words: str, reading: _Reading, paths: list[Path],
                  on_progress: ProgressCallback | None) -> None:
         self._tokenizer = tokenizer
         self._jieba = _jieba_tokenizer() if words == "jieba" else None
         self._continuation = np.fromiter((t.startswith("##") for t in tokenizer.tokens), dtype=bool,
                                          count=len(tokenizer.tokens))
-        self._batch_chars = batch_chars
+        self._reading = reading
         self._on_progress = on_progress
         self._bytes_total = sum(p.stat().st_size for p in paths)
         self._bytes_read = 0
@@ -459,8 +513,9 @@ class _CorpusWriter:
             stream: BinaryIO = gzip.GzipFile(fileobj=buffered, mode="rb") if compressed else buffered  # type: ignore[assignment]
             seen_text = blank_after_text = has_break = False
             new_document = True  # a file's first sentence starts a document
-            for _, text in _iter_lines(stream, path, compressed):
-                self._lines += 1
+            lines = 0
+            for lineno, text in _iter_lines(stream, path, compressed, self._reading.max_line_chars):
+                lines = lineno
                 if not text:
                     new_document = True
                     blank_after_text = seen_text
@@ -471,10 +526,11 @@ class _CorpusWriter:
                 self._breaks.append(new_document)
                 new_document = False
                 self._pending_chars += len(text)
-                if self._pending_chars >= self._batch_chars:
+                if self._pending_chars >= self._reading.batch_chars:
                     self._flush()
             while buffered.read(_READ_BLOCK):  # hash whatever follows the gzip stream, too
                 pass
+        self._lines += lines
         self._flush()
         if seen_text and not has_break:
             logger.warning("%s: no blank line between documents; the whole file is one document "
@@ -512,11 +568,11 @@ class _CorpusWriter:
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Token ids, word-start flags and per-text token counts of a batch of texts."""
         if self._jieba is None:
-            id_lists = self._tokenizer.batch_ids(texts)
+            id_lists = self._tokenizer.batch_ids(texts, split_special_tokens=True)
             lengths = np.fromiter(map(len, id_lists), np.int64, count=len(id_lists))
             ids = np.fromiter(itertools.chain.from_iterable(id_lists), np.int32, count=int(lengths.sum()))
             return ids, ~self._continuation[ids], lengths
-        encoded = self._tokenizer(texts, return_offsets_mapping=True)
+        encoded = self._tokenizer(texts, return_offsets_mapping=True, split_special_tokens=True)
         id_parts: list[np.ndarray] = []
         start_parts: list[np.ndarray] = []
         lengths = np.zeros(len(texts), np.int64)
@@ -586,6 +642,7 @@ __all__ = [
     "DEFAULT_BATCH_CHARS",
     "FORMAT",
     "FORMAT_VERSION",
+    "MAX_LINE_CHARS",
     "META_FILE",
     "WORD_MODES",
     "ProgressCallback",
