@@ -22,10 +22,11 @@ import torch
 
 from zoo import errors
 from zoo.errors import DataError, UsageError, ZooError
+from zoo.tf.tfrecord import count_records
 from zoo.training.corpus import TokenizedCorpus
 from zoo.training.instances import Instance, InstanceSampler
 from zoo.training.masking import EXAMPLE_KEYS, ExampleBuilder
-from zoo.training.tfrecord import count_records, read_pretraining_examples
+from zoo.training.tfrecord import read_pretraining_examples
 
 log = logging.getLogger("zoo.training")
 
