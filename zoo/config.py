@@ -94,7 +94,6 @@ REQUIRED_KEYS: tuple[str, ...] = ("architecture", "vocab_size", "hidden_size", "
                                   "num_attention_heads", "intermediate_size")
 _INTS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
          "max_position_embeddings", "type_vocab_size", "embedding_size", "num_hidden_groups", "inner_group_num")
-_NUMBERS = ("layer_norm_eps", "initializer_range", "hidden_dropout_prob", "attention_probs_dropout_prob")
 _CHOICES = {"architecture": ARCHITECTURES, "hidden_act": ACTIVATIONS, "ln_type": LN_TYPES}
 _NULLABLE = frozenset({"embedding_size", "hidden_dropout_prob", "attention_probs_dropout_prob"})
 
@@ -136,6 +135,7 @@ def _value_problem(key: str, value: Any) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int):
             return f"expected an integer, got {_shown(value)}"
         return None if value >= 1 else f"must be a positive integer, got {value}"
+    # the rest are numbers: layer_norm_eps, initializer_range, the dropout probabilities
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"expected a number, got {_shown(value)}"
     if not math.isfinite(value):
