@@ -152,11 +152,12 @@ def test_vocab_normalization(converted: dict[str, Path]) -> None:
     source = (FIXTURES / "albert_google" / "vocab_chinese.txt").read_text(encoding="utf-8").splitlines()
     assert "\t" in source[0] and source[96].split("\t")[0] == source[10].split("\t")[0] == "了"
     tokens = (converted["albert_google"] / "vocab.txt").read_text(encoding="utf-8").split("\n")[:-1]
-    # google-research/albert's load_vocab: ids follow first appearance, so the repeated line is dropped
-    assert len(source) == 97 and len(tokens) == 96
+    # google-research/albert's load_vocab: ids follow first appearance, so the repeated line is dropped, and the
+    # last embedding row, which no token reaches any more, keeps its line as a placeholder (line = id, as always)
+    assert len(source) == 97 and len(tokens) == 97
     assert all("\t" not in t and " " not in t for t in tokens)
     assert tokens[10] == "了" and tokens.count("了") == 1
-    assert tokens == [line.split("\t")[0] for line in source[:96]]
+    assert tokens[:96] == [line.split("\t")[0] for line in source[:96]] and tokens[96] == "[zoo-unused-96]"
     assert tokens[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     receipt = json.loads((converted["albert_google"] / "receipt.json").read_text())
     assert receipt["vocab"]["duplicates"] == {"96": 10}
@@ -287,6 +288,44 @@ def test_vocab_larger_than_the_model_is_rejected(tmp_path: Path) -> None:
         convert(FIXTURES / "bert", tmp_path / "out", vocab=vocab)
 
 
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("layer_norm_eps", float("nan"), "expected a finite number, got nan"),
+    ("num_attention_heads", True, "expected an integer, got a boolean"),
+    ("hidden_size", "32", "expected an integer, got a string '32'"),
+    ("intermediate_size", 64.0, "expected an integer, got a number 64.0"),
+    ("initializer_range", -0.02, "must be > 0, got -0.02"),
+    ("hidden_act", "swish", "expected one of relu, gelu, gelu_new, got 'swish'"),
+    ("num_hidden_layers", None, "expected an integer, got null"),
+])
+@pytest.mark.parametrize("kind", ["upstream", "zoo"])
+def test_config_values_are_checked(tmp_path: Path, converted: dict[str, Path], kind: str, key: str, value,
+                                   message: str) -> None:
+    """An upstream albert_config.json and a zoo config.json alike: every value's type and range, named by file
+    and key, before any tensor is read."""
+    source = FIXTURES / "albert_google" / "albert_config.json" if kind == "upstream" else \
+        converted["albert_google"] / "config.json"
+    config = json.loads(source.read_text())
+    config[key] = value
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=re.escape(f"{path}: {key}: {message}")):
+        convert(FIXTURES / "albert_google", tmp_path / "out", config=path)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["bert", "albert_google"])
+def test_a_vocab_shorter_than_the_embedding_table_is_rejected(tmp_path: Path, name: str) -> None:
+    """Fewer tokens than embedding rows is only what google-research/albert's load_vocab does with repeated lines;
+    a 10-token vocab for 97 rows (2 repeated lines do not explain 87 rows) belongs to another model."""
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("".join(f"t{i}\n" for i in range(10)) + "t3\nt4\n")
+    dropped = " (2 repeated lines dropped)" if name == "albert_google" else ""
+    tokens = 10 if name == "albert_google" else 12
+    with pytest.raises(CheckpointError, match=re.escape(f"{vocab}: {tokens} tokens{dropped} for the 97 embedding "
+                                                        "rows")):
+        convert(FIXTURES / name, tmp_path / "out", vocab=vocab)
+
+
 # --------------------------------------------------------------------------------------- inputs/outputs
 def test_bare_prefix_with_modelconfig_and_dtype(tmp_path: Path) -> None:
     upstream = json.loads((FIXTURES / "albert_brightmart_lamb" / "albert_config_tiny.json").read_text())
@@ -383,7 +422,7 @@ def test_cli_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["convert", str(FIXTURES / "bert"), str(out)]) == UsageError.exit_code
     assert main(["convert", str(FIXTURES / "bert"), str(tmp_path / "o2"), "--scheme", "brightmart-albert"]) == \
         CheckpointError.exit_code
-    assert "bert_config.json: inconsistent config:\n  embedding_size: required for ALBERT" in capsys.readouterr().err
+    assert "bert_config.json: embedding_size: required for ALBERT" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------ the fast path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -244,6 +245,49 @@ def test_weights_that_do_not_match_config_are_rejected(tmp_path: Path) -> None:
         zoo.load(tmp_path / "garbage", device="cpu")
 
 
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("layer_norm_eps", float("nan"), "expected a finite number, got nan"),
+    ("num_attention_heads", True, "expected an integer, got a boolean"),
+    ("hidden_size", "32", "expected an integer, got a string '32'"),
+    ("intermediate_size", 48.0, "expected an integer, got a number 48.0"),
+    ("hidden_dropout_prob", -0.5, r"must be in \[0, 1\)"),
+    ("num_attention_heads", 5, "hidden_size 32 is not divisible by num_attention_heads 5"),
+    ("ln_type", None, "expected one of postln, preln, got None"),
+])
+@pytest.mark.parametrize("layout", ["zoo", "transformers"])
+def test_config_values_are_checked_where_a_directory_is_read(tmp_path: Path, layout: str, key: str, value,
+                                                             message: str) -> None:
+    """No receipt, no manifest: config.json alone is checked, key by key, before anything is built or exported."""
+    path = write_converted(tmp_path / "m")
+    data = json.loads((path / "config.json").read_text()) if layout == "zoo" else hf_names.transformers_config(CONFIG)
+    if layout == "transformers" and key == "ln_type":
+        key, value, message = "hidden_act", None, "expected one of relu, gelu, gelu_new, got None"
+    data[key] = value
+    (path / "config.json").write_text(json.dumps(data), encoding="utf-8")
+    expected = re.escape(str(path / "config.json")) + f": {key}: {message}"
+    with pytest.raises(CheckpointError, match=expected):
+        zoo.load(path, device="cpu")
+    with pytest.raises(CheckpointError, match=expected):
+        zoo.export(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_vocab_must_have_one_line_per_embedding_row(tmp_path: Path) -> None:
+    """A directory's vocab.txt gives line i the id i: fewer lines than embedding rows means the vocab belongs to
+    another model (zoo's own ALBERT-ordered vocabs fill the rows past their last token with placeholders)."""
+    path = write_converted(tmp_path / "m")
+    (path / "vocab.txt").write_text("\n".join(VOCAB[:10]) + "\n", encoding="utf-8")
+    with pytest.raises(CheckpointError, match=rf"vocab\.txt: 10 tokens for the {len(VOCAB)} embedding rows"):
+        zoo.load(path, device="cpu")
+    with pytest.raises(CheckpointError, match="10 tokens for"):
+        zoo.export(path, tmp_path / "out")
+    (path / "vocab.txt").write_text("\n".join(VOCAB[:-1]) + "\n", encoding="utf-8")
+    with pytest.raises(CheckpointError, match=f"{len(VOCAB) - 1} tokens for the {len(VOCAB)} embedding rows"):
+        zoo.load(path, device="cpu")
+    (path / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
+    assert zoo.load(path, device="cpu").tokenizer.vocab_size == CONFIG.vocab_size
+
+
 def test_bad_arguments(converted: tuple[Path, dict], tmp_path: Path) -> None:
     path, _ = converted
     with pytest.raises(UsageError, match="unknown dtype"):
@@ -252,6 +296,8 @@ def test_bad_arguments(converted: tuple[Path, dict], tmp_path: Path) -> None:
         zoo.load(path, device="cpu", heads="mlm-and-more")
     with pytest.raises(UsageError, match="position_init"):
         zoo.load(path, device="cpu", max_position_embeddings=48, position_init="zeros")
+    with pytest.raises(UsageError, match="max_position_embeddings=48.5: expected an integer"):
+        zoo.load(path, device="cpu", max_position_embeddings=48.5)
     with pytest.raises(NotFoundError, match="no such directory"):
         zoo.load(tmp_path / "nowhere")
     with pytest.raises(NotFoundError, match="not a directory"):

@@ -56,12 +56,13 @@ def test_outputs_match_tensorflow(fixture: dict) -> None:
 
 def test_google_vocab_with_scores_and_duplicate_loads() -> None:
     """vocab_chinese.txt has a score column and repeats id 10's token on its last line: as in
-    google-research/albert's load_vocab, ids follow first appearance (96 tokens for 97 embedding rows) and the
-    repeated token maps to its first id."""
+    google-research/albert's load_vocab, ids follow first appearance (96 tokens for 97 embedding rows), the
+    repeated token maps to its first id, and the last row, which no text reaches, is a placeholder."""
     loaded = zoo.load(FIXTURES / "albert_google", device="cpu")
     vocab = [line.split("\t")[0] for line in
              (FIXTURES / "albert_google" / "vocab_chinese.txt").read_text(encoding="utf-8").splitlines()]
-    assert loaded.tokenizer.vocab_size == len(vocab) - 1 == loaded.config.vocab_size - 1
+    assert loaded.tokenizer.vocab_size == len(vocab) == loaded.config.vocab_size
+    assert loaded.tokenizer.unreachable_ids == {len(vocab) - 1}
     dup = vocab[-1]
     assert vocab.index(dup) == 10
     assert loaded.tokenizer(dup)["input_ids"] == [loaded.tokenizer.cls_token_id, 10, loaded.tokenizer.sep_token_id]

@@ -377,8 +377,6 @@ def test_window_arguments_are_checked(tok: Tokenizer) -> None:
         align(tok, "ab", [(0, 2), (1, 2)])
 
 
-@pytest.mark.xfail(strict=True, reason="zoo.tokenizer has no option yet to keep special-token text literal; "
-                                       "when it has, zoo.tagging._tokenize switches it on and this passes")
 def test_special_token_text_in_user_text_stays_text(tok: Tokenizer) -> None:
     a = align(tok, "[MASK]好")
     assert tok.mask_token_id not in a.input_ids

@@ -7,8 +7,11 @@ real upstream files and TensorFlow's own parse of them (tests/fixtures/pretraini
 from __future__ import annotations
 
 import json
+import os
 import random
 import struct
+import threading
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +20,11 @@ import pytest
 from support import tfrecord as W
 
 from zoo.errors import DataError, NotFoundError, UsageError
+from zoo.tf import tfrecord as tfrecord_module
+from zoo.tf.example import parse_example
 from zoo.tf.proto import ProtoError
-from zoo.training.tfrecord import (
-    IGNORE_INDEX,
-    _fast_batch,
-    count_records,
-    iter_records,
-    parse_example,
-    read_examples,
-    read_pretraining_examples,
-)
+from zoo.tf.tfrecord import count_records, iter_records, read_examples
+from zoo.training.tfrecord import IGNORE_INDEX, _fast_batch, read_pretraining_examples
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pretraining"
 UPSTREAM = ["bert", "albert"]
@@ -332,6 +330,83 @@ def test_huge_bogus_length_is_not_allocated(tmp_path: Path) -> None:
         path = W.write_bytes(tmp_path / f"x.{compression}", blob, compression=compression)
         with pytest.raises(DataError, match="ends inside the record"):
             list(iter_records(path))
+
+
+def peak_bytes(read: Any) -> int:
+    """The most memory Python objects held at once while ``read()`` ran (tracemalloc traces every bytes object)."""
+    tracemalloc.start()
+    try:
+        read()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def expect_error(path: Path, match: str) -> Any:
+    def read() -> None:
+        with pytest.raises(DataError, match=match):
+            list(iter_records(path))
+    return read
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zlib"])
+@pytest.mark.parametrize("length", [1 << 60, 40 << 20])
+def test_a_huge_length_in_a_compressed_stream_is_refused_before_reading(tmp_path: Path, compression: str,
+                                                                       length: int) -> None:
+    """A 40 KiB file that inflates to 40 MiB of zeros behind a header claiming 2^60 bytes (more than any deflate
+    stream of that size holds) or 40 MiB (more than the largest record zoo reads): refused before any is read."""
+    features = upstream_like(2)
+    header = struct.pack("<Q", length)
+    blob = b"".join(W.frame(W.example(f)) for f in features) + header + struct.pack("<I", W.masked_crc(header))
+    path = W.write_bytes(tmp_path / f"x.{compression}", blob + bytes(40 << 20), compression=compression)
+    assert path.stat().st_size < 100 << 10
+    problem = "ends inside the record" if length == 1 << 60 else "larger than the largest record zoo reads"
+    assert peak_bytes(expect_error(path, f"record 2 .*{problem}")) < 8 << 20
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zlib"])
+def test_decompression_is_incremental(tmp_path: Path, compression: str) -> None:
+    """Record 3 is damaged and 40 MiB of zeros follow: the error comes with little memory held, however well the
+    rest of the stream compresses."""
+    features = upstream_like(4)
+    frames = [W.frame(W.example(f)) for f in features]
+    frames[3] = W.frame(W.example(features[3]), bad_data_crc=True)
+    path = W.write_bytes(tmp_path / f"x.{compression}", b"".join(frames) + bytes(40 << 20), compression=compression)
+    assert peak_bytes(expect_error(path, "record 3 .*data CRC mismatch")) < 8 << 20
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_a_record_larger_than_the_maximum_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     compression: str) -> None:
+    features = upstream_like(2)
+    path = write(tmp_path, features, compression=compression)
+    monkeypatch.setattr(tfrecord_module, "MAX_RECORD_BYTES", len(W.example(features[0])) - 1)
+    with pytest.raises(DataError, match="larger than the largest record zoo reads") as exc:
+        list(iter_records(path))
+    located(exc, path, 0, 0)
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    """--tfrecord on a named pipe: refused at once like --corpus refuses it, instead of blocking in open."""
+    fifo = tmp_path / "x.tfrecord"
+    os.mkfifo(fifo)
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            list(read_pretraining_examples(fifo))
+        except BaseException as exc:  # handed to the test thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))  # let the blocked reader go
+        thread.join(10)
+        pytest.fail("opening a FIFO blocked until a writer came")
+    assert len(errors) == 1 and isinstance(errors[0], NotFoundError), errors
+    assert f"{fifo}: is a fifo, not a regular file" in str(errors[0])
 
 
 # --------------------------------------------------------------------------- real upstream files

@@ -14,10 +14,11 @@ import os
 import re
 import shutil
 import socket
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from zoo.errors import DiskSpaceError
 
@@ -255,6 +256,38 @@ def disk_usage(paths: list[Path]) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- reading
+def special_kind(mode: int) -> str | None:
+    """``"a directory"``, ``"a fifo"``, ``"a device"``, ``"a special file"`` for a stat mode; None: a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a fifo"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a special file"
+
+
+def open_regular(path: Path, what: str, *, buffering: int = -1) -> BinaryIO:
+    """``path`` opened for binary reading, if it is a regular file: checked on what was opened, which never
+    blocks (a FIFO without a writer would block ``open`` forever). A missing file, a directory, a FIFO or a device
+    is a NotFoundError naming ``what`` file was expected; other OSErrors (permissions) are the caller's."""
+    from zoo.errors import NotFoundError
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: {what} file does not exist") from None
+    try:
+        kind = special_kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise NotFoundError(f"{path}: is {kind}, not a regular file", hint=f"name the {what} files themselves")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=buffering)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read_lines(path: Path, what: str) -> list[str]:
     """The lines of a UTF-8 text file (a BOM is dropped; a final newline ends the last line, it does not start an
     empty one). A missing file, a directory or bytes that are not UTF-8 are zoo errors naming the file."""

@@ -14,14 +14,20 @@ A :class:`ModelConfig` is the manifest's ``config`` mapping (keys and meanings a
     ``word_embeddings_2``; position/type embeddings and their LayerNorm are H wide; one shared layer;
     post-LN or pre-LN (``ln_type``; pre-LN has no final LayerNorm).
 
-This module is pure Python (no torch), so the registry and ``zoo list`` can use it cheaply.
+Every :class:`ModelConfig` is valid: construction checks each value's type and range and their contradictions
+(:class:`InvalidConfig`), so every reader — manifest, zoo or transformers ``config.json``, upstream JSON — applies
+the same rules and only has to name the file. This module is pure Python (no torch), so the registry and
+``zoo list`` can use it cheaply.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
+
+from zoo._fs import cut
 
 Architecture = Literal["bert", "albert", "albert-brightmart"]
 ARCHITECTURES: tuple[str, ...] = ("bert", "albert", "albert-brightmart")
@@ -98,6 +104,60 @@ def upstream_architecture(data: Mapping[str, Any]) -> str:
     if "embedding_size" in data or "ln_type" in data:
         return "albert-brightmart"
     return "bert"
+#: Keys every config states (the others have defaults).
+REQUIRED_KEYS: tuple[str, ...] = ("architecture", "vocab_size", "hidden_size", "num_hidden_layers",
+                                  "num_attention_heads", "intermediate_size")
+_INTS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+         "max_position_embeddings", "type_vocab_size", "embedding_size", "num_hidden_groups", "inner_group_num")
+_CHOICES = {"architecture": ARCHITECTURES, "hidden_act": ACTIVATIONS, "ln_type": LN_TYPES}
+_NULLABLE = frozenset({"embedding_size", "hidden_dropout_prob", "attention_probs_dropout_prob"})
+
+
+class InvalidConfig(ValueError):
+    """Values that describe no model. ``problems``: ``(key, what is expected)`` pairs; readers name the file."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{key}: {what}" for key, what in problems))
+        self.problems = problems
+
+    def message(self, origin: object) -> str:
+        """``origin: key: what`` for one problem, one line per problem for several."""
+        if len(self.problems) == 1:
+            return f"{origin}: {self}"
+        return f"{origin}: {len(self.problems)} problems in the config:\n  " + \
+            "\n  ".join(f"{key}: {what}" for key, what in self.problems)
+
+
+def _shown(value: Any) -> str:
+    """``a string '32'``, ``a boolean``, ``null``: how a wrong value is named in a message (never whole)."""
+    if value is None:
+        return "null"
+    kind = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a mapping"}.get(type(value), type(value).__name__)
+    return kind if isinstance(value, bool) else f"{kind} {cut(repr(value), 60)}"
+
+
+def _value_problem(key: str, value: Any) -> str | None:
+    """What is wrong with one value on its own: type, finiteness, range."""
+    if value is None and key in _NULLABLE:
+        return None
+    if key in _CHOICES:
+        choices = _CHOICES[key]
+        if not isinstance(value, str) or value not in choices:
+            return f"expected one of {', '.join(choices)}, got {cut(repr(value), 60)}"
+        return None
+    if key in _INTS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"expected an integer, got {_shown(value)}"
+        return None if value >= 1 else f"must be a positive integer, got {value}"
+    # the rest are numbers: layer_norm_eps, initializer_range, the dropout probabilities
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"expected a number, got {_shown(value)}"
+    if not math.isfinite(value):
+        return f"expected a finite number, got {value}"
+    if key.endswith("_prob"):
+        return None if 0 <= value < 1 else f"must be in [0, 1), got {value}"
+    return None if value > 0 else f"must be > 0, got {value}"  # layer_norm_eps, initializer_range
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +182,16 @@ class ModelConfig:
     #: Dropout in training mode; ``None`` means the upstream default (0.1 for BERT, 0 for both ALBERTs).
     hidden_dropout_prob: float | None = None
     attention_probs_dropout_prob: float | None = None
+
+    def __post_init__(self) -> None:
+        """Every config is valid: a value of the wrong type or range, or a contradiction, is an
+        :class:`InvalidConfig` here, so no reader (manifest, directory, upstream JSON) can let one through."""
+        problems = [(f.name, what) for f in dataclasses.fields(self)
+                    if (what := _value_problem(f.name, getattr(self, f.name))) is not None]
+        if not problems:
+            problems = self._contradictions()
+        if problems:
+            raise InvalidConfig(problems)
 
     # ----------------------------------------------------------------------------------------- derived
     @property
@@ -216,50 +286,26 @@ class ModelConfig:
         return mlm + 2 * h + 2
 
     # ---------------------------------------------------------------------------------- validation
-    def problems(self) -> list[tuple[str, str]]:
-        """Contradictions as ``(key, what is wrong)`` pairs; empty when the config is consistent."""
+    def _contradictions(self) -> list[tuple[str, str]]:
+        """Values that are each valid but contradict each other, as ``(key, what is wrong)`` pairs."""
         found: list[tuple[str, str]] = []
-        for field in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                      "intermediate_size", "max_position_embeddings", "type_vocab_size",
-                      "num_hidden_groups", "inner_group_num"):
-            if getattr(self, field) < 1:
-                found.append((field, f"must be a positive integer, got {getattr(self, field)}"))
-        if found:
-            return found
-        if self.architecture not in ARCHITECTURES:
-            found.append(("architecture", f"expected one of {', '.join(ARCHITECTURES)}, got {self.architecture!r}"))
         if self.hidden_size % self.num_attention_heads:
             found.append(("num_attention_heads",
                           (f"hidden_size {self.hidden_size} is not divisible by num_attention_heads "
                            f"{self.num_attention_heads}")))
-        if self.hidden_act not in ACTIVATIONS:
-            found.append(("hidden_act", f"expected one of {', '.join(ACTIVATIONS)}, got {self.hidden_act!r}"))
-        if self.ln_type not in LN_TYPES:
-            found.append(("ln_type", f"expected one of {', '.join(LN_TYPES)}, got {self.ln_type!r}"))
-        elif self.ln_type == "preln" and self.architecture != "albert-brightmart":
+        if self.ln_type == "preln" and self.architecture != "albert-brightmart":
             found.append(("ln_type", "preln exists only in brightmart's albert_zh (scheme brightmart-albert)"))
         if self.is_albert:
             if self.embedding_size is None:
                 found.append(("embedding_size", "required for ALBERT"))
-            elif self.embedding_size < 1:
-                found.append(("embedding_size", f"must be a positive integer, got {self.embedding_size}"))
             if self.num_hidden_groups > self.num_hidden_layers:
                 found.append(("num_hidden_groups",
                               (f"{self.num_hidden_groups} groups for {self.num_hidden_layers} layers: "
                                "some groups would never run")))
             if self.architecture == "albert-brightmart" and self.num_layer_sets != 1:
                 found.append(("num_hidden_groups", "brightmart ALBERT has exactly one shared layer (1 group, 1 inner)"))
-        else:
-            if self.embedding_size not in (None, self.hidden_size):
-                found.append(("embedding_size", "BERT has no factorized embeddings (albert only)"))
-        if self.layer_norm_eps <= 0:
-            found.append(("layer_norm_eps", f"must be > 0, got {self.layer_norm_eps}"))
-        if self.initializer_range <= 0:
-            found.append(("initializer_range", f"must be > 0, got {self.initializer_range}"))
-        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            value = getattr(self, key)
-            if value is not None and not 0 <= value < 1:
-                found.append((key, f"must be in [0, 1), got {value}"))
+        elif self.embedding_size not in (None, self.hidden_size):
+            found.append(("embedding_size", "BERT has no factorized embeddings (albert only)"))
         return found
 
     # -------------------------------------------------------------------------------- (de)serialise
@@ -287,14 +333,16 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], architecture: str | None = None) -> ModelConfig:
-        """Build from zoo's own mapping (manifest ``config`` or zoo ``config.json``); unknown keys raise."""
+        """Build from zoo's own mapping (manifest ``config`` or zoo ``config.json``). Unknown and missing keys,
+        and every value :meth:`__post_init__` refuses, raise :class:`InvalidConfig`."""
         values = dict(data)
         if architecture is not None:
             values["architecture"] = architecture
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise KeyError(", ".join(unknown))
+        problems = [(cut(str(key), 60), "unknown key") for key in values if key not in names]
+        problems += [(key, "missing required key") for key in REQUIRED_KEYS if key not in values]
+        if problems:
+            raise InvalidConfig(problems)
         return cls(**values)
 
     @classmethod
@@ -303,12 +351,13 @@ class ModelConfig:
 
         The TF code computes GELU with the tanh approximation, so upstream ``"gelu"`` becomes ``gelu_new``.
         Keys zoo does not use (pooler_*, directionality, ...) are ignored; dropout probabilities are kept.
+        Invalid values raise :class:`InvalidConfig`.
         """
         act = data.get("hidden_act", "gelu")
-        act = {"gelu": "gelu_new"}.get(act, act)
         keep = {f.name for f in dataclasses.fields(cls)} - {"architecture", "hidden_act"}
         values = {k: v for k, v in data.items() if k in keep}
         if architecture == "bert":
             for key in ALBERT_ONLY_KEYS:
                 values.pop(key, None)
-        return cls(architecture=architecture, hidden_act=act, **values).with_default_dropout()  # type: ignore[arg-type]
+        values.update(architecture=architecture, hidden_act="gelu_new" if act == "gelu" else act)
+        return cls.from_dict(values).with_default_dropout()

@@ -23,8 +23,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.config import CHECKPOINT_HEADS, PRETRAINING_HEADS, ModelConfig, normalize_dtype
-from zoo.converters.layout import VOCAB, WEIGHTS, missing_file, read_config
+from zoo.config import CHECKPOINT_HEADS, PRETRAINING_HEADS, InvalidConfig, ModelConfig, normalize_dtype
+from zoo.converters.layout import VOCAB, WEIGHTS, missing_file, read_config, read_directory_vocab
 from zoo.errors import CheckpointError, UsageError, ZooError
 from zoo.progress import Progress, ProgressCallback, ProgressEvent, reporting
 from zoo.tokenizer import Tokenizer
@@ -241,21 +241,14 @@ def _load_prepared(prepared: Prepared, device: torch.device, dtype: str | torch.
     emit(ProgressEvent("note", prepared.name, message=f"loading on {device}"))
     lowercase, strip_accents = prepared.tokenizer_options()
     config, layout = read_config(directory)
+    tokens = read_directory_vocab(directory, config)
     if manifest is not None and heads in PRETRAINING_HEADS:
         _warn_untrained_heads(manifest, heads)
     model = load_model(directory / WEIGHTS, config, device=device, dtype=dtype, heads=heads,
                        num_labels=num_labels, max_position_embeddings=max_position_embeddings,
                        position_init=position_init, layout=layout)
-    vocab = directory / VOCAB
-    if not vocab.is_file():
-        raise missing_file(directory, VOCAB)
-    tokenizer = Tokenizer.from_file(vocab, lowercase=lowercase, strip_accents=strip_accents,
-                                    model_max_length=model.config.max_position_embeddings)
-    # Fewer tokens than embedding rows is legitimate (ALBERT's vocab loader drops repeated lines);
-    # more would produce ids the model has no row for.
-    if tokenizer.vocab_size > config.vocab_size:
-        raise CheckpointError(f"{vocab} has {tokenizer.vocab_size} tokens but the model's vocab_size is only "
-                              f"{config.vocab_size}", hint="the vocab file does not belong to these weights")
+    tokenizer = Tokenizer(tokens, lowercase=lowercase, strip_accents=strip_accents,
+                          model_max_length=model.config.max_position_embeddings, source=str(directory / VOCAB))
     return Loaded(model=model, tokenizer=tokenizer, config=model.config, manifest=manifest, path=directory,
                   layout=layout)
 
@@ -332,7 +325,10 @@ def load_model(weights: Path, config: ModelConfig, *, device: str | torch.device
         if max_position_embeddings < learned_positions:
             raise UsageError(f"max_position_embeddings={max_position_embeddings} is smaller than the "
                              f"checkpoint's {learned_positions}", hint="truncate inputs instead")
-        config = dataclasses.replace(config, max_position_embeddings=max_position_embeddings)
+        try:
+            config = dataclasses.replace(config, max_position_embeddings=max_position_embeddings)
+        except InvalidConfig as exc:
+            raise UsageError(f"max_position_embeddings={max_position_embeddings!r}: {exc.problems[0][1]}") from None
     if not weights.is_file():
         raise missing_file(weights.parent, weights.name)
 

@@ -25,7 +25,7 @@ from zoo._fs import sha256_file
 from zoo.config import PRETRAINING_HEADS, ModelConfig, present_heads
 from zoo.converters.layout import CONFIG, VOCAB, WEIGHTS, missing_file, read_json, require_new_dir, staged_output
 from zoo.converters.safetensors_out import write_state
-from zoo.converters.tf import check_config, parse_config
+from zoo.converters.tf import parse_config
 from zoo.converters.vocab import looks_cased, read_vocab
 from zoo.errors import NotFoundError, UsageError
 from zoo.progress import Progress, ProgressCallback, ProgressEvent, reporting
@@ -122,8 +122,7 @@ def read_model_config(config: ConfigInput, *,
                       manifests: Sequence[str | os.PathLike[str]] = ()) -> tuple[ModelConfig, _Source]:
     """The architecture ``config`` names (see :func:`init_model`) and how it was read. Its ``vocab_size`` is the
     source's (1 when a config file has none): the caller sets it from the vocab."""
-    if isinstance(config, ModelConfig):
-        check_config(config, "config")
+    if isinstance(config, ModelConfig):  # checked when it was made
         return config, _Source({"source": "ModelConfig", "vocab_size": config.vocab_size}, [])
     if isinstance(config, Manifest):
         return config.config, _Source({"source": "registry", "model": config.name,
@@ -152,7 +151,6 @@ def _config_file(path: Path) -> tuple[ModelConfig, _Source]:
     data = read_json(path)
     given = data.get("vocab_size")
     config = parse_config(data if given is not None else {**data, "vocab_size": 1}, str(path))
-    check_config(config, str(path))
     form = "zoo" if "architecture" in data else "transformers" if "model_type" in data else "upstream"
     sha, size = sha256_file(path)
     record = {"source": "file", "path": str(path), "format": form, "sha256": sha, "vocab_size": given}

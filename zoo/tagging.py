@@ -296,11 +296,10 @@ def align_batch(tokenizer: Tokenizer, texts: Sequence[str],
 
 def _tokenize(tokenizer: Tokenizer, texts: Sequence[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
     """Ids and character offsets of each text, without the [CLS]/[SEP] the template adds. The one place user text
-    is tokenized for tagging: text that spells a special token (``[MASK]``) still becomes that token here; when
-    the tokenizer gains the option to keep such text literal, it is switched on in this call."""
+    is tokenized for tagging: text that spells a special token (``[MASK]``) is plain text here."""
     if not texts:
         return []
-    encoded = tokenizer(list(texts), return_offsets_mapping=True)
+    encoded = tokenizer(list(texts), return_offsets_mapping=True, split_special_tokens=True)
     return [(ids[1:-1], [(int(s), int(e)) for s, e in offsets[1:-1]])
             for ids, offsets in zip(encoded["input_ids"], encoded["offset_mapping"])]
 

@@ -47,9 +47,9 @@ from zoo.progress import ProgressCallback, ProgressEvent
 from zoo.vocab import read_vocab
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-#: Tokens :func:`zoo.vocab.read_vocab` puts in place of empty and repeated lines (an empty line of a compact,
-#: ALBERT-ordered vocab is ``[zoo-empty]``, without a line number).
-_PLACEHOLDER = re.compile(r"\[zoo-(?:empty(?:-\d+)?|dup-\d+)\]")
+#: Tokens :mod:`zoo.vocab` puts in place of empty and repeated lines (an empty line of a compact, ALBERT-ordered
+#: vocab is ``[zoo-empty]``, without a line number) and on the rows a compact vocab's dropped lines leave free.
+_PLACEHOLDER = re.compile(r"\[zoo-(?:empty(?:-\d+)?|dup-\d+|unused-\d+)\]")
 #: Configured copies kept per tokenizer (one per distinct truncation/padding/splitting combination in use).
 _MAX_CONFIGURED = 8
 #: A longer word is one [UNK] (BERT's ``max_input_chars_per_word``).
@@ -81,7 +81,7 @@ class Tokenizer:
         self.pad_token_id, self.unk_token_id, self.cls_token_id, self.sep_token_id, self.mask_token_id = (
             self.vocab[t] for t in SPECIAL_TOKENS)
         self.special_ids = frozenset(self.vocab[t] for t in SPECIAL_TOKENS)
-        #: ids no text can produce: the placeholders of empty and repeated vocab lines (see read_vocab_tokens)
+        #: ids no text can produce: the placeholders of empty, repeated and dropped vocab lines (zoo.vocab)
         self.unreachable_ids = frozenset(i for i, t in enumerate(self.tokens) if _PLACEHOLDER.fullmatch(t))
 
         tok = _bert_wordpiece(WordPiece(self.vocab, unk_token="[UNK]", max_input_chars_per_word=_MAX_WORD),

@@ -9,6 +9,8 @@ upstream tokenizers, and the normalized file reproduces the one the checkpoint w
   its id slot but is replaced by a placeholder that cannot occur in text, so every tokenizer maps the token to
   its first id while ids keep matching the embedding rows.
 
+Either way the normalized file has one line per embedding row (:func:`fit_rows`).
+
 Pure Python (no numpy, no torch): the converters write vocab files with it and :mod:`zoo.tokenizer` reads them.
 """
 
@@ -58,4 +60,25 @@ def read_vocab(path: Path, *, compact: bool = False) -> Vocab:
     return Vocab(tokens, duplicates, empty, compact)
 
 
-__all__ = ["Vocab", "read_vocab"]
+def fit_rows(vocab: Vocab, rows: int, path: Path) -> Vocab:
+    """``vocab`` with exactly one token per embedding row (line = id), or a CheckpointError.
+
+    Only the repeated lines a compact vocab dropped can leave rows without a token: they are the last ids, which
+    google-research/albert's tokenizer never produces, and get placeholders ``[zoo-unused-<id>]`` that no text
+    produces either. Any other difference — more tokens than rows, or fewer than dropped lines explain — means the
+    vocab belongs to another model."""
+    count = len(vocab.tokens)
+    dropped = len(vocab.duplicates) if vocab.compact else 0
+    hint = "the vocab file belongs to another model than these weights"
+    if count > rows:
+        raise CheckpointError(f"{path}: {count} tokens, but the model has vocab_size {rows}", hint=hint)
+    if count + dropped < rows:
+        explained = f" ({dropped} repeated lines dropped)" if dropped else ""
+        raise CheckpointError(f"{path}: {count} tokens{explained} for the {rows} embedding rows of the model: "
+                              f"{rows - count - dropped} rows would have no token", hint=hint)
+    if count == rows:
+        return vocab
+    return dataclasses.replace(vocab, tokens=vocab.tokens + [f"[zoo-unused-{i}]" for i in range(count, rows)])
+
+
+__all__ = ["Vocab", "fit_rows", "read_vocab"]

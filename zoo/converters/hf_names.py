@@ -274,7 +274,8 @@ def transformers_config(config: ModelConfig, head: str | None = "pretraining") -
 
 
 def config_from_transformers(data: Mapping[str, Any]) -> ModelConfig:
-    """A transformers ALBERT/BERT ``config.json`` mapping → :class:`ModelConfig` (``bert`` or ``albert``)."""
+    """A transformers ALBERT/BERT ``config.json`` mapping → :class:`ModelConfig` (``bert`` or ``albert``); invalid
+    values raise :class:`~zoo.config.InvalidConfig`."""
     model_type = data.get("model_type")
     if model_type not in ("albert", "bert"):
         raise UnsupportedError(f"transformers model_type {model_type!r} is not supported",
@@ -286,7 +287,7 @@ def config_from_transformers(data: Mapping[str, Any]) -> ModelConfig:
     if model_type == "albert":
         values.update({k: data[k] for k in ("embedding_size", "num_hidden_groups", "inner_group_num") if k in data})
         values.setdefault("embedding_size", 128)
-    return ModelConfig(architecture=model_type, **values).with_default_dropout()
+    return ModelConfig.from_dict({"architecture": model_type, **values}).with_default_dropout()
 
 
 __all__ = ["HF_HEADS", "config_from_transformers", "from_transformers", "hf_class_name", "hf_equivalent",

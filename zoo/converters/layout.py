@@ -26,14 +26,15 @@ from typing import IO, Any
 from zoo import cache
 from zoo._fs import HashingWriter, disk_full_is_an_error, file_mode, rmtree, sha256_file
 from zoo._version import __version__
-from zoo.config import ModelConfig
+from zoo.config import InvalidConfig, ModelConfig
 from zoo.errors import CheckpointError, NotFoundError, UsageError
+from zoo.vocab import fit_rows, read_vocab
 
 log = logging.getLogger("zoo.converters")
 
 WEIGHTS, CONFIG, VOCAB, RECEIPT = "model.safetensors", "config.json", "vocab.txt", "receipt.json"
 #: Bump when what a conversion writes changes: cached conversions are keyed by it.
-CONVERTER_VERSION = 2
+CONVERTER_VERSION = 3
 RECEIPT_VERSION = 2
 
 
@@ -261,22 +262,32 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def read_config(directory: Path) -> tuple[ModelConfig, str]:
-    """The directory's config and its layout: ``"zoo"`` (canonical names) or ``"transformers"`` (an hf export)."""
+    """The directory's config and its layout: ``"zoo"`` (canonical names) or ``"transformers"`` (an hf export).
+    Every value is checked (:class:`~zoo.config.ModelConfig`); a bad one is a CheckpointError naming file and key."""
     path = directory / CONFIG
     data = read_json(path)
-    if "model_type" in data and "architecture" not in data:
-        from zoo.converters import hf_names
-
-        return hf_names.config_from_transformers(data), "transformers"
+    transformers = "model_type" in data and "architecture" not in data
     try:
-        config = ModelConfig.from_dict(data)
-    except (KeyError, TypeError) as exc:
-        raise CheckpointError(f"{path}: unexpected or missing keys ({exc})",
-                              hint="config.json must be zoo's ModelConfig (written by zoo convert)") from None
-    problems = config.problems()
-    if problems:
-        raise CheckpointError(f"{path}: {problems[0][0]}: {problems[0][1]}")
-    return config, "zoo"
+        if transformers:
+            from zoo.converters import hf_names
+
+            return hf_names.config_from_transformers(data), "transformers"
+        return ModelConfig.from_dict(data), "zoo"
+    except InvalidConfig as exc:
+        raise CheckpointError(exc.message(path), hint=_CONFIG_HINT) from None
+
+
+_CONFIG_HINT = ("config.json describes the weights next to it: restore it as it was written (by zoo convert, "
+                "zoo export, zoo pretrain or transformers)")
+
+
+def read_directory_vocab(directory: Path, config: ModelConfig) -> list[str]:
+    """The tokens of the directory's vocab.txt: one line per embedding row, line = id, as every writer of the
+    directory writes it; any other line count is a CheckpointError (:func:`zoo.vocab.fit_rows`)."""
+    path = directory / VOCAB
+    if not path.is_file():
+        raise missing_file(directory, VOCAB)
+    return fit_rows(read_vocab(path), config.vocab_size, path).tokens
 
 
 def tokenizer_options(directory: Path, *, receipt: Mapping[str, Any] | None = None) -> tuple[bool, bool | None]:
@@ -321,6 +332,7 @@ __all__ = [
     "is_converted_dir",
     "output_records",
     "read_config",
+    "read_directory_vocab",
     "read_json",
     "read_receipt",
     "rebuild_if_damaged",

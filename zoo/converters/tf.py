@@ -24,12 +24,12 @@ from typing import Any
 import numpy as np
 
 from zoo._fs import sha256_file
-from zoo.config import SCHEME_ARCHITECTURE, ModelConfig, normalize_dtype, upstream_architecture
+from zoo.config import SCHEME_ARCHITECTURE, InvalidConfig, ModelConfig, normalize_dtype, upstream_architecture
 from zoo.converters.arrays import FLOAT_DTYPES, cast, transposed_bands, view
 from zoo.converters.layout import CONFIG, CONVERTER_VERSION, VOCAB, WEIGHTS, Staged, read_json, staged_output
 from zoo.converters.safetensors_out import Spec, header
 from zoo.converters.schemes import Plan, check_scheme, detect_scheme, plan
-from zoo.converters.vocab import Vocab, looks_cased, read_vocab
+from zoo.converters.vocab import Vocab, fit_rows, looks_cased, read_vocab
 from zoo.errors import CheckpointError, NotFoundError, UsageError
 from zoo.progress import ProgressCallback, ProgressEvent
 from zoo.tf.bundle import ITEMSIZE, FileDigest, ShardReader, TensorBundle, find_prefix
@@ -79,7 +79,8 @@ def find_release(src: str | os.PathLike[str], *, config: str | os.PathLike[str] 
 
 
 def load_config(path: Path, architecture: str | None = None) -> ModelConfig:
-    """Read a config JSON (:func:`parse_config`)."""
+    """Read a config JSON (:func:`parse_config`). Every value is checked; a bad one is a CheckpointError naming the
+    file and the key."""
     try:
         data = read_json(path)
     except OSError as exc:  # unreadable (a missing file is a NotFoundError)
@@ -99,24 +100,11 @@ def parse_config(data: Mapping[str, Any], origin: str, architecture: str | None 
 
             return config_from_transformers(data)
         return ModelConfig.from_upstream(data, architecture or upstream_architecture(data))
-    except KeyError as exc:
-        raise CheckpointError(f"{origin}: unknown config keys: {exc.args[0]}") from None
-    except TypeError as exc:
-        raise CheckpointError(f"{origin}: incomplete config ({exc})",
-                              hint="an upstream config needs vocab_size, hidden_size, num_hidden_layers, "
-                                   "num_attention_heads and intermediate_size") from None
-
-
-def check_config(config: ModelConfig, origin: str) -> None:
-    """A :class:`CheckpointError` listing every contradiction of ``config`` (read from ``origin``)."""
-    try:
-        problems = config.problems()
-    except TypeError:  # a number written as a string, a list where a number belongs
-        raise CheckpointError(f"{origin}: a config value has the wrong type",
-                              hint="sizes are integers, probabilities and ranges numbers") from None
-    if problems:
-        lines = "\n  ".join(f"{key}: {what}" for key, what in problems)
-        raise CheckpointError(f"{origin}: inconsistent config:\n  {lines}")
+    except InvalidConfig as exc:
+        raise CheckpointError(exc.message(origin), hint="pass the release's own config (--config CONFIG.json); an "
+                                                        "upstream config states vocab_size, hidden_size, "
+                                                        "num_hidden_layers, num_attention_heads, intermediate_size") \
+            from None
 
 
 _READ_CHUNK = 8 << 20  # bytes per read of the input shards
@@ -327,25 +315,18 @@ def convert_release(release: Release, out: Path, *, scheme: str = "auto", config
         scheme = detect_scheme(shapes) if scheme == "auto" else check_scheme(scheme)
         architecture = SCHEME_ARCHITECTURE[scheme]
         if config is not None:
-            model_config, origin = config, "config"
+            model_config = config
         else:
             assert release.config_file is not None
-            model_config, origin = load_config(release.config_file, architecture), str(release.config_file)
-        check_config(model_config, origin)
+            model_config = load_config(release.config_file, architecture)
         the_plan = plan(scheme, model_config, shapes)
         for target in the_plan.targets:
             var = bundle.variables[target.tf_name]
             if var.dtype not in FLOAT_DTYPES:
                 raise CheckpointError(f"{bundle.index_path}: variable {var.name!r} is {var.dtype}, "
                                       "expected a float type")
-        vocab_data = read_vocab(release.vocab_file, compact=scheme == "google-albert")
-        if len(vocab_data.tokens) > model_config.vocab_size:
-            raise CheckpointError(f"{release.vocab_file}: {len(vocab_data.tokens)} tokens, but the model has "
-                                  f"vocab_size {model_config.vocab_size}; this vocab belongs to another model")
-        if len(vocab_data.tokens) + (len(vocab_data.duplicates) if vocab_data.compact else 0) \
-                < model_config.vocab_size:
-            log.warning("%s: %d tokens for vocab_size %d; ids above %d are never produced", release.vocab_file,
-                        len(vocab_data.tokens), model_config.vocab_size, len(vocab_data.tokens) - 1)
+        vocab_data = fit_rows(read_vocab(release.vocab_file, compact=scheme == "google-albert"),
+                              model_config.vocab_size, release.vocab_file)
         log.info("converting %s (%s, %d variables, %d skipped: %s)", release.prefix, scheme, len(bundle),
                  len(the_plan.skipped_names), the_plan.skipped or "none")
         metadata = {"format": "pt", "zoo.scheme": scheme, "zoo.architecture": architecture,
@@ -386,11 +367,12 @@ def _receipt(scheme: str, config: ModelConfig, the_plan: Plan, inputs: list[dict
                       "inferred_from": "vocab"},
         "vocab": {"tokens": len(vocab.tokens),
                   "duplicates": {str(k): v for k, v in vocab.duplicates.items()},
-                  "duplicate_policy": "dropped (ALBERT ids follow first appearance)" if vocab.compact
+                  "duplicate_policy": "dropped (ALBERT ids follow first appearance; the last ids, left "
+                                      "free, are [zoo-unused-<id>])" if vocab.compact
                   else "replaced by placeholders (BERT ids follow lines)",
                   "empty_lines": vocab.empty},
     }
 
 
-__all__ = ["Release", "check_config", "convert", "convert_release", "find_release", "load_config",
+__all__ = ["Release", "convert", "convert_release", "find_release", "load_config",
            "parse_config"]

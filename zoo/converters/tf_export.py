@@ -39,7 +39,7 @@ import numpy as np
 from zoo.config import SCHEME_ARCHITECTURE, SCHEMES, ModelConfig
 from zoo.converters.arrays import FLOAT_DTYPES, cast, transposed_bands
 from zoo.converters.canonical import encoder_shapes, head_shapes, shape_problems
-from zoo.converters.layout import VOCAB, WEIGHTS, missing_file, staged_output
+from zoo.converters.layout import VOCAB, WEIGHTS, missing_file, read_directory_vocab, staged_output
 from zoo.converters.names import transposed
 from zoo.converters.schemes import name_map
 from zoo.errors import CheckpointError, UnsupportedError, UsageError
@@ -218,15 +218,11 @@ def export_tf(directory: Path, out: Path, *, config: ModelConfig, layout: str = 
 
     ``scheme``: see :func:`choose_scheme` (``receipt`` is the source directory's). ``global_step`` adds TF's
     int64 ``global_step`` variable with that value. ``source``/``source_sha256`` go into the receipt."""
-    problems = config.problems()
-    if problems:
-        raise CheckpointError(f"{directory}: inconsistent config: {problems[0][0]}: {problems[0][1]}")
     scheme = choose_scheme(config, scheme, receipt)
     if global_step is not None and not 0 <= int(global_step) < 1 << 63:
         raise UsageError(f"global_step must be a non-negative 64-bit integer, got {global_step}")
+    read_directory_vocab(directory, config)  # one line per embedding row, or a CheckpointError before any work
     vocab = directory / VOCAB
-    if not vocab.is_file():
-        raise missing_file(directory, VOCAB)
     upstream, notes = upstream_config(config, scheme)
     for note in notes:
         log.warning("%s: the upstream TF code approximates this model: %s", directory, note)

@@ -7,7 +7,6 @@ with code execution) and written, like a converted TF checkpoint, as ``model.saf
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,13 +17,11 @@ from zoo.converters import hf_names
 from zoo.converters.canonical import encoder_shapes, head_shapes, shape_problems
 from zoo.converters.layout import CONFIG, CONVERTER_VERSION, VOCAB, WEIGHTS, staged_output
 from zoo.converters.safetensors_out import write_state
-from zoo.converters.vocab import read_vocab
+from zoo.converters.vocab import fit_rows, read_vocab
 from zoo.errors import CheckpointError, UnsupportedError, first_line
 
 if TYPE_CHECKING:
     import torch
-
-log = logging.getLogger("zoo.converters")
 
 
 def read_state(path: Path, fmt: str) -> dict[str, torch.Tensor]:
@@ -96,13 +93,7 @@ def convert_transformers(weights: Path, vocab_file: Path, out: Path, *, config: 
                                     "(as zoo export writes it)")
     state = hf_names.from_transformers(read_state(weights, fmt), config)
     check_shapes(state, config, str(weights))
-    vocab = read_vocab(vocab_file)
-    if len(vocab.tokens) > config.vocab_size:
-        raise CheckpointError(f"{vocab_file}: {len(vocab.tokens)} tokens, but the manifest's vocab_size is "
-                              f"{config.vocab_size}", hint="the vocab belongs to another model")
-    if len(vocab.tokens) < config.vocab_size:
-        log.warning("%s: %d tokens for vocab_size %d; ids above %d are never produced", vocab_file,
-                    len(vocab.tokens), config.vocab_size, len(vocab.tokens) - 1)
+    vocab = fit_rows(read_vocab(vocab_file), config.vocab_size, vocab_file)
     tensors = {name: t.contiguous() for name, t in state.items()}
     with staged_output(out, kind="conversion") as staged:
         with staged.open(WEIGHTS, "weights") as fh:

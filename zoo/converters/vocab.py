@@ -1,11 +1,11 @@
-"""Vocab normalization for the converters: :class:`~zoo.vocab.Vocab` and :func:`~zoo.vocab.read_vocab` (they live
-in :mod:`zoo.vocab`, which the tokenizer reads vocab files with too, and are re-exported here), and
-:func:`looks_cased`.
+"""Vocab normalization for the converters: :class:`~zoo.vocab.Vocab`, :func:`~zoo.vocab.read_vocab` and
+:func:`~zoo.vocab.fit_rows` (they live in :mod:`zoo.vocab`, which the tokenizer reads vocab files with too, and
+are re-exported here), and :func:`looks_cased`.
 """
 
 from __future__ import annotations
 
-from zoo.vocab import Vocab, read_vocab
+from zoo.vocab import Vocab, fit_rows, read_vocab
 
 
 def looks_cased(tokens: list[str]) -> bool:
@@ -16,4 +16,4 @@ def looks_cased(tokens: list[str]) -> bool:
     return bool(words) and upper / len(words) > 0.02
 
 
-__all__ = ["Vocab", "looks_cased", "read_vocab"]
+__all__ = ["Vocab", "fit_rows", "looks_cased", "read_vocab"]

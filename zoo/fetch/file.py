@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
-from zoo._fs import BLOCK, HashingWriter, file_mode, is_disk_full, require_free_space
+from zoo._fs import BLOCK, HashingWriter, file_mode, is_disk_full, require_free_space, special_kind
 from zoo.errors import DiskSpaceError, IntegrityError, NetworkError, UnsupportedError
 from zoo.fetch.base import Download, FetchOptions
 from zoo.progress import ProgressCallback, ProgressEvent
@@ -35,10 +34,9 @@ def download(url: str, workdir: Path, *, options: FetchOptions | None = None,
         raise NetworkError(f"{url}: cannot read {src}: {exc.strerror or exc}",
                            hint="is the share mounted? try another source (--source N)") from exc
     st = os.fstat(fd_in)  # of what was opened: no swap between the check and the copy
-    if not stat.S_ISREG(st.st_mode):
+    what = special_kind(st.st_mode)
+    if what is not None:
         os.close(fd_in)
-        what = "a directory" if stat.S_ISDIR(st.st_mode) else "a fifo" if stat.S_ISFIFO(st.st_mode) else \
-            "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a special file"
         raise UnsupportedError(f"{url}: {src} is not a regular file ({what})",
                                hint="a file:// source must name the downloaded archive or checkpoint file")
     with os.fdopen(fd_in, "rb", buffering=0) as fin:

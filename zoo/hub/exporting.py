@@ -21,8 +21,8 @@ from zoo.converters.layout import (
     CONFIG,
     VOCAB,
     WEIGHTS,
-    missing_file,
     read_config,
+    read_directory_vocab,
     read_receipt,
     require_new_dir,
     staged_output,
@@ -158,8 +158,7 @@ def read_weights_dir(path: Path, prov: Provenance, *, casing: tuple[bool, bool |
     ``casing`` (``lowercase``, ``strip_accents``): the tokenizer's, when known; else the directory's own
     (:func:`zoo.converters.layout.tokenizer_options`)."""
     config, layout = read_config(path)
-    if not (path / VOCAB).is_file():
-        raise missing_file(path, VOCAB)
+    read_directory_vocab(path, config)  # one line per embedding row, or a CheckpointError before any work
     if prov.receipt is None:
         receipt = read_receipt(path)
         if receipt is not None:

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from zoo._fs import cut
-from zoo.config import ALBERT_ONLY_KEYS, SCHEME_ARCHITECTURE, SCHEMES, ModelConfig
+from zoo.config import ALBERT_ONLY_KEYS, REQUIRED_KEYS, SCHEME_ARCHITECTURE, SCHEMES, InvalidConfig, ModelConfig
 from zoo.errors import ManifestError
 
 SCHEMA_VERSION = 1
@@ -47,7 +47,7 @@ MAX_LENGTHS = {"name": 100, "description": 1000, "license": 200, "homepage": 204
 MAX_TEXT = 1000
 
 _CONFIG_KEYS = {f.name for f in dataclasses.fields(ModelConfig)} - {"architecture"}
-_CONFIG_REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+_CONFIG_REQUIRED = tuple(key for key in REQUIRED_KEYS if key != "architecture")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -454,29 +454,17 @@ def _architecture(c: _Checker, family: str, sources: tuple[Source, ...]) -> str:
     return implied.pop() if implied else "albert"
 
 
-#: config keys that are not integers, and the types they take
-_CONFIG_TYPES: dict[str, type | tuple[type, ...]] = {
-    "hidden_act": str, "ln_type": str, "layer_norm_eps": (int, float), "initializer_range": (int, float),
-    "hidden_dropout_prob": (int, float), "attention_probs_dropout_prob": (int, float)}
-
-
 def _parse_config(c: _Checker, data: Mapping[str, Any], architecture: str) -> ModelConfig:
     allowed = _CONFIG_KEYS if architecture != "bert" else _CONFIG_KEYS - ALBERT_ONLY_KEYS
     for key in data:
         if key not in allowed:
             problem = "albert only (family is bert)" if key in ALBERT_ONLY_KEYS else "unknown key"
             raise c.fail(f"config.{key}", problem, hint=f"allowed keys: {', '.join(sorted(allowed))}")
-    values: dict[str, Any] = {}
-    for key in allowed:
+    for key in (*_CONFIG_REQUIRED, *(("embedding_size",) if architecture != "bert" else ())):
         if key not in data:
-            if key in _CONFIG_REQUIRED or (key == "embedding_size" and architecture != "bert"):
-                raise c.fail(f"config.{key}", "missing required key")
-            continue
-        field_type = _CONFIG_TYPES.get(key, int)
-        values[key] = c.get(data, key, field_type, "config", required=True, limit=MAX_LENGTHS["config"])
-    config = ModelConfig(architecture=architecture, **values)  # type: ignore[arg-type]
-    problems = config.problems()
-    if problems:
-        key, problem = problems[0]
-        raise c.fail(f"config.{key}", problem)
-    return config
+            raise c.fail(f"config.{key}", "missing required key")
+    try:
+        return ModelConfig.from_dict(data, architecture)
+    except InvalidConfig as exc:
+        key, problem = exc.problems[0]
+        raise c.fail(f"config.{key}", problem) from None

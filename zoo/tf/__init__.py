@@ -1,4 +1,6 @@
-"""TensorFlow V2 checkpoints without TensorFlow: read them, and write them byte for byte as TensorFlow does.
+"""TensorFlow's formats without TensorFlow: V2 checkpoints (read them, and write them byte for byte as TensorFlow
+does), and TFRecord files of ``tf.train.Example`` (:mod:`zoo.tf.tfrecord`, :mod:`zoo.tf.example`; not imported
+here, as they need numpy).
 
     import zoo.tf
     ckpt = zoo.tf.read_tf_checkpoint("albert_base_zh/albert_model.ckpt")   # lazy Mapping[str, torch.Tensor]

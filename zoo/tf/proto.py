@@ -1,7 +1,9 @@
-"""A tiny protobuf wire-format decoder for the three messages a TensorBundle index holds.
+"""The one protobuf wire-format decoder of zoo: varints, fixed32/fixed64 and length-delimited fields.
 
-Only what ``tensor_bundle.proto`` needs: varints, fixed32/fixed64 and length-delimited fields. Messages are
-decoded into small dataclasses; unknown fields are skipped, as protobuf readers do.
+TensorFlow's formats are protobuf messages: a TensorBundle index holds ``BundleHeaderProto`` and
+``BundleEntryProto`` (decoded here into small dataclasses), a TFRecord of pretraining data holds
+``tf.train.Example`` (:mod:`zoo.tf.example`, on the same primitives). Unknown fields are skipped, as protobuf
+readers do; malformed bytes raise :class:`ProtoError`.
 """
 
 from __future__ import annotations
@@ -15,12 +17,19 @@ VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
 
 
 class ProtoError(ValueError):
-    """The bytes are not a valid protobuf message; callers wrap it into a CheckpointError."""
+    """The bytes are not a valid protobuf message; callers wrap it into a CheckpointError or a DataError."""
 
 
 def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
     """Decode one base-128 varint at ``pos``; return ``(value, next position)``."""
-    result = shift = 0
+    try:
+        byte = buf[pos]
+    except IndexError:
+        raise ProtoError("varint runs past the end of the data") from None
+    if byte < 0x80:  # the common case: field keys, short lengths, small values
+        return byte, pos + 1
+    result, shift = byte & 0x7F, 7
+    pos += 1
     while True:
         if pos >= len(buf):
             raise ProtoError("varint runs past the end of the data")
@@ -34,36 +43,59 @@ def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise ProtoError("varint longer than 10 bytes")
 
 
+def read_length(buf: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
+    """Read the length prefix at ``pos``; return ``(start, stop)`` of the value, checked against ``end``."""
+    n = buf[pos]
+    if n < 0x80:
+        pos += 1
+    elif buf[pos + 1] < 0x80:  # two bytes: lengths below 16 KiB, e.g. every list of a pretraining example
+        n = (n & 0x7F) | buf[pos + 1] << 7
+        pos += 2
+    else:
+        n, pos = read_varint(buf, pos)
+    if pos + n > end:
+        raise ProtoError(f"{what}: {n}-byte value runs past the end of its message")
+    return pos, pos + n
+
+
+def skip_field(buf: bytes, pos: int, key: int, end: int) -> int:
+    """The position after the value of field ``key`` (a field number and wire type) that starts at ``pos``."""
+    wire = key & 7
+    if key >> 3 == 0:
+        raise ProtoError("field number 0 is invalid")
+    if wire == VARINT:
+        _, pos = read_varint(buf, pos)
+    elif wire == FIXED64:
+        pos += 8
+    elif wire == LENGTH:
+        pos = read_length(buf, pos, end, f"field {key >> 3}")[1]
+    elif wire == FIXED32:
+        pos += 4
+    else:
+        raise ProtoError(f"field {key >> 3}: unsupported wire type {wire}")
+    if pos > end:
+        raise ProtoError(f"field {key >> 3}: value runs past the end of its message")
+    return pos
+
+
 def fields(buf: bytes) -> Iterator[tuple[int, int, int | bytes]]:
     """Yield ``(field number, wire type, value)`` for each field of a serialized message."""
     pos, end = 0, len(buf)
-    while pos < end:
-        key, pos = read_varint(buf, pos)
-        number, wire = key >> 3, key & 7
-        value: int | bytes
-        if wire == VARINT:
-            value, pos = read_varint(buf, pos)
-        elif wire == FIXED64:
-            if pos + 8 > end:
-                raise ProtoError(f"field {number}: fixed64 runs past the end of the data")
-            (value,) = struct.unpack_from("<Q", buf, pos)
-            pos += 8
-        elif wire == FIXED32:
-            if pos + 4 > end:
-                raise ProtoError(f"field {number}: fixed32 runs past the end of the data")
-            (value,) = struct.unpack_from("<I", buf, pos)
-            pos += 4
-        elif wire == LENGTH:
-            length, pos = read_varint(buf, pos)
-            if pos + length > end:
-                raise ProtoError(f"field {number}: {length}-byte value runs past the end of the data")
-            value = bytes(buf[pos:pos + length])
-            pos += length
-        else:
-            raise ProtoError(f"field {number}: unsupported wire type {wire}")
-        if number == 0:
-            raise ProtoError("field number 0 is invalid")
-        yield number, wire, value
+    try:
+        while pos < end:
+            key, pos = read_varint(buf, pos)
+            number, wire = key >> 3, key & 7
+            start, pos = pos, skip_field(buf, pos, key, end)
+            value: int | bytes
+            if wire == VARINT:
+                value = read_varint(buf, start)[0]
+            elif wire == LENGTH:
+                value = bytes(buf[read_length(buf, start, end, f"field {number}")[0]:pos])
+            else:
+                (value,) = struct.unpack_from("<Q" if wire == FIXED64 else "<I", buf, start)
+            yield number, wire, value
+    except IndexError:
+        raise ProtoError("a value runs past the end of the data") from None
 
 
 def _int64(value: int) -> int:

@@ -5,11 +5,12 @@ be read, and are of the kind the option names (a TFRecord given as a corpus is r
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from zoo.errors import DataError, NotFoundError, UsageError
+from zoo._fs import open_regular
+from zoo.errors import DataError, NotFoundError
+from zoo.tf.tfrecord import looks_like_tfrecord
 
 _OPTIONS = {"corpus": "--corpus", "tfrecord": "--tfrecord", "train": "--train", "dev": "--dev", "test": "--test",
             "eval_corpus": "--eval-corpus"}
@@ -23,32 +24,16 @@ def check_files(files: Sequence[str | os.PathLike[str]] | str | os.PathLike[str]
     paths = [Path(f).expanduser() for f in files]
     for path in paths:
         try:
-            mode = os.stat(path).st_mode
-        except FileNotFoundError:
-            raise NotFoundError(f"{option} {path}: no such file") from None
-        except OSError as exc:
-            raise NotFoundError(f"{option} {path}: cannot be read ({exc.strerror or exc})") from None
-        if stat.S_ISDIR(mode):
-            raise NotFoundError(f"{option} {path}: is a directory", hint="name the files themselves")
-        if not stat.S_ISREG(mode):
-            raise UsageError(f"{option} {path}: is not a regular file (a FIFO, socket or device)",
-                             hint="save the data to a file first: zoo reads its inputs more than once")
-        try:
-            with open(path, "rb") as fh:
+            with open_regular(path, f"{option} {kind.replace('_', ' ')}") as fh:
                 head = fh.read(16)
+        except IsADirectoryError:
+            raise NotFoundError(f"{option} {path}: is a directory", hint="name the files themselves") from None
         except OSError as exc:
             raise NotFoundError(f"{option} {path}: cannot be read ({exc.strerror or exc})") from None
-        if kind in ("corpus", "eval_corpus") and _is_tfrecord(head):
+        if kind in ("corpus", "eval_corpus") and looks_like_tfrecord(head):
             raise DataError(f"{option} {path}: this is a TFRecord file, not text",
                             hint=f"pass upstream TFRecords with --tfrecord {path}")
     return paths
-
-
-def _is_tfrecord(head: bytes) -> bool:
-    """A TFRecord starts with a uint64 length and the masked CRC32C of those 8 bytes."""
-    from zoo.training.tfrecord import _length_crc_ok
-
-    return _length_crc_ok(head)
 
 
 __all__ = ["check_files"]

@@ -20,7 +20,15 @@ from typing import Any
 import torch
 
 from zoo.config import ModelConfig, present_heads
-from zoo.converters.layout import CONFIG, VOCAB, WEIGHTS, read_config, read_receipt, staged_into
+from zoo.converters.layout import (
+    CONFIG,
+    VOCAB,
+    WEIGHTS,
+    read_config,
+    read_directory_vocab,
+    read_receipt,
+    staged_into,
+)
 from zoo.converters.safetensors_out import write_state
 from zoo.errors import Interrupted, UnsupportedError, UsageError
 from zoo.loader import load_model
@@ -112,8 +120,9 @@ def _base(model: Model, world: World, *, source: int | None, offline: bool | Non
         raise UnsupportedError(f"{prepared.path} holds transformers-named weights", hint="convert it with zoo convert")
     receipt = read_receipt(prepared.path) or {}
     lowercase, strip_accents = prepared.tokenizer_options(receipt)
-    tokenizer = Tokenizer.from_file(prepared.path / VOCAB, lowercase=lowercase, strip_accents=strip_accents,
-                                    model_max_length=config.max_position_embeddings)
+    tokenizer = Tokenizer(read_directory_vocab(prepared.path, config), lowercase=lowercase,
+                          strip_accents=strip_accents, model_max_length=config.max_position_embeddings,
+                          source=str(prepared.path / VOCAB))
     from safetensors import safe_open
 
     with safe_open(str(prepared.path / WEIGHTS), framework="pt") as f:

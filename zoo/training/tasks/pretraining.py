@@ -23,13 +23,14 @@ from zoo.config import IGNORE_INDEX
 from zoo.errors import DataError, UsageError
 from zoo.models.losses import accuracy_count
 from zoo.progress import ProgressCallback, ProgressEvent
+from zoo.tf.tfrecord import count_records
 from zoo.tokenizer import Tokenizer
 from zoo.training.corpus import TokenizedCorpus, prepare_corpus
 from zoo.training.feeding import stack
 from zoo.training.instances import Instance, InstanceSampler
 from zoo.training.masking import EXAMPLE_KEYS, ExampleBuilder, MaskingConfig
 from zoo.training.settings import PretrainSettings
-from zoo.training.tfrecord import count_records, read_pretraining_examples
+from zoo.training.tfrecord import read_pretraining_examples
 from zoo.training.world import World
 
 log = logging.getLogger("zoo.training")
