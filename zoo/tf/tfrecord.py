@@ -247,5 +247,5 @@ def read_examples(path: str | os.PathLike[str], *, features: Collection[str] | N
             raise record_error(path, record, f"not a valid tf.train.Example: {exc}", UPSTREAM_HINT) from None
 
 
-__all__ = ["MAX_RECORD_BYTES", "UPSTREAM_HINT", "Compression", "Record", "count_records", "iter_records", "looks_like_tfrecord",
-           "read_examples", "record_error"]
+__all__ = ["MAX_RECORD_BYTES", "UPSTREAM_HINT", "Compression", "Record", "count_records", "iter_records",
+           "looks_like_tfrecord", "read_examples", "record_error"]
