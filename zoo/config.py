@@ -81,6 +81,9 @@ def heads_in(present: set[str] | frozenset[str]) -> str | None:
     return None
 
 
+#: Dropout probabilities a config may leave out (``None``).
+_OPTIONAL_DROPOUTS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob")
+
 #: Config keys that only ALBERT architectures accept.
 ALBERT_ONLY_KEYS: frozenset[str] = frozenset({"embedding_size", "num_hidden_groups", "inner_group_num"})
 
@@ -107,6 +110,9 @@ class ModelConfig:
     #: Dropout in training mode; ``None`` means the upstream default (0.1 for BERT, 0 for both ALBERTs).
     hidden_dropout_prob: float | None = None
     attention_probs_dropout_prob: float | None = None
+    #: Dropout before a fine-tuned classifier, as it was trained (``None``: not a fine-tuned classifier). An
+    #: export writes it as transformers' ``classifier_dropout_prob`` (ALBERT) / ``classifier_dropout`` (BERT).
+    classifier_dropout_prob: float | None = None
 
     # ----------------------------------------------------------------------------------------- derived
     @property
@@ -241,7 +247,7 @@ class ModelConfig:
             found.append(("layer_norm_eps", f"must be > 0, got {self.layer_norm_eps}"))
         if self.initializer_range <= 0:
             found.append(("initializer_range", f"must be > 0, got {self.initializer_range}"))
-        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        for key in _OPTIONAL_DROPOUTS:
             value = getattr(self, key)
             if value is not None and not 0 <= value < 1:
                 found.append((key, f"must be in [0, 1), got {value}"))
@@ -254,7 +260,7 @@ class ModelConfig:
         if not self.is_albert:
             for key in ALBERT_ONLY_KEYS:
                 data.pop(key)
-        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        for key in _OPTIONAL_DROPOUTS:
             if data[key] is None:
                 data.pop(key)
         return data
@@ -291,7 +297,9 @@ class ModelConfig:
         """
         act = data.get("hidden_act", "gelu")
         act = {"gelu": "gelu_new"}.get(act, act)
-        keep = {f.name for f in dataclasses.fields(cls)} - {"architecture", "hidden_act"}
+        # a release is a pretraining checkpoint: a classifier_dropout_prob in its JSON (transformers-style copies
+        # carry transformers' default) describes no classifier it has
+        keep = {f.name for f in dataclasses.fields(cls)} - {"architecture", "hidden_act", "classifier_dropout_prob"}
         values = {k: v for k, v in data.items() if k in keep}
         if architecture == "bert":
             for key in ALBERT_ONLY_KEYS:
