@@ -266,9 +266,9 @@ def test_bad_configs_are_clear_errors(tmp_path: Path, poems: Path, capsys: pytes
                                        '"num_attention_heads": 7, "intermediate_size": 8}')
     (tmp_path / "typed.json").write_text('{"hidden_size": "64", "num_hidden_layers": 1, '
                                          '"num_attention_heads": 4, "intermediate_size": 8}')
-    for name, code, text in (("broken.json", 8, "not valid JSON"), ("partial.json", 8, "incomplete config"),
+    for name, code, text in (("broken.json", 8, "not valid JSON"), ("partial.json", 8, "missing required key"),
                              ("odd.json", 8, "not divisible by num_attention_heads"),
-                             ("typed.json", 8, "wrong type"), ("missing.json", 3, "does not exist"),
+                             ("typed.json", 8, "expected an integer, got a string"), ("missing.json", 3, "does not exist"),
                              ("albert_tiny", 3, "unknown model")):
         got, _, err = run(capsys, "init", "--config", str(tmp_path / name) if name.endswith(".json") else name,
                           "--out", str(tmp_path / "o"), *vocab)

@@ -22,8 +22,10 @@ from zoo.converters import convert
 from zoo.converters.arrays import cast
 from zoo.converters.tf_export import choose_scheme, export_tf, upstream_config
 from zoo.errors import CheckpointError, UnsupportedError, UsageError
+from zoo.hub.exporting import weights_of
 from zoo.tf import list_variables
 from zoo.tf.writer import BundleWriter, write_checkpoint
+from zoo.weights import prepare
 
 HERE = Path(__file__).parent / "fixtures"
 FIXTURES = HERE / "tf_export"
@@ -97,18 +99,28 @@ def expected_variables(scheme: str, config: dict, heads: list[str], global_step:
 
 
 # ------------------------------------------------------------------------------------------- exports
+def export_as_recorded(source: Path, out: Path, *, scheme: str | None = None, global_step: int | None) -> Path:
+    """``zoo.export(source, out, format="tf")``, leaving out ``global_step`` when it is None: the recorded
+    TensorFlow files were saved without one (zoo.export writes it by default — tests/test_outputs.py)."""
+    if global_step is not None:
+        exported = zoo.export(source, out, format="tf", scheme=scheme, global_step=global_step)
+        assert exported.format == "tf" and exported.path == out
+        return exported.path
+    weights = weights_of(prepare(source))
+    export_tf(weights.path, out, config=weights.config, layout=weights.layout, scheme=scheme, global_step=None,
+              receipt=weights.provenance.receipt)
+    return out
+
+
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Each case's source exported again now (CLI for one, Python for the others)."""
+    """Each case's source exported again now."""
     out = tmp_path_factory.mktemp("exports")
     result = {}
     for case, record in CASES.items():
         source = FIXTURES / "models" / case / "source"
-        step = record["global_step"]
         scheme = record["scheme"] if case == "brightmart" else None  # explicit for one case, default elsewhere
-        exported = zoo.export(source, out / case, format="tf", scheme=scheme, global_step=step)
-        assert exported.format == "tf" and exported.path == out / case
-        result[case] = exported.path
+        result[case] = export_as_recorded(source, out / case, scheme=scheme, global_step=record["global_step"])
     return result
 
 
@@ -154,12 +166,13 @@ def test_tensorflow_lists_exactly_the_upstream_variables(exports: dict[str, Path
         len(tf_listing) - (record["global_step"] is not None)
 
 
-def test_global_step_only_when_asked(exports: dict[str, Path]) -> None:
+def test_global_step_as_asked_and_none_without_it(exports: dict[str, Path]) -> None:
     steps = {case: r["global_step"] for case, r in CASES.items()}
     assert steps["bert_bf16_headless_step"] == 12345 and sum(s is not None for s in steps.values()) == 1
     receipt = json.loads((exports["bert_bf16_headless_step"] / "receipt.json").read_text())
     assert receipt["global_step"] == 12345
     assert {"name": "global_step", "dtype": "int64", "shape": []} in receipt["variables"]
+    assert "global_step" not in {v.name for v in list_variables(exports["bert"])}  # export_tf(global_step=None)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -225,12 +238,12 @@ def test_round_trip_is_bit_for_bit(tmp_path: Path, name: str) -> None:
     byte; zoo convert of that gives the same tensors, config and vocab."""
     spec = TF_SPECS[name]
     first = convert(TF_FIXTURES / name, tmp_path / "first")
-    exported = zoo.export(first, tmp_path / "export", format="tf")
+    exported = export_as_recorded(first, tmp_path / "export", global_step=None)  # the fixtures have none
     assert json.loads((first / "receipt.json").read_text())["scheme"] == spec["scheme"]
     for suffix in (".index", ".data-00000-of-00001"):
-        ours = exported.path / (json.loads((exported.path / "receipt.json").read_text())["checkpoint"] + suffix)
+        ours = exported / (json.loads((exported / "receipt.json").read_text())["checkpoint"] + suffix)
         assert ours.read_bytes() == (TF_FIXTURES / name / (spec["prefix"] + suffix)).read_bytes(), suffix
-    second = convert(exported.path, tmp_path / "second")
+    second = convert(exported, tmp_path / "second")
     a, b = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
     assert a.keys() == b.keys()
     for key in a:
@@ -246,7 +259,8 @@ def test_round_trip_of_half_precision_weights(tmp_path: Path, name: str, dtype: 
     with --dtype gives the same bits."""
     first = convert(TF_FIXTURES / name, tmp_path / "first", dtype=dtype)
     exported = zoo.export(first, tmp_path / "export", format="tf")
-    assert {v.dtype for v in list_variables(exported.path)} == {"float32"}
+    listed = {v.name: v.dtype for v in list_variables(exported.path)}
+    assert listed.pop("global_step") == "int64" and set(listed.values()) == {"float32"}
     second = convert(exported.path, tmp_path / "second", dtype=dtype)
     a, b = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
     assert all(torch.equal(a[k].view(torch.int16), b[k].view(torch.int16)) for k in a) and a.keys() == b.keys()

@@ -87,6 +87,9 @@ def heads_in(present: set[str] | frozenset[str]) -> str | None:
     return None
 
 
+#: Dropout probabilities a config may leave out (``None``).
+_OPTIONAL_DROPOUTS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout_prob")
+
 #: Config keys that only ALBERT architectures accept.
 ALBERT_ONLY_KEYS: frozenset[str] = frozenset({"embedding_size", "num_hidden_groups", "inner_group_num"})
 #: Keys of google-research/albert's ``AlbertConfig`` that brightmart's ALBERT config (a ``BertConfig`` with
@@ -110,7 +113,7 @@ REQUIRED_KEYS: tuple[str, ...] = ("architecture", "vocab_size", "hidden_size", "
 _INTS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
          "max_position_embeddings", "type_vocab_size", "embedding_size", "num_hidden_groups", "inner_group_num")
 _CHOICES = {"architecture": ARCHITECTURES, "hidden_act": ACTIVATIONS, "ln_type": LN_TYPES}
-_NULLABLE = frozenset({"embedding_size", "hidden_dropout_prob", "attention_probs_dropout_prob"})
+_NULLABLE = frozenset({"embedding_size", *_OPTIONAL_DROPOUTS})
 
 
 class InvalidConfig(ValueError):
@@ -182,6 +185,9 @@ class ModelConfig:
     #: Dropout in training mode; ``None`` means the upstream default (0.1 for BERT, 0 for both ALBERTs).
     hidden_dropout_prob: float | None = None
     attention_probs_dropout_prob: float | None = None
+    #: Dropout before a fine-tuned classifier, as it was trained (``None``: not a fine-tuned classifier). An
+    #: export writes it as transformers' ``classifier_dropout_prob`` (ALBERT) / ``classifier_dropout`` (BERT).
+    classifier_dropout_prob: float | None = None
 
     def __post_init__(self) -> None:
         """Every config is valid: a value of the wrong type or range, or a contradiction, is an
@@ -315,7 +321,7 @@ class ModelConfig:
         if not self.is_albert:
             for key in ALBERT_ONLY_KEYS:
                 data.pop(key)
-        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        for key in _OPTIONAL_DROPOUTS:
             if data[key] is None:
                 data.pop(key)
         return data
@@ -354,7 +360,9 @@ class ModelConfig:
         Invalid values raise :class:`InvalidConfig`.
         """
         act = data.get("hidden_act", "gelu")
-        keep = {f.name for f in dataclasses.fields(cls)} - {"architecture", "hidden_act"}
+        # a release is a pretraining checkpoint: a classifier_dropout_prob in its JSON (transformers-style copies
+        # carry transformers' default) describes no classifier it has
+        keep = {f.name for f in dataclasses.fields(cls)} - {"architecture", "hidden_act", "classifier_dropout_prob"}
         values = {k: v for k, v in data.items() if k in keep}
         if architecture == "bert":
             for key in ALBERT_ONLY_KEYS:

@@ -6,9 +6,11 @@
   resolver pulls (or finds) the verified snapshot, and its TF checkpoint or transformers weights are converted
   once into the cache, keyed by the source's sha256 and the converter version;
 - a path — a :class:`pathlib.Path`, or a string that looks like one (it contains ``/``, starts with ``.`` or
-  ``~``, or is absolute): a converted directory (``zoo convert``, ``zoo export``, ``zoo pretrain`` output) is
-  used as is; an upstream TF release directory is converted once into the cache, keyed by its path and its
-  files' sizes and modification times.
+  ``~``, or is absolute): a converted directory (``zoo convert``, ``zoo pretrain`` output) is used as is; an
+  upstream TF release directory or a transformers folder (``zoo export``, ``save_pretrained``) is converted
+  once into the cache, keyed by its path and its files' stamps (size, mtime, ctime, inode). A folder with a
+  receipt (anything zoo wrote) is first checked against it (:func:`zoo.converters.layout.check_outputs`):
+  a file that changed since it was written is a :class:`~zoo.errors.CheckpointError`, never a silent load.
 
 The rule is deliberate: a folder ``albert_base_zh/`` in the current directory (what unzipping a release gives)
 never shadows the registry name; write ``./albert_base_zh`` to mean the folder.
@@ -25,7 +27,7 @@ import dataclasses
 import hashlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from zoo import cache
@@ -35,9 +37,12 @@ from zoo.converters.layout import (
     check_outputs,
     convert_once,
     is_converted_dir,
+    output_records,
+    read_receipt,
     rebuild_if_damaged,
     tokenizer_options,
 )
+from zoo.converters.transformers import is_transformers_dir
 from zoo.errors import CheckpointError, IntegrityError, NotFoundError, UsageError, ZooError
 from zoo.progress import ProgressCallback, ProgressEvent, waiting
 from zoo.registry import Manifest, get_manifest
@@ -127,27 +132,52 @@ def _from_path(path: Path, emit: ProgressCallback) -> Prepared:
     if not path.is_dir():
         raise NotFoundError(f"{path} is not a directory",
                             hint="pass a directory made by zoo convert/export/pretrain, or a TF release directory")
-    if is_converted_dir(path):
-        problem = check_outputs(path)
-        if problem is not None:
-            raise CheckpointError(f"{path} is damaged: {problem}",
-                                  hint="convert, export or train it again (its receipt says how it was made)")
+    verified = _check_receipt(path)
+    if is_converted_dir(path) and not is_transformers_dir(path):
         return Prepared(path.resolve())
-    return Prepared(convert_release_dir(path, emit), cached=True, release=path.resolve())
+    return Prepared(convert_release_dir(path, emit, verified), cached=True, release=path.resolve())
 
 
-def convert_release_dir(directory: Path, emit: ProgressCallback | None = None) -> Path:
-    """Convert an upstream TF release directory into the cache once; later calls reuse the result."""
-    from zoo.converters.tf import convert
+def _check_receipt(path: Path) -> dict[str, str]:
+    """Check a folder against its receipt, if it has one; ``{file: sha256}`` of what it verified. A file that
+    changed since zoo wrote it is a :class:`CheckpointError` naming it and what to do."""
+    receipt = read_receipt(path)
+    problems = check_outputs(path, receipt=receipt)
+    if problems:
+        raise CheckpointError(f"{path} does not match its receipt: "
+                              + "; ".join(f"{file} {what}" for file, what in problems),
+                              hint="its files changed after zoo wrote them: restore them, or convert, export or train "
+                                   f"it again (its receipt says how it was made); `zoo verify {path}` re-hashes "
+                                   "every file")
+    if receipt is None or problems is None:  # no receipt (of this version): nothing verified
+        return {}
+    return {name: r.sha256 for name, r in output_records(receipt).items()}
+
+
+def convert_release_dir(directory: Path, emit: ProgressCallback | None = None,
+                        known_sha256: Mapping[str, str] | None = None) -> Path:
+    """Convert an upstream TF release directory or a transformers folder into the cache once; later calls reuse
+    the result. ``known_sha256``: digests of its files already checked (its receipt), not hashed again."""
+    from zoo.converters.transformers import convert_transformers_dir
 
     directory = directory.resolve()
     stamp = hashlib.sha256(str(directory).encode())
     for f in sorted(p for p in directory.iterdir() if p.is_file()):
         st = f.stat()
-        stamp.update(f"\0{f.name}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        stamp.update(f"\0{f.name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}".encode())
     target = cache.converted_path(stamp.hexdigest(), CONVERTER_VERSION)
-    return convert_once(target, lambda out: convert(directory, out, progress=emit), origin=str(directory),
-                        source=str(directory), on_wait=waiting(emit, directory.name))
+    if is_transformers_dir(directory):
+        def make(out: Path) -> object:
+            if emit is not None:
+                emit(ProgressEvent("note", directory.name, message="converting the transformers folder"))
+            return convert_transformers_dir(directory, out, known_sha256=known_sha256)
+    else:
+        from zoo.converters.tf import convert
+
+        def make(out: Path) -> object:
+            return convert(directory, out, progress=emit)
+    return convert_once(target, make, origin=str(directory), source=str(directory),
+                        on_wait=waiting(emit, directory.name))
 
 
 # --------------------------------------------------------------------------------------------- registry

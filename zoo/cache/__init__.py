@@ -5,7 +5,8 @@ file's sha256, size and stat stamp. A hit compares stamps (one ``stat`` per file
 ``zoo verify`` re-hashes everything. Locks save bandwidth and CPU and keep housekeeping away from entries in
 use; correctness never depends on them. Modules: :mod:`~zoo.cache.paths` (the
 layout), :mod:`~zoo.cache.records` (stamps and checks), :mod:`~zoo.cache.snapshots`,
-:mod:`~zoo.cache.conversions`, :mod:`~zoo.cache.blobs`, :mod:`~zoo.cache.pins`, :mod:`~zoo.cache.locks`,
+:mod:`~zoo.cache.conversions`, :mod:`~zoo.cache.folders` (stamps of verified folders outside the cache),
+:mod:`~zoo.cache.blobs`, :mod:`~zoo.cache.pins`, :mod:`~zoo.cache.locks`,
 :mod:`~zoo.cache.housekeeping` (ls, rm, prune, verify).
 """
 
@@ -19,6 +20,7 @@ from zoo.cache.conversions import (
     read_conversion,
     touch_conversion,
 )
+from zoo.cache.folders import FolderStamp, check_folder, record_folder
 from zoo.cache.housekeeping import KINDS, Entry, Problem, entries, prune, remove, total_size, verify
 from zoo.cache.locks import lock, try_lock
 from zoo.cache.paths import (
@@ -49,11 +51,11 @@ from zoo.cache.snapshots import (
 )
 
 __all__ = [
-    "KINDS", "Check", "Conversion", "Entry", "FileRecord", "Pin", "Problem", "Snapshot", "Stamp", "add_blob",
-    "blob_path", "cached_snapshot", "check_conversion", "check_snapshot", "commit_conversion", "commit_snapshot",
-    "conversion_lock", "conversions", "converted_path", "download_lock", "download_size", "ensure_home", "entries",
-    "file_pin_label", "get_pin", "home", "invalidate", "invalidate_conversion", "lock", "new_snapshot",
-    "partial_dir", "prune", "quarantine", "read_conversion", "read_snapshot", "record_pin", "remove",
-    "snapshot_lock", "snapshots", "source_key", "staging_dir", "total_size", "touch", "touch_conversion",
-    "try_lock", "url_key", "verified_blob", "verify",
+    "KINDS", "Check", "Conversion", "Entry", "FileRecord", "FolderStamp", "Pin", "Problem", "Snapshot", "Stamp",
+    "add_blob", "blob_path", "cached_snapshot", "check_conversion", "check_folder", "check_snapshot",
+    "commit_conversion", "commit_snapshot", "conversion_lock", "conversions", "converted_path", "download_lock",
+    "download_size", "ensure_home", "entries", "file_pin_label", "get_pin", "home", "invalidate",
+    "invalidate_conversion", "lock", "new_snapshot", "partial_dir", "prune", "quarantine", "read_conversion",
+    "read_snapshot", "record_folder", "record_pin", "remove", "snapshot_lock", "snapshots", "source_key",
+    "staging_dir", "total_size", "touch", "touch_conversion", "try_lock", "url_key", "verified_blob", "verify",
 ]

@@ -9,6 +9,7 @@
       pins/<url-key>.json                      trust-on-first-use hashes of sources the manifest leaves unpinned
       partial/<url-key>/                       downloads in progress or interrupted (data, state.json, verified.json)
       quarantine/                              files that failed verification, kept for inspection
+      folders/<path-key>.json                  stamps of verified folders outside the cache (zoo outputs)
       locks/<name>.lock                        inter-process locks
       tmp/<host>-<pid>-<id>/                   staging directories (same file system: renames out are atomic)
 """
@@ -74,6 +75,12 @@ def converted_path(key: str, converter_version: int) -> Path:
 
 def conversion_marker_path(directory: Path) -> Path:
     return directory.with_name(directory.name + ".json")
+
+
+def folder_record_path(directory: Path) -> Path:
+    """Where the stamps of a folder outside the cache are recorded (keyed by its resolved path)."""
+    key = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:32]
+    return home() / "folders" / f"{key}.json"
 
 
 def url_key(url: str) -> str:

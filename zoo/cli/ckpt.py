@@ -1,4 +1,5 @@
-"""``zoo ckpt ls`` (list a TensorFlow checkpoint's variables) and ``zoo convert`` (TF → safetensors)."""
+"""``zoo ckpt ls`` (list a TensorFlow checkpoint's variables) and ``zoo convert`` (a TF checkpoint or a
+transformers folder → zoo's converted directory)."""
 
 from __future__ import annotations
 
@@ -29,9 +30,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     convert = sub.add_parser(
         "convert", parents=[common], help="convert a TensorFlow checkpoint to safetensors (no TensorFlow needed)",
         description="Convert an upstream TF release (google-research/bert, google-research/albert, "
-                    "brightmart/albert_zh) into model.safetensors + config.json + vocab.txt + receipt.json.")
-    convert.add_argument("src", metavar="SRC", help="release directory (checkpoint + *config*.json + vocab*.txt) "
-                                                    "or a checkpoint prefix")
+                    "brightmart/albert_zh), or a transformers folder, into model.safetensors + config.json + "
+                    "vocab.txt + receipt.json.")
+    convert.add_argument("src", metavar="SRC", help="release directory (checkpoint + *config*.json + vocab*.txt), "
+                                                    "a checkpoint prefix, or a transformers folder")
     convert.add_argument("out", metavar="OUT", help="output directory (must not exist, or be empty)")
     convert.add_argument("--scheme", choices=("auto", *SCHEMES), default="auto",
                          help="TF naming scheme (default: detect from the variable names)")
@@ -71,9 +73,10 @@ def _convert(args: argparse.Namespace) -> int:
     receipt = read_receipt(out)
     assert receipt is not None  # convert writes one
     heads = receipt["heads"]
-    skipped = receipt["skipped"]
+    skipped = receipt.get("skipped") or {"count": 0, "by_kind": {}}  # a transformers folder skips nothing
     kinds = ", ".join(f"{k} {n}" for k, n in skipped["by_kind"].items())
-    err_console().print(f"{receipt['scheme']}: {receipt['tensors']} tensors, {receipt['parameters']:,} parameters; "
+    what = receipt.get("scheme") or f"transformers {receipt.get('format')}"
+    err_console().print(f"{what}: {receipt['tensors']} tensors, {receipt['parameters']:,} parameters; "
                         f"heads: {', '.join(heads) or 'none'}; skipped {skipped['count']}"
                         + (f" ({kinds})" if kinds else ""))
     print(out)

@@ -38,12 +38,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     _source_options(p)
     p.set_defaults(func=_pin)
 
-    p = sub.add_parser("verify", parents=[common], help="re-hash cached files against their recorded hashes",
+    p = sub.add_parser("verify", parents=[common],
+                       help="re-hash cached files, or a folder zoo wrote, against their recorded hashes",
                        description="Re-hash every cached download, extracted file and conversion (of NAME) against "
                                    "the hashes recorded when they were verified or written. Damaged entries are "
                                    "invalidated: the next pull or load rebuilds them (a conversion from the cached "
-                                   "download, without network). Exits 6 when anything was damaged.")
-    p.add_argument("name", metavar="NAME", nargs="?")
+                                   "download, without network). A PATH (./run_a) is a folder zoo wrote (convert, "
+                                   "export, pretrain): every file is re-hashed against its receipt.json. Exits 6 "
+                                   "when anything was damaged.")
+    p.add_argument("name", metavar="NAME_OR_PATH", nargs="?")
     p.set_defaults(func=_verify)
 
     cache_p = sub.add_parser("cache", parents=[common], help="list, remove and prune what the cache holds")
@@ -127,11 +130,18 @@ def _cached_name(args: argparse.Namespace, name: str) -> str:
 
 def _verify(args: argparse.Namespace) -> int:
     from zoo import cache
+    from zoo.weights import looks_like_path
 
+    if args.name and looks_like_path(args.name):
+        return _verify_folder(Path(args.name).expanduser())
     model = _cached_name(args, args.name) if args.name else None
     snaps = cache.snapshots(model)
     convs = [c for c in cache.conversions() if model is None or c.origin == model]
     if model and not snaps and not convs:
+        if model not in registry_from_args(args):
+            hint = f"to verify the folder {model}/ here, write ./{model}" if Path(model).is_dir() else \
+                "`zoo list` shows the registry's models; a folder is verified by its path (./run_a)"
+            raise NotFoundError(f"{model} is not in the cache ({cache.home()}), and no model has that name", hint=hint)
         raise NotFoundError(f"{model} is not in the cache ({cache.home()})", hint=f"zoo pull {model}")
     count = 0
 
@@ -148,6 +158,30 @@ def _verify(args: argparse.Namespace) -> int:
                                   "the cached download; a damaged download is downloaded again)")
     sys.stdout.write(f"ok: {len(snaps)} snapshot(s), {len(convs)} conversion(s), {count} file(s) re-hashed, "
                      "no damage\n")
+    return 0
+
+
+def _verify_folder(path: Path) -> int:
+    """``zoo verify ./folder``: re-hash every file its receipt lists."""
+    from zoo.converters.layout import check_outputs
+
+    if not path.is_dir():
+        raise NotFoundError(f"{path}: no such directory", hint="check the path (`zoo verify` with no argument checks "
+                                                               "the whole cache)")
+    hashed: list[Path] = []
+    problems = check_outputs(path, rehash=True, on_file=hashed.append)
+    if problems is None:
+        raise NotFoundError(f"{path} has no receipt.json: there is nothing to check its files against",
+                            hint="zoo records every file's sha256 in the receipt of what it writes (convert, export, "
+                                 "pretrain); a folder without one (an upstream release, a transformers folder) "
+                                 "loads as it is, unchecked")
+    for file, what in problems:
+        err_console().print(f"damaged: {file}: {what}", markup=False)
+    if problems:
+        raise IntegrityError(f"{len(problems)} file(s) of {path} differ from its receipt",
+                             hint="restore them, or write the folder again (convert, export or train it: its receipt "
+                                  "says how it was made)")
+    sys.stdout.write(f"ok: {path}: {len(hashed)} file(s) re-hashed against its receipt, no damage\n")
     return 0
 
 

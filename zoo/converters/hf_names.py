@@ -245,7 +245,12 @@ def _decoder_is_tied(state_dict: Mapping[str, torch.Tensor], names: Mapping[str,
 
 
 def transformers_config(config: ModelConfig, head: str | None = "pretraining") -> dict[str, Any]:
-    """The ``config.json`` of the equivalent transformers model (``hidden_act`` keeps transformers' meaning)."""
+    """The ``config.json`` of the equivalent transformers model (``hidden_act`` keeps transformers' meaning).
+
+    transformers' ALBERT reads one key, ``classifier_dropout_prob``, for the dropout of both its SOP head and its
+    classifiers: upstream's SOP head has none, so it is 0 unless ``config`` is a fine-tuned classifier's
+    (``classifier_dropout_prob`` set), which keeps the dropout it was trained with. BERT's NSP head has no
+    dropout in either, so ``classifier_dropout`` is written only for a classifier."""
     hf = hf_equivalent(config)
     albert = hf.architecture == "albert"
     data: dict[str, Any] = {
@@ -267,9 +272,12 @@ def transformers_config(config: ModelConfig, head: str | None = "pretraining") -
         "pad_token_id": 0,
         "tokenizer_class": "BertTokenizer",  # Chinese ALBERTs use WordPiece, not SentencePiece
     }
+    classifier = config.classifier_dropout_prob
     if albert:
         data.update(embedding_size=hf.word_embedding_size, num_hidden_groups=hf.num_hidden_groups,
-                    inner_group_num=hf.inner_group_num, classifier_dropout_prob=0.1)
+                    inner_group_num=hf.inner_group_num, classifier_dropout_prob=classifier or 0.0)
+    elif classifier is not None:
+        data["classifier_dropout"] = classifier
     return data
 
 

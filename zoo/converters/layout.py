@@ -7,8 +7,12 @@
 
 Writers (the TF and transformers converters, ``zoo export``, ``zoo pretrain``) go through :func:`staged_output`:
 files are written into a staging sibling — hashed while they are written — then the receipt, then one rename puts
-the directory in place, so a directory with a receipt is complete. :func:`convert_once` keeps conversions in the
-cache: made once under a lock, checked by stamp on every use, rebuilt (with a warning) when damaged.
+the directory in place, so a directory with a receipt is complete. A folder the user named gets the modes ``cp``
+would give it (the umask decides); one in the cache keeps the cache's (:func:`zoo._fs.file_mode`). The writer
+records the stamps of what it wrote (:func:`zoo.cache.record_folder`), and every load compares them
+(:func:`check_outputs`): a file changed since is hashed again and checked against the receipt.
+:func:`convert_once` keeps conversions in the cache: made once under a lock, checked by stamp on every use,
+rebuilt (with a warning) when damaged.
 """
 
 from __future__ import annotations
@@ -18,13 +22,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from zoo import cache
-from zoo._fs import HashingWriter, disk_full_is_an_error, file_mode, rmtree, sha256_file
+from zoo._fs import HashingWriter, dir_mode, disk_full_is_an_error, file_mode, rmtree, sha256_file
 from zoo._version import __version__
 from zoo.config import InvalidConfig, ModelConfig
 from zoo.errors import CheckpointError, NotFoundError, UsageError
@@ -41,8 +45,9 @@ RECEIPT_VERSION = 2
 class Staged:
     """A directory being written: every file added through it is hashed on the way in."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, file_mode: int = 0o600) -> None:
         self.path = path
+        self.file_mode = file_mode
         self.outputs: dict[str, dict[str, Any]] = {}
         #: extra top-level receipt fields the writer sets (what was converted, how)
         self.receipt: dict[str, Any] = {}
@@ -50,7 +55,7 @@ class Staged:
     @contextlib.contextmanager
     def open(self, name: str, role: str) -> Iterator[HashingWriter]:
         """A binary file to stream into; its sha256 and size are recorded when it is closed."""
-        fd = os.open(self.path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, file_mode())
+        fd = os.open(self.path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
         with os.fdopen(fd, "wb") as fh:
             writer = HashingWriter(fh)
             yield writer
@@ -72,7 +77,7 @@ class Staged:
 
     def raw_file(self, name: str) -> IO[bytes]:
         """A plain file handle for writers that need to seek (call :meth:`record` with what they hashed)."""
-        fd = os.open(self.path / name, os.O_RDWR | os.O_CREAT | os.O_EXCL, file_mode())
+        fd = os.open(self.path / name, os.O_RDWR | os.O_CREAT | os.O_EXCL, self.file_mode)
         return os.fdopen(fd, "w+b")
 
 
@@ -88,6 +93,33 @@ def _final_receipt(staging: Staged, kind: str) -> dict[str, Any]:
             **staging.receipt, "outputs": [staging.outputs[k] for k in sorted(staging.outputs)]}
 
 
+def _modes(out: Path) -> tuple[int, int]:
+    """``(file mode, directory mode)`` for writing ``out``: the cache's inside the cache (private unless
+    ``ZOO_CACHE_MODE=shared``); elsewhere 0666/0777, less the umask, as ``cp`` and every other tool writes a
+    folder the user named (a shared model folder stays readable by the team)."""
+    if out.is_relative_to(cache.home().resolve()):
+        return file_mode(), dir_mode()
+    return 0o666, 0o777
+
+
+def _staging_dir(parent: Path, prefix: str, mode: int) -> Path:
+    """A new directory in ``parent`` (``tempfile.mkdtemp`` would make it 0700 whatever the umask)."""
+    while True:
+        path = parent / f"{prefix}{uuid.uuid4().hex[:8]}"
+        try:
+            path.mkdir(mode)
+            return path
+        except FileExistsError:
+            continue
+
+
+def _remember(out: Path, staging: Staged) -> None:
+    """Record the stamps of a folder outside the cache just written, with the hashes taken while writing it."""
+    if not out.is_relative_to(cache.home().resolve()):
+        cache.record_folder(out, {name: cache.FileRecord(item["sha256"], item["size"])
+                                  for name, item in staging.outputs.items() if name != RECEIPT})
+
+
 @contextlib.contextmanager
 def staged_output(out: Path, *, kind: str) -> Iterator[Staged]:
     """Write a directory atomically: yields a :class:`Staged` in a temporary sibling of ``out``; when the block
@@ -100,7 +132,8 @@ def staged_output(out: Path, *, kind: str) -> Iterator[Staged]:
             yield staged
         return
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Staged(Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent)))
+    files, dirs = _modes(out)
+    staging = Staged(_staging_dir(out.parent, f".{out.name}.tmp-", dirs), files)
     try:
         with disk_full_is_an_error(f"writing {out}", hint="free some space and run it again; nothing was kept"):
             yield staging
@@ -109,6 +142,7 @@ def staged_output(out: Path, *, kind: str) -> Iterator[Staged]:
     except BaseException:
         shutil.rmtree(staging.path, ignore_errors=True)
         raise
+    _remember(out, staging)
 
 
 @contextlib.contextmanager
@@ -117,8 +151,9 @@ def staged_into(out: Path, *, kind: str) -> Iterator[Staged]:
     the files are staged in a hidden subdirectory, then each is renamed into ``out``, the receipt last — an
     older receipt is removed first, so ``out`` never looks complete with a mix of old and new files."""
     out = Path(out).resolve()  # "." or "run/.." has no usable name or parent
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Staged(Path(tempfile.mkdtemp(prefix=".final.tmp-", dir=out)))
+    files, dirs = _modes(out)
+    out.mkdir(dirs, parents=True, exist_ok=True)
+    staging = Staged(_staging_dir(out, ".final.tmp-", 0o700), files)
     try:
         with disk_full_is_an_error(f"writing {out}", hint="free some space and run it again"):
             yield staging
@@ -130,6 +165,7 @@ def staged_into(out: Path, *, kind: str) -> Iterator[Staged]:
             os.replace(staging.path / RECEIPT, out / RECEIPT)
     finally:
         shutil.rmtree(staging.path, ignore_errors=True)
+    _remember(out, staging)
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -148,7 +184,7 @@ def read_receipt(directory: Path) -> dict[str, Any] | None:
     return data
 
 
-def output_records(receipt: dict[str, Any]) -> dict[str, cache.FileRecord]:
+def output_records(receipt: Mapping[str, Any]) -> dict[str, cache.FileRecord]:
     """``{file: FileRecord}`` for every output a receipt lists."""
     records = {}
     for item in receipt.get("outputs") or ():
@@ -163,21 +199,25 @@ def is_converted_dir(path: Path) -> bool:
     return (path / WEIGHTS).is_file() and (path / CONFIG).is_file()
 
 
-def check_outputs(directory: Path) -> str | None:
-    """Cheap check of a directory outside the cache: every output its receipt lists exists with its recorded
-    size. Returns what is wrong, or None. (Contents are compared by ``zoo verify``-style re-hashing only in the
-    cache, where stamps make that affordable.)"""
-    receipt = read_receipt(directory)
+#: Outputs that are about a model, not part of it: a load does not check them (``zoo verify`` does).
+DESCRIPTIVE_ROLES = frozenset({"model card"})
+
+
+def check_outputs(directory: Path, *, receipt: Mapping[str, Any] | None = None, rehash: bool = False,
+                  on_file: Callable[[Path], None] | None = None) -> list[tuple[Path, str]] | None:
+    """Check a folder outside the cache against its receipt: ``(path, what is wrong)`` for every output that is
+    missing or whose bytes are not those the receipt records; None when it has no receipt (a plain transformers
+    or TF folder). A file whose stamp (size, mtime, ctime, inode) is the one recorded when it last matched costs
+    a ``stat``; the others are hashed (all of them, with ``rehash``: ``zoo verify``; a load leaves out the model
+    card, which a user may well edit). ``receipt``: the folder's, when the caller has read it already."""
+    receipt = receipt if receipt is not None else read_receipt(directory)
     if receipt is None or receipt.get("receipt_version") != RECEIPT_VERSION:
         return None
-    for name, record in output_records(receipt).items():
-        try:
-            size = (directory / name).stat().st_size
-        except FileNotFoundError:
-            return f"{directory / name} is missing"
-        if size != record.size:
-            return f"{directory / name} has {size} bytes; its receipt records {record.size}"
-    return None
+    records = output_records(receipt)
+    if not rehash:
+        roles = {str(item.get("path")): item.get("role") for item in receipt.get("outputs") or ()}
+        records = {name: r for name, r in records.items() if roles.get(name) not in DESCRIPTIVE_ROLES}
+    return cache.check_folder(directory, records, rehash=rehash, on_file=on_file)
 
 
 # ------------------------------------------------------------------------------------ cached conversions

@@ -290,7 +290,18 @@ def convert(src: str | os.PathLike[str], out: str | os.PathLike[str], *, scheme:
     :class:`ModelConfig`, zoo's ``config.json`` or an upstream config JSON (read with upstream meaning).
     ``dtype`` (``float32``/``float16``/``bfloat16``, or ``fp32``/``fp16``/``bf16``) casts the weights; default:
     as stored. ``progress`` receives ``convert`` events (bytes written).
+
+    A transformers folder (``config.json`` with ``model_type``, as ``zoo export`` and ``save_pretrained`` write
+    it) is converted too, by :func:`zoo.converters.transformers.convert_transformers_dir`: its config describes
+    it, so ``scheme`` and ``config`` do not apply.
     """
+    from zoo.converters.transformers import convert_transformers_dir, is_transformers_dir
+
+    if is_transformers_dir(Path(src)):
+        if scheme != "auto" or config is not None:
+            raise UsageError(f"{src} is a transformers folder: --scheme and --config apply to TensorFlow checkpoints",
+                             hint="its config.json describes the model; leave them out")
+        return convert_transformers_dir(Path(src), Path(out), vocab=vocab, dtype=dtype)
     given = config if isinstance(config, ModelConfig) else None
     config_file = None if isinstance(config, ModelConfig) else config
     release = find_release(src, config=config_file, vocab=vocab, need_config=given is None)

@@ -217,7 +217,9 @@ def export_tf(directory: Path, out: Path, *, config: ModelConfig, layout: str = 
     of what was written (the receipt lists them too).
 
     ``scheme``: see :func:`choose_scheme` (``receipt`` is the source directory's). ``global_step`` adds TF's
-    int64 ``global_step`` variable with that value. ``source``/``source_sha256`` go into the receipt."""
+    int64 ``global_step`` variable with that value (``None`` leaves it out, as a bare ``tf.train.Saver`` of the
+    model variables would; :func:`zoo.export` always writes one). ``source``/``source_sha256`` go into the
+    receipt."""
     scheme = choose_scheme(config, scheme, receipt)
     if global_step is not None and not 0 <= int(global_step) < 1 << 63:
         raise UsageError(f"global_step must be a non-negative 64-bit integer, got {global_step}")

@@ -1,16 +1,21 @@
 """The text files of an exported folder: tokenizer files and the ``README.md`` model card.
 
 The card is what a person sees on the Hub (or a self-hosted mirror): YAML front matter the Hub indexes
-(license, language, tags, library_name), then where the weights came from, every hash needed to check them,
-zoo's conversion receipt, the citation and how to load the folder with zoo and with transformers.
+(license, language, tags, library_name; a trained model carries its base model's license), then what the model
+is and where its weights came from — a release, a conversion, or the base model and the training data of a trained
+one —, every hash needed to check them, the citation and usage that works, with zoo and with transformers. Nothing
+in a card names a local path: paths and ``file://`` URLs are reduced to their file names (:func:`public`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -39,8 +44,10 @@ class Provenance:
     origin: str | None = None
     #: sha256 of the pulled source (a URL source's download, or the combined hash of an hf source's files)
     source_sha256: str | None = None
-    #: the conversion receipt (``receipt.json`` of the converted directory)
+    #: the receipt of the weights exported (``receipt.json`` of the folder, else of its conversion)
     receipt: Mapping[str, Any] | None = None
+    #: what the model is, without local paths (:func:`made_from`): a release, a conversion, a trained model
+    made_from: Mapping[str, Any] | None = None
 
 
 def tokenizer_files(config: ModelConfig, *, lowercase: bool, strip_accents: bool | None) -> dict[str, str]:
@@ -63,9 +70,43 @@ def tokenizer_files(config: ModelConfig, *, lowercase: bool, strip_accents: bool
 
 
 def model_card(prov: Provenance, config: ModelConfig, hf_config: Mapping[str, Any],
-               files: Mapping[str, str], *, repo_id: str | None = None) -> str:
-    """The README.md of an exported folder. ``files`` maps each exported file to its sha256."""
+               files: Mapping[str, str], *, repo_id: str | None = None, folder: str | None = None) -> str:
+    """The README.md of an exported folder. ``files`` maps each exported file to its sha256; ``folder`` is the
+    name of the folder it is written into (what the usage examples load when there is no ``repo_id``)."""
+    made = dict(prov.made_from or {"kind": "unknown", "model": prov.name})
     model_type = hf_config["model_type"]
+    about = prov.description.strip()
+    lines = ["---", yaml.safe_dump(_front_matter(prov, model_type), sort_keys=False, allow_unicode=True).rstrip(),
+             "---", "", f"# {prov.name}", "", *([about + ("" if about.endswith(".") else "."), ""] if about else []),
+             (f"transformers `{hf_config['architectures'][0]}` weights ({model_type}, "
+              f"{config.num_hidden_layers} layers, hidden size {config.hidden_size}), exported by "
+              f"[zoo](https://github.com/zoo-checkpoints/zoo) {__version__} {_what_it_is(made)}."),
+             "", "## Origin", "", *_origin(prov, made)]
+    if config.architecture == "albert-brightmart":
+        lines.append("- brightmart's ALBERT factorises the token embeddings as `word_embeddings @ word_embeddings_2`; "
+                     "this export multiplies them out (`embedding_size` = `hidden_size`, identity "
+                     "`embedding_hidden_mapping_in`), which computes exactly the same function.")
+    if config.hidden_act == "gelu_new":
+        lines.append("- The original TensorFlow code computes GELU with the tanh approximation: "
+                     "`hidden_act` is `gelu_new`.")
+    lines += ["", "## Files", "", "| file | sha256 |", "|---|---|"]
+    lines += [f"| `{name}` | `{sha}` |" for name, sha in sorted(files.items())]
+    inputs: Sequence[Mapping[str, Any]] = made.get("inputs") or ()
+    if inputs:
+        lines += ["", "Files of the original release:", "", "| file | role | bytes | sha256 |", "|---|---|---|---|"]
+        lines += [f"| `{i.get('path')}` | {i.get('role', '')} | {i.get('size', '')} | `{i.get('sha256')}` |"
+                  for i in inputs]
+    lines += ["", "## Provenance", "", "What zoo's receipt records about these weights:", "", "```json",
+              json.dumps({k: v for k, v in made.items() if k not in ("inputs", "about")}, indent=2,
+                         ensure_ascii=False), "```"]
+    lines += _usage(prov, made, repo_id, folder)
+    if prov.citation:
+        lines += ["", "## Citation", "", "```", prov.citation.strip(), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _front_matter(prov: Provenance, model_type: str) -> dict[str, Any]:
+    """The YAML the Hub indexes: license (the base model's for a trained one), language, tags."""
     front: dict[str, Any] = {}
     license_id = (prov.license or "").strip()
     if license_id and license_id.upper() != "NOASSERTION":
@@ -80,70 +121,106 @@ def model_card(prov: Provenance, config: ModelConfig, hf_config: Mapping[str, An
     front["library_name"] = "transformers"
     front["pipeline_tag"] = "fill-mask"
     front["tags"] = sorted({model_type, prov.family or model_type, "fill-mask", "zoo", "safetensors"})
-
-    repo = repo_id or f"zoo/{prov.name}"
-    title = prov.description or prov.name
-    lines = [
-        "---",
-        yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(),
-        "---",
-        "",
-        f"# {prov.name}",
-        "",
-        title + ("." if title and not title.endswith(".") else ""),
-        "",
-        (f"transformers `{hf_config['architectures'][0]}` weights ({model_type}, "
-         f"{config.num_hidden_layers} layers, hidden size {config.hidden_size}), exported by "
-         f"[zoo](https://github.com/zoo-checkpoints/zoo) {__version__} from the original release "
-         "(no retraining, no fine-tuning)."),
-        "",
-        "## Origin",
-        "",
-    ]
-    if prov.homepage:
-        lines.append(f"- Project: {prov.homepage}")
-    if prov.origin:
-        lines.append(f"- Weights downloaded from: `{prov.origin}`")
-    if prov.source_sha256:
-        lines.append(f"- sha256 of the download: `{prov.source_sha256}`")
-    if config.architecture == "albert-brightmart":
-        lines.append("- brightmart's ALBERT factorises the token embeddings as `word_embeddings @ word_embeddings_2`; "
-                     "this export multiplies them out (`embedding_size` = `hidden_size`, identity "
-                     "`embedding_hidden_mapping_in`), which computes exactly the same function.")
-    if config.hidden_act == "gelu_new":
-        lines.append("- The original TensorFlow code computes GELU with the tanh approximation: "
-                     "`hidden_act` is `gelu_new`.")
-    lines += ["", "## Files", "", "| file | sha256 |", "|---|---|"]
-    lines += [f"| `{name}` | `{sha}` |" for name, sha in sorted(files.items())]
-    receipt = _short_receipt(prov.receipt)
-    if receipt:
-        inputs: Sequence[Mapping[str, Any]] = receipt.get("inputs") or ()
-        if inputs:
-            lines += ["", "Files of the original release:", "", "| file | role | bytes | sha256 |", "|---|---|---|---|"]
-            lines += [f"| `{i.get('path')}` | {i.get('role', '')} | {i.get('size', '')} | `{i.get('sha256')}` |"
-                      for i in inputs]
-        lines += ["", "## Conversion receipt", "", "```json", json.dumps(receipt, indent=2, ensure_ascii=False),
-                  "```"]
-    lines += ["", "## Usage", "", "With transformers:", "", "```python",
-              "from transformers import AutoModelForMaskedLM, AutoTokenizer", "",
-              f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
-              f'model = AutoModelForMaskedLM.from_pretrained("{repo}")', "```", "",
-              "With zoo (verifies every file's sha256 before use):", "", "```python", "import zoo", "",
-              f'loaded = zoo.load("{prov.name}", heads="mlm")', 'loaded.fill_mask("今天天气很[MASK]。")', "```"]
-    if prov.citation:
-        lines += ["", "## Citation", "", "```", prov.citation.strip(), "```"]
-    return "\n".join(lines) + "\n"
+    return front
 
 
-def _short_receipt(receipt: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The receipt without the (long) list of skipped variable names."""
-    if not receipt:
-        return None
-    short = dict(receipt)
-    skipped = short.get("skipped")
-    if isinstance(skipped, Mapping) and "names" in skipped:
-        short["skipped"] = {k: v for k, v in skipped.items() if k != "names"}
-    return short
+def _what_it_is(made: Mapping[str, Any]) -> str:
+    kind, model = made.get("kind"), made.get("model")
+    if kind == "release":
+        return "from the original release (no retraining, no fine-tuning)"
+    if kind == "pretraining":
+        return f"after continued pretraining of `{model}` ({_training(made)})"
+    if kind == "finetune":
+        return f"after fine-tuning `{model}` ({_training(made)})"
+    if kind == "conversion":
+        return f"from the checkpoint `{model}` (converted, not retrained)"
+    return f"from `{model}`"
+
+
+def _training(made: Mapping[str, Any]) -> str:
+    objective = f", objective {made['objective']}" if made.get("objective") else ""
+    return f"{made.get('steps', '?')} steps{objective}"
+
+
+def _origin(prov: Provenance, made: Mapping[str, Any]) -> list[str]:
+    """The Origin section: the project, where the weights (or the base model's) came from, what trained them."""
+    lines = [f"- Project: {prov.homepage}"] if prov.homepage else []
+    if made.get("kind") in ("pretraining", "finetune"):
+        sha = f" (weights sha256 `{made['weights_sha256']}`)" if made.get("weights_sha256") else ""
+        lines.append(f"- Base model: `{made.get('model')}`{sha}")
+        if made.get("source"):
+            lines.append(f"- Base model weights from: `{made['source']}`")
+        lines.append(f"- {'Continued pretraining' if made['kind'] == 'pretraining' else 'Fine-tuning'}: "
+                     f"{_training(made)}")
+        for item in made.get("data") or ():
+            lines.append(f"- Training data: `{item.get('name')}` (sha256 `{item.get('sha256')}`)")
+        return lines
+    if made.get("kind") == "conversion":
+        scheme = f" ({made['scheme']})" if made.get("scheme") else ""
+        lines.append(f"- Converted by zoo from the checkpoint `{made.get('source') or made.get('model')}`{scheme}")
+    elif made.get("source"):
+        lines.append(f"- Weights {'downloaded from' if '://' in str(made['source']) else 'from'}: "
+                     f"`{made['source']}`")
+    if made.get("source_sha256"):
+        lines.append(f"- sha256 of the download: `{made['source_sha256']}`")
+    if not lines:
+        lines.append(f"- `{made.get('model')}`: zoo has no record of where these weights came from.")
+    return lines
+
+
+def _usage(prov: Provenance, made: Mapping[str, Any], repo_id: str | None, folder: str | None) -> list[str]:
+    """Usage that works: the Hub repo when there is one, else the exported folder; zoo loads a registry release
+    by its name."""
+    where = repo_id or f"./{folder or prov.name}"
+    if made.get("kind") == "release":
+        zoo_lines = [f'loaded = zoo.load("{made.get("model")}", heads="mlm")']
+    elif repo_id:
+        zoo_lines = ["from huggingface_hub import snapshot_download", "",
+                     f'loaded = zoo.load(snapshot_download("{repo_id}"), heads="mlm")']
+    else:
+        zoo_lines = [f'loaded = zoo.load("{where}", heads="mlm")']
+    return ["", "## Usage", "", "With transformers:", "", "```python",
+            "from transformers import AutoModelForMaskedLM, AutoTokenizer", "",
+            f'tokenizer = AutoTokenizer.from_pretrained("{where}")',
+            f'model = AutoModelForMaskedLM.from_pretrained("{where}")', "```", "",
+            "With zoo (checks every file against its sha256 before use):", "", "```python", "import zoo", "",
+            *zoo_lines, 'loaded.fill_mask("今天天气很[MASK]。")', "```"]
+
+
+def public(value: Any) -> Any:
+    """A local path or ``file://`` URL reduced to its file name (cards and exports name no local paths); any other
+    value as it is."""
+    if isinstance(value, str) and (value.startswith("file:") or os.path.isabs(value)):
+        return PurePosixPath(urlsplit(value).path if value.startswith("file:") else value).name
+    return value
+
+
+def made_from(receipt: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
+    """What the model in a folder is, from its receipt, without local paths: what its card says, and what the
+    receipt of an export of it records (``made_from``), so an export of an export still knows. ``name``: the
+    folder's name."""
+    receipt = receipt or {}
+    kind = receipt.get("kind")
+    if kind == "export":
+        return dict(receipt.get("made_from") or {"kind": "unknown", "model": name})
+    if kind in ("pretraining", "finetune"):
+        base, data = receipt.get("base") or {}, receipt.get("data") or {}
+        files = [f for f in data.get("files") or () if isinstance(f, Mapping)]
+        return _present({"kind": kind, "model": public(base.get("model")), "source": public(base.get("source")),
+                         "weights_sha256": base.get("weights_sha256"), "steps": receipt.get("steps"),
+                         "objective": data.get("objective") or (receipt.get("settings") or {}).get("objective"),
+                         "data": [{"name": public(f.get("name") or f.get("path")), "sha256": f.get("sha256")}
+                                  for f in files]})
+    if kind == "conversion":
+        inputs = [{**i, "path": public(i.get("path"))} for i in receipt.get("inputs") or () if isinstance(i, Mapping)]
+        return _present({"kind": kind, "model": name, "source": public(receipt.get("source")),
+                         "source_sha256": receipt.get("source_sha256"), "scheme": receipt.get("scheme"),
+                         "inputs": inputs})
+    return {"kind": "unknown", "model": name}
+
+
+def _present(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if v not in (None, [], "")}
 
 
 def _json(data: Any) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +29,10 @@ from zoo.converters.layout import (
     tokenizer_options,
 )
 from zoo.converters.safetensors_out import write_state
-from zoo.errors import CheckpointError, UsageError
-from zoo.hub.card import Provenance, model_card, tokenizer_files
+from zoo.errors import CheckpointError, UsageError, ZooError
+from zoo.hub.card import Provenance, made_from, model_card, public, tokenizer_files
 from zoo.progress import Progress, ProgressEvent, reporting
+from zoo.registry import Manifest, get_manifest
 from zoo.weights import Model, Prepared, prepare
 
 if TYPE_CHECKING:
@@ -110,13 +111,13 @@ def export(model: Model, out_dir: str | os.PathLike[str], *, format: str = "hf",
            scheme: str | None = None, global_step: int | None = None) -> Exported:
     """Write a transformers-ready folder for ``model`` into ``out_dir`` (new or empty) — or, with
     ``format="tf"``, an upstream TensorFlow release (checkpoint, upstream config, vocab; see
-    :mod:`zoo.converters.tf_export`) under ``scheme`` (default: the one the model came from) with an optional
-    ``global_step`` variable.
+    :mod:`zoo.converters.tf_export`) under ``scheme`` (default: the one the model came from) with TF's
+    ``global_step`` variable: ``global_step``, else the steps of a model zoo trained, else 0.
 
     ``model``: a registry name (or :class:`~zoo.registry.Manifest`), a directory written by ``zoo convert``,
-    ``zoo export`` or ``zoo pretrain``, or an upstream TF release directory (converted on the fly) — the same
-    rule as :func:`zoo.load`. ``source``/``offline`` apply to registry names; ``repo_id`` is the repo named in
-    the model card. brightmart pre-LN models have no transformers equivalent and raise
+    ``zoo export`` or ``zoo pretrain``, a transformers folder or an upstream TF release directory (converted on
+    the fly) — the same rule as :func:`zoo.load`. ``source``/``offline`` apply to registry names; ``repo_id`` is
+    the repo named in the model card. brightmart pre-LN models have no transformers equivalent and raise
     :class:`~zoo.errors.UnsupportedError`.
     """
     if format not in FORMATS:
@@ -127,30 +128,77 @@ def export(model: Model, out_dir: str | os.PathLike[str], *, format: str = "hf",
     require_new_dir(out)
     with reporting(progress) as emit:
         prepared = prepare(model, source=source, offline=offline, manifests=manifests, progress=emit)
-        weights = weights_of(prepared)
+        weights = weights_of(prepared, manifests)
         emit(ProgressEvent("note", weights.provenance.name, message=f"writing {out}"))
         if format == "tf":
             from zoo.converters.tf_export import export_tf
 
+            step = global_step if global_step is not None else trained_steps(weights.provenance.made_from)
             files = export_tf(weights.path, out, config=weights.config, layout=weights.layout, scheme=scheme,
-                              global_step=global_step, source=weights.provenance.origin,
+                              global_step=step, source=weights.provenance.origin,
                               source_sha256=weights.provenance.source_sha256, receipt=weights.provenance.receipt)
             return Exported(out, "tf", weights.provenance, files)
         return write_hf_folder(weights, out, repo_id=repo_id)
 
 
-def weights_of(prepared: Prepared) -> Weights:
-    """The weights of a prepared directory with their provenance (manifest facts when named by the registry)."""
+def trained_steps(made: Mapping[str, Any] | None) -> int:
+    """The ``global_step`` of an export: the steps of a model zoo trained, else 0 (every upstream release carries
+    the variable, and ``tf.train.Saver`` restores of graphs that have one need it)."""
+    steps = (made or {}).get("steps")
+    return steps if isinstance(steps, int) and (made or {}).get("kind") in ("pretraining", "finetune") else 0
+
+
+def weights_of(prepared: Prepared, manifests: Sequence[str | os.PathLike[str]] = ()) -> Weights:
+    """The weights of a prepared directory with their provenance: the manifest's facts when named by the
+    registry; else what the folder's receipt says it is, with the facts of its base model when the registry
+    knows it (a model zoo trained carries its base model's license)."""
     manifest, pulled = prepared.manifest, prepared.pulled
+    casing = prepared.tokenizer_options()
     if manifest is None:
-        prov = Provenance(name=prepared.name, origin=str(prepared.release) if prepared.release else None)
-        return read_weights_dir(prepared.path, prov)
+        own = read_receipt(prepared.release) if prepared.release is not None else None
+        receipt = own if own is not None else read_receipt(prepared.path)
+        made = made_from(receipt, prepared.name)
+        about = made.get("about") or _about(_registered_base(receipt, manifests))
+        if about:
+            made["about"] = about
+        prov = Provenance(name=prepared.name, family=about.get("family", ""), language=about.get("language"),
+                          license=about.get("license"), homepage=about.get("homepage"),
+                          citation=about.get("citation"), source_sha256=made.get("source_sha256"),
+                          receipt=receipt, made_from=made)
+        return read_weights_dir(prepared.path, prov, casing=casing)
+    receipt = read_receipt(prepared.path)
+    origin = pulled.source.label if pulled else None
+    made = {**made_from(receipt, manifest.name), "kind": "release", "model": manifest.name, "source": public(origin),
+            "source_sha256": pulled.sha256 if pulled else None, "about": _about(manifest)}
     prov = Provenance(name=manifest.name, description=manifest.description, family=manifest.family,
                       language=manifest.language, license=manifest.license, homepage=manifest.homepage,
-                      citation=manifest.citation, origin=pulled.source.label if pulled else None,
-                      source_sha256=pulled.sha256 if pulled else None)
+                      citation=manifest.citation, origin=origin, source_sha256=pulled.sha256 if pulled else None,
+                      receipt=receipt, made_from=made)
     # converted with the manifest's config; the casing is the manifest's
-    return read_weights_dir(prepared.path, prov, casing=prepared.tokenizer_options())
+    return read_weights_dir(prepared.path, prov, casing=casing)
+
+
+def _registered_base(receipt: Mapping[str, Any] | None, manifests: Sequence[str | os.PathLike[str]]) -> Manifest | None:
+    """The registry's manifest of the model a trained folder started from: the base's name must be registered and
+    the source it was pulled from one of that manifest's (a folder named like a model is not that model)."""
+    base = (receipt or {}).get("base") or {}
+    if not isinstance(base, Mapping) or not base.get("model"):
+        return None
+    try:
+        manifest = get_manifest(str(base["model"]), manifests=manifests)
+    except ZooError:
+        return None
+    return manifest if base.get("source") in {s.label for s in manifest.sources} else None
+
+
+def _about(manifest: Manifest | None) -> dict[str, Any]:
+    """The facts of a registered model an export carries on (into its card, and into its receipt's ``made_from``
+    for an export of the export)."""
+    if manifest is None:
+        return {}
+    return {k: v for k, v in (("license", manifest.license), ("homepage", manifest.homepage),
+                              ("language", manifest.language), ("family", manifest.family),
+                              ("citation", manifest.citation)) if v}
 
 
 def read_weights_dir(path: Path, prov: Provenance, *, casing: tuple[bool, bool | None] | None = None) -> Weights:
@@ -186,7 +234,7 @@ def write_hf_folder(weights: Weights, out: Path, *, repo_id: str | None = None) 
     from zoo.converters import hf_names
     from zoo.converters.transformers import check_shapes
 
-    config = weights.config
+    config = _with_classifier_dropout(weights.config, weights.provenance.receipt)
     hf_names.hf_equivalent(config)  # pre-LN brightmart: UnsupportedError before any work
     state = canonical_state(weights)
     check_shapes(state, config, str(weights.path / WEIGHTS))
@@ -211,15 +259,25 @@ def write_hf_folder(weights: Weights, out: Path, *, repo_id: str | None = None) 
                                           strip_accents=weights.strip_accents).items():
             staged.write_text(name, text, "tokenizer")
         hashes = {name: item["sha256"] for name, item in staged.outputs.items()}
-        staged.write_text("README.md", model_card(weights.provenance, config, hf_config, hashes, repo_id=repo_id),
-                          "model card")
+        staged.write_text("README.md", model_card(weights.provenance, config, hf_config, hashes, repo_id=repo_id,
+                                                  folder=out.name), "model card")
         staged.receipt.update({"format": "hf", "architecture": config.architecture,
                                "transformers_class": hf_config["architectures"][0],
-                               "source": weights.provenance.origin, "source_sha256": weights.provenance.source_sha256})
+                               "source": weights.provenance.origin, "source_sha256": weights.provenance.source_sha256,
+                               "made_from": weights.provenance.made_from})
         files = {name: item["sha256"] for name, item in staged.outputs.items()}
     log.info("exported %s (%s, %s) to %s", weights.provenance.name, hf_config["architectures"][0],
              config.architecture, out)
     return Exported(out, "hf", weights.provenance, files)
+
+
+def _with_classifier_dropout(config: ModelConfig, receipt: Mapping[str, Any] | None) -> ModelConfig:
+    """``config`` with the classifier dropout a fine-tuning run recorded in its receipt (``classifier_dropout``)
+    when its config.json has none: what transformers' ``classifier_dropout_prob`` must say for that classifier."""
+    value = (receipt or {}).get("classifier_dropout")
+    if config.classifier_dropout_prob is not None or not isinstance(value, (int, float)):
+        return config
+    return dataclasses.replace(config, classifier_dropout_prob=float(value))
 
 
 def _tied_keys(tensors: dict[str, Any]) -> list[str]:
@@ -236,4 +294,5 @@ def _special_ids(tokens: list[str]) -> dict[str, int]:
     return ids
 
 
-__all__ = ["FORMATS", "Exported", "Weights", "export", "read_weights_dir", "write_hf_folder"]
+__all__ = ["FORMATS", "Exported", "Weights", "export", "read_weights_dir", "trained_steps", "weights_of",
+           "write_hf_folder"]

@@ -30,7 +30,7 @@ from zoo.converters.layout import (
     staged_into,
 )
 from zoo.converters.safetensors_out import write_state
-from zoo.errors import Interrupted, UnsupportedError, UsageError
+from zoo.errors import Interrupted, UsageError
 from zoo.loader import load_model
 from zoo.progress import Progress, ProgressCallback, ProgressEvent, reporting
 from zoo.tokenizer import Tokenizer
@@ -115,9 +115,7 @@ def _base(model: Model, world: World, *, source: int | None, offline: bool | Non
     world.barrier()
     if prepared is None:
         prepared = prepare(model, source=source, offline=offline, manifests=manifests)
-    config, layout = read_config(prepared.path)
-    if layout != "zoo":  # zoo.weights.prepare converts every folder it accepts
-        raise UnsupportedError(f"{prepared.path} holds transformers-named weights", hint="convert it with zoo convert")
+    config, _ = read_config(prepared.path)  # zoo's layout: zoo.weights.prepare converts every folder it accepts
     receipt = read_receipt(prepared.path) or {}
     lowercase, strip_accents = prepared.tokenizer_options(receipt)
     tokenizer = Tokenizer(read_directory_vocab(prepared.path, config), lowercase=lowercase,
