@@ -26,7 +26,7 @@ transformers = pytest.importorskip("transformers")
 
 import zoo
 from zoo.cli import main
-from zoo.config import ModelConfig
+from zoo.config import InvalidConfig, ModelConfig
 from zoo.converters import convert
 from zoo.converters.layout import read_config, read_receipt, staged_output
 from zoo.tf import read_tf_checkpoint
@@ -211,8 +211,9 @@ def test_a_classifier_export_writes_the_dropout_it_was_trained_with(tmp_path: Pa
 
 
 def test_model_config_validates_the_classifier_dropout() -> None:
-    config = ModelConfig("bert", 10, 8, 1, 2, 16, classifier_dropout_prob=1.5)
-    assert ("classifier_dropout_prob", "must be in [0, 1), got 1.5") in config.problems()
+    with pytest.raises(InvalidConfig) as caught:
+        ModelConfig("bert", 10, 8, 1, 2, 16, classifier_dropout_prob=1.5)
+    assert ("classifier_dropout_prob", "must be in [0, 1), got 1.5") in caught.value.problems
     assert "classifier_dropout_prob" not in ModelConfig("bert", 10, 8, 1, 2, 16).to_dict()
 
 

@@ -97,5 +97,7 @@ def test_readme_offline_block_runs(tmp_path: Path) -> None:
     assert init is not None and init["kind"] == "init" and init["config"]["model"] == "albert_tiny_zh"
     assert trained is not None and trained["kind"] == "pretraining" and trained["steps"] == 3
     lines = done.stdout.splitlines()
-    assert lines[:2] == ["my_albert", "my_albert_trained"] and "床前明[MASK]光" in lines[2]  # each printed its result
+    # each printed its result: paths every zoo command accepts (absolute), so `dir=$(zoo init ...)` works
+    assert lines[:2] == [str(tmp_path / "my_albert"), str(tmp_path / "my_albert_trained")]
+    assert "床前明[MASK]光" in lines[2]
     assert not [p for p in (tmp_path / "home").rglob("*") if p.is_file() and "blobs" in p.parts]  # nothing downloaded

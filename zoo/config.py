@@ -44,6 +44,12 @@ SCHEMES: tuple[str, ...] = tuple(SCHEME_ARCHITECTURE)
 #: the pretraining heads from the checkpoint, or a task head initialised fresh.
 HEADS: tuple[str | None, ...] = (None, "mlm", "pretraining", "sequence-classification", "token-classification",
                                  "question-answering")
+#: Fine-tuned task heads a model directory may carry (``ModelConfig.task``), each a ``heads=`` value.
+TASK_HEADS: tuple[str, ...] = ("token-classification", "sequence-classification")
+#: Module names of task heads in canonical parameter names (``classifier.*``, ``qa_outputs.*``).
+TASK_HEAD_NAMES: tuple[str, ...] = ("classifier", "qa_outputs")
+#: Tag schemes a token-classification head may predict (see zoo.tagging).
+TAG_SCHEMES: tuple[str, ...] = ("bio", "bioes")
 #: ``heads`` values whose weights come from the checkpoint.
 PRETRAINING_HEADS: tuple[str, ...] = ("mlm", "pretraining")
 #: Parameter groups a checkpoint may hold besides the encoder (``mlm.*``, ``seq_relationship.*``).
@@ -112,8 +118,11 @@ REQUIRED_KEYS: tuple[str, ...] = ("architecture", "vocab_size", "hidden_size", "
                                   "num_attention_heads", "intermediate_size")
 _INTS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
          "max_position_embeddings", "type_vocab_size", "embedding_size", "num_hidden_groups", "inner_group_num")
-_CHOICES = {"architecture": ARCHITECTURES, "hidden_act": ACTIVATIONS, "ln_type": LN_TYPES}
-_NULLABLE = frozenset({"embedding_size", *_OPTIONAL_DROPOUTS})
+_CHOICES = {"architecture": ARCHITECTURES, "hidden_act": ACTIVATIONS, "ln_type": LN_TYPES, "task": TASK_HEADS,
+            "tag_scheme": TAG_SCHEMES}
+#: Keys a config may leave out (``None``); the task keys are written only for a model with a task head.
+_TASK_KEYS = ("task", "labels", "tag_scheme")
+_NULLABLE = frozenset({"embedding_size", *_OPTIONAL_DROPOUTS, *_TASK_KEYS})
 
 
 class InvalidConfig(ValueError):
@@ -144,6 +153,10 @@ def _value_problem(key: str, value: Any) -> str | None:
     """What is wrong with one value on its own: type, finiteness, range."""
     if value is None and key in _NULLABLE:
         return None
+    if key == "labels":
+        if not isinstance(value, tuple) or not value or not all(isinstance(v, str) and v for v in value):
+            return f"expected a list of label names, got {_shown(value)}"
+        return None if len(set(value)) == len(value) else "names a label twice"
     if key in _CHOICES:
         choices = _CHOICES[key]
         if not isinstance(value, str) or value not in choices:
@@ -188,6 +201,13 @@ class ModelConfig:
     #: Dropout before a fine-tuned classifier, as it was trained (``None``: not a fine-tuned classifier). An
     #: export writes it as transformers' ``classifier_dropout_prob`` (ALBERT) / ``classifier_dropout`` (BERT).
     classifier_dropout_prob: float | None = None
+    #: A fine-tuned head the weights carry (:data:`TASK_HEADS`), ``None`` for none.
+    task: str | None = None
+    #: The task head's outputs in id order (transformers' ``id2label``): tags ``O``, ``B-X``, ``I-X`` … for token
+    #: classification, class names for sequence classification.
+    labels: tuple[str, ...] | None = None
+    #: The tag scheme of a token-classification head (:data:`TAG_SCHEMES`).
+    tag_scheme: str | None = None
 
     def __post_init__(self) -> None:
         """Every config is valid: a value of the wrong type or range, or a contradiction, is an
@@ -312,6 +332,10 @@ class ModelConfig:
                 found.append(("num_hidden_groups", "brightmart ALBERT has exactly one shared layer (1 group, 1 inner)"))
         elif self.embedding_size not in (None, self.hidden_size):
             found.append(("embedding_size", "BERT has no factorized embeddings (albert only)"))
+        if (self.task is None) != (self.labels is None):
+            found.append(("labels" if self.task else "task", "a task head states its task and its labels"))
+        if (self.tag_scheme is not None) != (self.task == "token-classification"):
+            found.append(("tag_scheme", "a token-classification head (and only that) states its tag scheme"))
         return found
 
     # -------------------------------------------------------------------------------- (de)serialise
@@ -321,9 +345,11 @@ class ModelConfig:
         if not self.is_albert:
             for key in ALBERT_ONLY_KEYS:
                 data.pop(key)
-        for key in _OPTIONAL_DROPOUTS:
+        for key in (*_OPTIONAL_DROPOUTS, *_TASK_KEYS):
             if data[key] is None:
                 data.pop(key)
+        if self.labels is not None:
+            data["labels"] = list(self.labels)
         return data
 
     def with_default_dropout(self) -> ModelConfig:
@@ -349,6 +375,8 @@ class ModelConfig:
         problems += [(key, "missing required key") for key in REQUIRED_KEYS if key not in values]
         if problems:
             raise InvalidConfig(problems)
+        if isinstance(values.get("labels"), list):
+            values["labels"] = tuple(values["labels"])
         return cls(**values)
 
     @classmethod
@@ -362,7 +390,8 @@ class ModelConfig:
         act = data.get("hidden_act", "gelu")
         # a release is a pretraining checkpoint: a classifier_dropout_prob in its JSON (transformers-style copies
         # carry transformers' default) describes no classifier it has
-        keep = {f.name for f in dataclasses.fields(cls)} - {"architecture", "hidden_act", "classifier_dropout_prob"}
+        keep = {f.name for f in dataclasses.fields(cls)} - {"architecture", "hidden_act", "classifier_dropout_prob",
+                                                            *_TASK_KEYS}
         values = {k: v for k, v in data.items() if k in keep}
         if architecture == "bert":
             for key in ALBERT_ONLY_KEYS:

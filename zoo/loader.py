@@ -23,7 +23,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.config import CHECKPOINT_HEADS, PRETRAINING_HEADS, InvalidConfig, ModelConfig, normalize_dtype
+from zoo.config import (
+    CHECKPOINT_HEADS,
+    PRETRAINING_HEADS,
+    TASK_HEAD_NAMES,
+    InvalidConfig,
+    ModelConfig,
+    normalize_dtype,
+)
 from zoo.converters.layout import VOCAB, WEIGHTS, missing_file, read_config, read_directory_vocab
 from zoo.errors import CheckpointError, UsageError, ZooError
 from zoo.progress import Progress, ProgressCallback, ProgressEvent, reporting
@@ -335,11 +342,12 @@ def load_model(weights: Path, config: ModelConfig, *, device: str | torch.device
     with torch.device("meta"):
         model = Encoder(config, heads=heads, num_labels=num_labels)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    fresh = {name for name in expected if name.split(".")[0] in ("classifier", "qa_outputs")}
 
     state: dict[str, torch.Tensor] = {}
     with _open_weights(weights, config, dev, layout) as f:
         available = set(f.keys())
+        # a task head comes from a fine-tuned checkpoint, else it is initialised fresh (to be fine-tuned)
+        fresh = {name for name in expected if name.split(".")[0] in TASK_HEAD_NAMES and name not in available}
         pooler = {name for name in expected if name.startswith("pooler.")}
         if pooler and not pooler & available:
             # transformers' *ForMaskedLM checkpoints have no pooler (e.g. UER's RoBERTa releases): like transformers'
@@ -389,23 +397,15 @@ def load_model(weights: Path, config: ModelConfig, *, device: str | torch.device
 
 
 def _init_fresh(model: Encoder, fresh: set[str], device: torch.device) -> None:
-    """Materialise and initialise the parameters no checkpoint provides, like the TF code: normal(0,
-    initializer_range) weights, zero biases, LayerNorm 1/0."""
+    """Materialise and initialise the parameters no checkpoint provides, like the TF code: truncated normal(0,
+    initializer_range) weights, zero biases, LayerNorm 1/0 (:meth:`Encoder.init_weights`' rule)."""
     import torch
-    from torch import nn
 
     modules = {name.rsplit(".", 1)[0] for name in fresh}
     for name in sorted(modules):
-        module = model.get_submodule(name)
-        module.to_empty(device=device, recurse=False)
-        with torch.no_grad():
-            for pname, param in module.named_parameters(recurse=False):
-                if isinstance(module, nn.LayerNorm):
-                    param.fill_(1.0 if pname == "weight" else 0.0)
-                elif pname == "weight":
-                    param.normal_(0, model.config.initializer_range)
-                else:
-                    param.zero_()
+        model.get_submodule(name).to_empty(device=device, recurse=False)
+    with torch.no_grad():
+        model.init_weights(only=fresh)
 
 
 class _Weights:

@@ -67,7 +67,8 @@ def init_model(config: ConfigInput, *, out: str | os.PathLike[str], vocab: str |
                vocab_size: int | None = None, seed: int = DEFAULT_SEED, heads: str | None = "pretraining",
                source: int | None = None, offline: bool | None = None,
                manifests: Sequence[str | os.PathLike[str]] = (), progress: Progress = None) -> Path:
-    """Write a new, randomly initialised model into ``out`` (which must not exist, or be empty); returns ``out``.
+    """Write a new, randomly initialised model into ``out`` (which must not exist, or be empty); returns ``out``
+    as an absolute path (what every zoo command accepts as a path).
 
     ``config``: a :class:`~zoo.config.ModelConfig`, a :class:`~zoo.registry.Manifest`, a registry name (its
     architecture), or a path — a string ending in ``.json`` or following the names-vs-paths rule — to an upstream
@@ -77,7 +78,7 @@ def init_model(config: ConfigInput, *, out: str | os.PathLike[str], vocab: str |
     as in :func:`zoo.load`), ``train_vocab`` (text files) with ``vocab_size``. ``seed`` makes the weights
     reproducible (same torch version); ``heads``: ``"pretraining"`` (MLM + SOP/NSP), ``"mlm"`` or ``None``.
     """
-    out_path = Path(out).expanduser()
+    out_path = Path(out).expanduser().absolute()
     if isinstance(train_vocab, (str, os.PathLike)):  # one file
         train_vocab = [train_vocab]
     _check_options(vocab, vocab_from, train_vocab, vocab_size, heads)

@@ -28,7 +28,7 @@ from torch.utils.checkpoint import checkpoint
 from zoo.config import HEADS, ModelConfig
 from zoo.errors import UsageError
 from zoo.models.activations import ACTIVATION_FUNCTIONS
-from zoo.models.heads import TASK_HEAD_NAMES, MaskedLMHead
+from zoo.models.heads import CLASSIFIER_DROPOUT, Classifier, MaskedLMHead
 from zoo.models.losses import IGNORE, nll_sum
 
 #: The TF code adds this to the attention scores of masked keys.
@@ -160,9 +160,10 @@ class Encoder(nn.Module):
     """The whole model: embeddings, shared-or-not layers, pooler, and the optional heads.
 
     ``heads`` is ``None`` (encoder and pooler only), ``"mlm"``, ``"pretraining"`` (MLM + SOP/NSP) or a task
-    head: ``"sequence-classification"`` (``num_labels``), ``"token-classification"`` (``num_labels``),
-    ``"question-answering"``. Set ``gradient_checkpointing = True`` to recompute each layer in the backward
-    pass instead of keeping its activations (large models, long sequences).
+    head: ``"sequence-classification"``, ``"token-classification"`` (``num_labels`` outputs, or those
+    ``config.labels`` names; dropout ``config.classifier_dropout_prob``, 0.1 when unset), ``"question-answering"``.
+    Set ``gradient_checkpointing = True`` to recompute each layer in the backward pass instead of keeping its
+    activations (large models, long sequences).
     """
 
     def __init__(self, config: ModelConfig, heads: str | None = None, num_labels: int = 2) -> None:
@@ -182,32 +183,26 @@ class Encoder(nn.Module):
         if heads == "pretraining":
             self.seq_relationship = nn.Linear(config.hidden_size, 2)
         if heads in ("sequence-classification", "token-classification"):
-            self.classifier = nn.Linear(config.hidden_size, num_labels)
+            dropout = config.classifier_dropout_prob
+            self.classifier = Classifier(config.hidden_size, len(config.labels) if config.labels else num_labels,
+                                         CLASSIFIER_DROPOUT if dropout is None else dropout)
         if heads == "question-answering":
             self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.eval()
 
-    def task_head_modules(self) -> list[nn.Module]:
-        """Heads that never come from a checkpoint (initialised by :meth:`init_task_heads`)."""
-        return [getattr(self, name) for name in TASK_HEAD_NAMES if hasattr(self, name)]
-
     @torch.no_grad()
-    def init_task_heads(self) -> None:
-        """Initialise fresh task heads like the TF code: normal(0, initializer_range) weights, zero biases."""
-        for module in self.task_head_modules():
-            nn.init.normal_(module.weight, std=self.config.initializer_range)  # type: ignore[arg-type]
-            nn.init.zeros_(module.bias)  # type: ignore[arg-type]
-
-    @torch.no_grad()
-    def init_weights(self, generator: torch.Generator | None = None) -> None:
+    def init_weights(self, generator: torch.Generator | None = None, only: set[str] | None = None) -> None:
         """Initialise every parameter as the upstream TF code does (``modeling.create_initializer`` in
         google-research/bert and /albert, brightmart's albert_zh): weight matrices and embedding tables from a
         normal(0, ``initializer_range``) truncated at two standard deviations (``tf.truncated_normal_initializer``
         draws again beyond them), biases zero (``mlm.bias`` too), LayerNorm weight 1 and bias 0. Parameters are
-        drawn in ``named_parameters`` order from ``generator``, so a seeded generator gives the same model."""
+        drawn in ``named_parameters`` order from ``generator``, so a seeded generator gives the same model.
+        ``only``: the names of the parameters to initialise (the others are left as they are)."""
         std = self.config.initializer_range
         norms = {name for name, module in self.named_modules() if isinstance(module, nn.LayerNorm)}
         for name, param in self.named_parameters():
+            if only is not None and name not in only:
+                continue
             owner, _, kind = name.rpartition(".")
             if owner in norms:
                 param.fill_(1.0 if kind == "weight" else 0.0)

@@ -1,8 +1,9 @@
 """Heads on top of the encoder.
 
 Pretraining heads come from the checkpoint: the masked-LM head (``mlm``) and the sentence-order / next-sentence
-classifier (``seq_relationship``, a plain ``nn.Linear(H, 2)`` on the pooled output). Task heads (``classifier``,
-``qa_outputs``) are plain ``nn.Linear`` layers initialised fresh by ``Encoder.init_task_heads``.
+classifier (``seq_relationship``, a plain ``nn.Linear(H, 2)`` on the pooled output). Task heads — a
+:class:`Classifier` on the pooled output (sequence classification) or on every token (token classification), and
+``qa_outputs`` — come from a fine-tuned checkpoint, or are initialised fresh for fine-tuning.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from torch import nn
 from zoo.config import ModelConfig
 from zoo.models.activations import ACTIVATION_FUNCTIONS
 
-#: Attribute names of the task heads (never in a checkpoint).
-TASK_HEAD_NAMES: tuple[str, ...] = ("classifier", "qa_outputs")
+#: Dropout before a classifier when the config states none: upstream run_classifier.py's and transformers'.
+CLASSIFIER_DROPOUT = 0.1
 
 
 class MaskedLMHead(nn.Module):
@@ -41,4 +42,17 @@ class MaskedLMHead(nn.Module):
         return F.linear(x, word, self.bias)
 
 
-__all__ = ["TASK_HEAD_NAMES", "MaskedLMHead"]
+class Classifier(nn.Linear):
+    """Dropout (in training mode), then a linear map to the labels: the head of upstream ``run_classifier.py``
+    (``output_weights``/``output_bias`` on the dropped-out pooled output) and of transformers'
+    ``*ForSequenceClassification``/``*ForTokenClassification``. Its parameters are ``classifier.weight``/``.bias``."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float) -> None:
+        super().__init__(hidden_size, num_labels)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(self.dropout(x))
+
+
+__all__ = ["CLASSIFIER_DROPOUT", "Classifier", "MaskedLMHead"]

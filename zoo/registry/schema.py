@@ -460,6 +460,7 @@ def _parse_config(c: _Checker, data: Mapping[str, Any], architecture: str) -> Mo
         if key not in allowed:
             problem = "albert only (family is bert)" if key in ALBERT_ONLY_KEYS else "unknown key"
             raise c.fail(f"config.{key}", problem, hint=f"allowed keys: {', '.join(sorted(allowed))}")
+        c.bounded(data[key], f"config.{key}", MAX_LENGTHS["config"])
     for key in (*_CONFIG_REQUIRED, *(("embedding_size",) if architecture != "bert" else ())):
         if key not in data:
             raise c.fail(f"config.{key}", "missing required key")
