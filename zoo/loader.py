@@ -221,9 +221,10 @@ def load(model: Model, *, device: str | torch.device = "auto", dtype: str | torc
 
     ``device``: ``"auto"`` (cuda if available, else cpu) or any torch device. ``dtype``: ``None`` (float32),
     ``"float32"``, ``"float16"``, ``"bfloat16"`` (or ``fp32``, ``fp16``, ``bf16``) or a ``torch.dtype``.
-    ``heads``: ``None``, ``"mlm"``, ``"pretraining"`` (MLM + SOP/NSP, from the checkpoint), or a freshly
-    initialised task head: ``"sequence-classification"`` (``num_labels``), ``"token-classification"``
-    (``num_labels``), ``"question-answering"``. ``max_position_embeddings`` larger than the checkpoint's keeps
+    ``heads``: ``None`` (the encoder; a fine-tuned model's own task head, ready for :meth:`Loaded.tag` or
+    :meth:`Loaded.classify`), ``"mlm"``, ``"pretraining"`` (MLM + SOP/NSP, from the checkpoint), or a task head —
+    from a fine-tuned checkpoint, else freshly initialised: ``"sequence-classification"`` (``num_labels``),
+    ``"token-classification"`` (``num_labels``), ``"question-answering"``. ``max_position_embeddings`` larger than the checkpoint's keeps
     the learned positions and fills the rest (``position_init="copy"`` repeats the learned table, ``"random"``
     draws from normal(0, initializer_range)); the new positions need training (``zoo pretrain``).
     """
@@ -249,6 +250,8 @@ def _load_prepared(prepared: Prepared, device: torch.device, dtype: str | torch.
     lowercase, strip_accents = prepared.tokenizer_options()
     config, layout = read_config(directory)
     tokens = read_directory_vocab(directory, config)
+    if heads is None and config.task is not None:  # a fine-tuned model: its task head is what it is for
+        heads = config.task
     if manifest is not None and heads in PRETRAINING_HEADS:
         _warn_untrained_heads(manifest, heads)
     model = load_model(directory / WEIGHTS, config, device=device, dtype=dtype, heads=heads,
@@ -355,7 +358,8 @@ def load_model(weights: Path, config: ModelConfig, *, device: str | torch.device
             log.warning("%s has no pooler (it was saved without one): pooler_output is randomly initialised and "
                         "means nothing until trained; embed() does not use it", weights)
             fresh |= pooler
-        unused_heads = {k for k in available - set(expected) if k.split(".")[0] in CHECKPOINT_HEADS}
+        unused_heads = {k for k in available - set(expected)
+                        if k.split(".")[0] in (*CHECKPOINT_HEADS, *TASK_HEAD_NAMES)}
         missing = sorted(set(expected) - fresh - available)
         unexpected = sorted(available - set(expected) - unused_heads)
         missing_heads = {m.split(".")[0] for m in missing if m.split(".")[0] in CHECKPOINT_HEADS}
