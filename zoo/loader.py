@@ -224,9 +224,10 @@ def load(model: Model, *, device: str | torch.device = "auto", dtype: str | torc
     ``heads``: ``None`` (the encoder; a fine-tuned model's own task head, ready for :meth:`Loaded.tag` or
     :meth:`Loaded.classify`), ``"mlm"``, ``"pretraining"`` (MLM + SOP/NSP, from the checkpoint), or a task head —
     from a fine-tuned checkpoint, else freshly initialised: ``"sequence-classification"`` (``num_labels``),
-    ``"token-classification"`` (``num_labels``), ``"question-answering"``. ``max_position_embeddings`` larger than the checkpoint's keeps
-    the learned positions and fills the rest (``position_init="copy"`` repeats the learned table, ``"random"``
-    draws from normal(0, initializer_range)); the new positions need training (``zoo pretrain``).
+    ``"token-classification"`` (``num_labels``), ``"question-answering"``. ``max_position_embeddings`` larger than
+    the checkpoint's keeps the learned positions and fills the rest (``position_init="copy"`` repeats the learned
+    table, ``"random"`` draws from normal(0, initializer_range)); the new positions need training (``zoo
+    pretrain``).
     """
     dev = pick_device(device)
     with reporting(progress) as emit:
