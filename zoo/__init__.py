@@ -49,6 +49,7 @@ _LAZY: dict[str, str] = {
     "Exported": "zoo.hub:Exported",
     "mirror": "zoo.hub:mirror",
     "pretrain": "zoo.training:pretrain",
+    "finetune": "zoo.training:finetune",
     "init_model": "zoo.scratch:init_model",
 }
 
@@ -63,7 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from zoo.scratch import init_model
     from zoo.tf import read_tf_checkpoint
     from zoo.tokenizer import Tokenizer
-    from zoo.training import pretrain
+    from zoo.training import finetune, pretrain
 
 
 def __getattr__(name: str) -> Any:

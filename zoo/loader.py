@@ -161,6 +161,118 @@ class Loaded:
         return [[{"token": self.tokenizer.convert_ids_to_tokens(int(i)), "id": int(i), "score": float(s)}
                  for s, i in zip(row_scores, row_ids)] for row_scores, row_ids in zip(scores, ids)]
 
+    def tag(self, texts: str | Sequence[str], *, batch_size: int = 32, max_seq_length: int | None = None,
+            stride: int | None = None) -> list[list[dict[str, Any]]]:
+        """The entities a token-classification model finds in each text: ``{"text", "label", "start", "end",
+        "score"}`` with character offsets into the text (``text[start:end]``) and the mean probability of the
+        entity's tags. Every character is predicted — spaces and digit runs included — and long texts are split
+        into overlapping windows (by default the ones the model was fine-tuned with), never truncated."""
+        import torch
+
+        from zoo import tagging
+
+        tagset = self._tagset()
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        length, stride = self._windows(max_seq_length, stride)
+        alignments = tagging.align_batch(self.tokenizer, texts)
+        windows = [tagging.encode_tagged(self.tokenizer, a, max_seq_length=length, stride=stride) for a in alignments]
+        flat = [(t, j) for t, ws in enumerate(windows) for j in range(len(ws))]
+        outputs: list[list[Any]] = [[None] * len(ws) for ws in windows]
+        order = sorted(flat, key=lambda tj: len(windows[tj[0]][tj[1]].input_ids))  # similar lengths together
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                for (t, j), row in zip(chunk, self._window_logits([windows[t][j] for t, j in chunk])):
+                    outputs[t][j] = row
+        found = []
+        for text, alignment, ws, out in zip(texts, alignments, windows, outputs):
+            spans = tagging.predict_spans(alignment, ws, out, tagset)
+            found.append([{"text": text[s.start:s.end], "label": s.label, "start": s.start, "end": s.end,
+                           "score": s.score} for s in spans])
+        return found
+
+    def classify(self, texts: TextOrPair | Sequence[TextOrPair], *, batch_size: int = 32,
+                 all_scores: bool = False) -> list[dict[str, Any]]:
+        """The label a sequence-classification model gives each text (or ``(text, pair)`` tuple):
+        ``{"label", "score"}`` (softmax probability), plus ``"scores"`` for every label with ``all_scores``. A
+        text longer than the model's positions is truncated, with a warning."""
+        import torch
+
+        labels = self._task_labels("sequence-classification", "classify")
+        items = [texts] if isinstance(texts, (str, tuple)) else list(texts)
+        results = []
+        with torch.inference_mode():
+            for start in range(0, len(items), batch_size):
+                chunk = items[start:start + batch_size]
+                batch = self._text_batch(chunk)
+                probs = self.model(**batch).logits.float().softmax(-1).cpu()
+                for row in probs:
+                    best = int(row.argmax())
+                    result: dict[str, Any] = {"label": labels[best], "score": float(row[best])}
+                    if all_scores:
+                        result["scores"] = {label: float(p) for label, p in zip(labels, row)}
+                    results.append(result)
+        return results
+
+    def _task_labels(self, task: str, method: str) -> tuple[str, ...]:
+        if self.config.task != task or not self.config.labels or not hasattr(self.model, "classifier"):
+            what = f"a {self.config.task} model" if self.config.task else "no fine-tuned task head"
+            raise UsageError(f"{method}() needs a {task} model; {self.path} has {what}",
+                             hint=f"fine-tune one: zoo finetune MODEL --task {task} --train FILE --out DIR")
+        return self.config.labels
+
+    def _tagset(self) -> Any:
+        from zoo import tagging
+
+        labels = self._task_labels("token-classification", "tag")
+        try:
+            return tagging.TagSet.from_tags(labels)
+        except ValueError as exc:
+            raise CheckpointError(f"{self.path / 'config.json'}: its labels are no tag set ({exc})") from None
+
+    def _windows(self, max_seq_length: int | None, stride: int | None) -> tuple[int, int]:
+        """The window length and overlap: given, else the fine-tuning run's (its receipt), else the model's
+        positions (at most 512) and a quarter of them."""
+        from zoo.converters.layout import read_receipt
+
+        settings: dict[str, Any] = {}
+        with contextlib.suppress(ZooError):
+            settings = dict((read_receipt(self.path) or {}).get("settings") or {})
+        length = int(max_seq_length or settings.get("max_seq_length") or min(self.config.max_position_embeddings, 512))
+        length = min(length, self.config.max_position_embeddings)
+        return length, int(stride if stride is not None else settings.get("stride") or length // 4)
+
+    def _window_logits(self, windows: Sequence[Any]) -> list[Any]:
+        import numpy as np
+        import torch
+
+        width = max(len(w.input_ids) for w in windows)
+        ids = np.full((len(windows), width), self.tokenizer.pad_token_id, dtype=np.int64)
+        mask = np.zeros((len(windows), width), dtype=np.int64)
+        for row, w in enumerate(windows):
+            ids[row, :len(w.input_ids)], mask[row, :len(w.input_ids)] = w.input_ids, 1
+        batch = {"input_ids": torch.from_numpy(ids).to(self.device),
+                 "attention_mask": torch.from_numpy(mask).to(self.device)}
+        logits = self.model(**batch).logits.float().cpu().numpy()
+        return list(logits)
+
+    def _text_batch(self, items: Sequence[TextOrPair]) -> dict[str, torch.Tensor]:
+        """Texts (or pairs) as fine-tuning saw them: special-token strings in them are text; truncated to the
+        model's positions, with a warning when that cut any."""
+        pairs = [t for t in items if isinstance(t, tuple)]
+        if pairs and len(pairs) != len(items):
+            raise UsageError("mix of single texts and (text, pair) tuples", hint="pass one kind per call")
+        first = [t[0] if isinstance(t, tuple) else t for t in items]
+        second = [t[1] for t in pairs] if pairs else None
+        full = self.tokenizer(first, second, split_special_tokens=True)["input_ids"]
+        limit = self.tokenizer.model_max_length
+        long = sum(len(ids) > limit for ids in full)
+        if long:
+            log.warning("%d text(s) longer than the model's %d positions were truncated", long, limit)
+        batch = self.tokenizer(first, second, padding=True, truncation=True, return_tensors="pt",
+                               split_special_tokens=True)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
     def _ensure_mlm_head(self) -> None:
         """Attach the checkpoint's MLM head to a model loaded without it (read from the same weights file)."""
         if hasattr(self.model, "mlm"):

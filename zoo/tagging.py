@@ -229,13 +229,17 @@ class TagSet:
 
     @classmethod
     def from_tags(cls, tags: Sequence[str]) -> TagSet:
-        """The tag set whose tags are ``tags`` in this order (an export's ``id2label``); ValueError otherwise."""
+        """The tag set of a head whose outputs are ``tags``, in this order (a model's ``labels``, an export's
+        ``id2label``; a model made elsewhere may order them its own way): every tag of a ``bio`` or ``bioes`` set,
+        each once. ValueError otherwise."""
         parsed = [parse_tag(tag) for tag in tags]
         labels = list(dict.fromkeys(label for prefix, label in parsed if prefix != "O"))
         scheme = "bioes" if any(prefix in ("E", "S") for prefix, _ in parsed) else "bio"
         made = cls(labels, scheme)
-        if made.tags != tuple(tags):
-            raise ValueError(f"tags {list(tags)[:8]}… are not a {scheme} tag set in zoo's order")
+        if sorted(made.tags) != sorted(tags):
+            raise ValueError(f"tags {list(tags)[:8]}… are not a {scheme} tag set: it has {list(made.tags)[:8]}…")
+        made.tags = tuple(tags)
+        made.ids = {tag: i for i, tag in enumerate(made.tags)}
         return made
 
     def __len__(self) -> int:

@@ -1,4 +1,4 @@
-"""``zoo pretrain`` (and ``zoo finetune``): their flags are generated from :mod:`zoo.training.settings`, the one
+"""``zoo pretrain`` and ``zoo finetune``: their flags are generated from :mod:`zoo.training.settings`, the one
 definition of every setting. torch is imported inside the commands."""
 
 from __future__ import annotations
@@ -29,6 +29,13 @@ _GROUPS = {"data": "data", "task": "task", "optimization": "optimization", "mode
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+    """Add ``pretrain`` and ``finetune`` to the parser."""
+    register_pretrain(sub, common)
+    register_finetune(sub, common)
+
+
+def register_pretrain(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                      common: argparse.ArgumentParser) -> None:
     """Add ``pretrain`` to the parser."""
     from zoo.training.settings import PretrainSettings
 
@@ -48,6 +55,56 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
                                 help="held-out text: masked-LM loss/accuracy and SOP/NSP accuracy at every checkpoint")
     _add_run_options(p, groups, PretrainSettings)
     p.set_defaults(func=_pretrain)
+
+
+_FINETUNE_EPILOG = """\
+examples:
+  zoo finetune ./albert_reviews --task token-classification --train train.conll --dev dev.conll \\
+      --test test.conll --out ./dish_tagger --epochs 3 --batch-size 32 --lr 5e-5
+  zoo finetune albert_base_zh --task sequence-classification --train train.tsv --dev dev.tsv --out ./sentiment
+  zoo finetune bert_base_zh --task token-classification --train reviews.csv --text-column review \\
+      --entity-column dishes --entity-label DISH --entity-sep "," --out ./dishes
+  torchrun --nproc-per-node 4 -m zoo finetune ...                                    many GPUs / nodes
+  zoo run ./dish_tagger "我很喜欢这家的麻辣香锅和酸菜鱼"                                 use the result
+
+docs/finetuning.md describes the data formats, the metrics and every option."""
+
+
+def register_finetune(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+                      common: argparse.ArgumentParser) -> None:
+    """Add ``finetune`` to the parser."""
+    from zoo.training.settings import FinetuneSettings
+
+    p = sub.add_parser("finetune", parents=[common], help="fine-tune a model on your labelled data",
+                       description="Fine-tune MODEL (a registry name, a zoo pretrain/init output, a transformers or "
+                                   "upstream TF directory) on labelled data: token classification (tags per "
+                                   "character: CoNLL, JSON lines, CSV with entity strings) or sequence "
+                                   "classification (TSV/CSV label,text_a[,text_b], JSON lines). Evaluates on --dev "
+                                   "after every epoch, keeps the best checkpoint, evaluates it on --test. The result "
+                                   "in --out is a zoo model directory that tags or classifies. Prints its path.",
+                       epilog=_FINETUNE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL")
+    groups = _groups(p)
+    data = groups["data"]
+    data.add_argument("--train", required=True, metavar="FILE", help="training data")
+    data.add_argument("--dev", metavar="FILE", help="evaluated after every epoch; picks the best checkpoint")
+    data.add_argument("--test", metavar="FILE", help="evaluated once, with the best checkpoint")
+    _add_run_options(p, groups, FinetuneSettings)
+    p.set_defaults(func=_finetune)
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from zoo.training import finetune
+    from zoo.training.settings import FinetuneSettings, from_arguments
+
+    registry_from_args(args)
+    with progress(args) as emit, _continuing(args):
+        out = finetune(args.model, train=args.train, dev=args.dev, test=args.test, out=args.out, resume=args.resume,
+                       device=args.device, workers=args.workers, source=args.source, offline=args.offline,
+                       manifests=manifest_dirs(args), progress=emit, **from_arguments(args, FinetuneSettings))
+    if int(os.environ.get("RANK", "0") or 0) == 0:
+        sys.stdout.write(f"{out}\n")
+    return 0
 
 
 def _groups(p: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:

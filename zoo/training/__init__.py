@@ -16,11 +16,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from zoo.training.runner import pretrain
+    from zoo.training.runner import finetune, pretrain
     from zoo.training.settings import FinetuneSettings, PretrainSettings
 
-_LAZY = {"pretrain": "zoo.training.runner", "PretrainSettings": "zoo.training.settings",
-         "FinetuneSettings": "zoo.training.settings"}
+_LAZY = {"pretrain": "zoo.training.runner", "finetune": "zoo.training.runner",
+         "PretrainSettings": "zoo.training.settings", "FinetuneSettings": "zoo.training.settings"}
 
 
 def __getattr__(name: str) -> Any:
@@ -32,4 +32,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'zoo.training' has no attribute {name!r}")
 
 
-__all__ = ["FinetuneSettings", "PretrainSettings", "pretrain"]
+__all__ = ["FinetuneSettings", "PretrainSettings", "finetune", "pretrain"]

@@ -64,8 +64,9 @@ class Trainer:
     on_evaluation: Callable[[int, dict[str, Any]], bool] | None = None
     #: which steps evaluate: by default every checkpoint
     evaluate_at: Callable[[int], bool] | None = None
-    #: the task's state saved with every checkpoint (best evaluation so far …)
+    #: the run's state saved with every checkpoint (best evaluation so far …), and how to restore it
     task_state: Callable[[], dict[str, Any]] = dict
+    restore_state: Callable[[dict[str, Any]], None] = lambda state: None
     #: the last logged record (the receipt's ``final``)
     final: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -101,7 +102,6 @@ def train(t: Trainer, data: TrainingData, start: Start) -> int:
     split = BatchSplit(s.batch_size, world.size, world.rank, s.grad_accum)
     batches = feed(data, split, position, workers=t.workers)
     meter = _Meter(t.task, step)
-    save_every = s.save_every or t.steps
     try:
         with t.run.metrics() if world.main else _nowhere() as metrics:
             while step < t.steps:
@@ -112,11 +112,12 @@ def train(t: Trainer, data: TrainingData, start: Start) -> int:
                     _write(metrics, t.final)
                 t.emit(ProgressEvent("train", t.label, done=step, total=t.steps, unit="step", initial=start.step,
                                      postfix=meter.postfix(lr)))
-                due_save = step % save_every == 0 or step == t.steps
-                stop = False
-                if t.evaluate_at(step) if t.evaluate_at is not None else due_save:
-                    stop = _evaluate(t, step, metrics)
-                if due_save or stop:
+                last = step == t.steps
+                due_save = bool(s.save_every) and step % (s.save_every or 1) == 0
+                # by default a run evaluates where it saves; fine-tuning evaluates per epoch and saves there
+                evaluated = t.evaluate_at(step) if t.evaluate_at is not None else due_save or last
+                stop = _evaluate(t, step, metrics) if evaluated else False
+                if due_save or stop or last or (evaluated and not s.save_every):
                     position = locate(data, step * s.batch_size, since=position)
                     t.save(step, position)
                 if stop:
@@ -227,6 +228,7 @@ class _Meter:
     def __init__(self, task: Task, step: int) -> None:
         self.task = task
         self.names = (*task.sum_names, "tokens")
+        self.last: dict[str, float] = {}  # the last step's figures, for the progress bar
         self._reset(step)
         self.recent: list[tuple[float, float]] = []  # (time, tokens) of the last steps, for the progress bar
 
@@ -236,7 +238,6 @@ class _Meter:
         self.counts = dict.fromkeys(self.task.count_names, 0.0)
         self.norms: list[float] = []
         self.examples = 0
-        self.last: dict[str, float] = {}
 
     def add(self, totals: list[float], counts: list[float], norm: float, examples: int) -> None:
         for name, value in zip(self.names, totals):

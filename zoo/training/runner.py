@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 
+from zoo._fs import write_json_atomic
 from zoo.config import ModelConfig, present_heads
 from zoo.converters.layout import (
     CONFIG,
@@ -39,8 +41,8 @@ from zoo.training.feeding import BatchSplit
 from zoo.training.inputs import check_files
 from zoo.training.loop import Start, Trainer, _step_seed, train
 from zoo.training.optim import create_optimizer, param_groups
-from zoo.training.outdir import RunDir, data_changes, file_identity
-from zoo.training.settings import PretrainSettings, TrainSettings, flag, make
+from zoo.training.outdir import USER_MODE, RunDir, data_changes, file_identity
+from zoo.training.settings import FinetuneSettings, PretrainSettings, TrainSettings, flag, make
 from zoo.training.tasks import Task
 from zoo.training.world import World, joined
 from zoo.weights import Model, Prepared, prepare
@@ -87,6 +89,141 @@ def pretrain(model: Model, *, out: PathLike, corpus: Sequence[PathLike] = (), tf
                      workers=workers, extend_positions=True)
         world.barrier()
     return run.path
+
+
+# ------------------------------------------------------------------------------------------- finetune
+def finetune(model: Model, *, task: str | None = None, train: PathLike, dev: PathLike | None = None,
+             test: PathLike | None = None, out: PathLike, resume: bool = False, device: str = "auto",
+             workers: int = 1, source: int | None = None, offline: bool | None = None,
+             manifests: Sequence[PathLike] = (), progress: Progress = None, **settings: Any) -> Path:
+    """Fine-tune ``model`` (anything :func:`zoo.load` takes: a registry name, a ``zoo pretrain`` output, a TF
+    release, a transformers folder, a ``zoo init`` model) on labelled data, and write the result into ``out``.
+
+    ``task``: ``"token-classification"`` (``train``/``dev``/``test``: CoNLL columns, JSON lines with character
+    offsets, or CSV/TSV with entity strings) or ``"sequence-classification"`` (TSV/CSV with ``label``,
+    ``text_a``, ``text_b``, or JSON lines). ``settings`` are the fields of
+    :class:`~zoo.training.settings.FinetuneSettings` (``epochs``, ``batch_size``, ``lr``, ``max_seq_length``,
+    ``labels``, ``metric``, ``patience`` …). Evaluates on ``dev`` after every epoch and keeps the best; evaluates
+    the best on ``test`` at the end. Returns ``out`` (absolute): ``zoo.load(out)`` tags or classifies.
+    """
+    config = make(FinetuneSettings, {**settings, "task": task if task is not None else settings.get("task")})
+    inputs = {"train": check_files([train], "train"), "dev": check_files([dev], "dev") if dev else [],
+              "test": check_files([test], "test") if test else []}
+    run = RunDir(out, "finetune")
+    run.check(resume=resume)
+    with joined(device) as world, reporting(progress if world.main else False) as emit:
+        base = _base(model, world, source=source, offline=offline, manifests=manifests, emit=emit)
+        with run.claimed() if world.main else contextlib.nullcontext():
+            identity = _same_data(run, inputs, resume, world)
+            config, fine = _finetuning_task(config, inputs, base, world)
+            _check_positions(config, base.config)
+            emit(ProgressEvent("note", base.name, message=_plan(config, fine)))
+            _session(fine, config, config.steps or 0, base, run, world, emit, identity=identity, resume=resume,
+                     workers=workers, on_model=lambda t: _keep_best(t, config, fine.examples),
+                     finish=_test_best)
+        world.barrier()
+    return run.path
+
+
+def _finetuning_task(settings: FinetuneSettings, inputs: dict[str, list[Path]], base: Base,
+                     world: World) -> tuple[FinetuneSettings, Any]:
+    """Read the labelled files, settle the label set and the settings (the steps follow from the examples), and
+    encode the data for the task."""
+    from zoo.training import labelled
+
+    arch = base.config.architecture
+    first = settings.resolved(arch, examples=1)  # the window length and stride the encoding needs
+    micro = max(settings.batch_size // (world.size * settings.grad_accum), 1)
+    files = {split: paths[0] if paths else None for split, paths in inputs.items()}
+    fine: Any
+    if settings.task == "token-classification":
+        from zoo.tagging import TagSet
+        from zoo.training.tasks.token_classification import TokenClassification
+
+        options: dict[str, Any] = {"text_column": settings.text_column or "text",
+                                   "entity_column": settings.entity_column, "entity_label": settings.entity_label,
+                                   "entity_sep": settings.entity_sep}
+        train = labelled.read_tagged(files["train"], **options)  # type: ignore[arg-type]
+        held = {s: labelled.read_tagged(f, scheme=train.scheme, **options) for s, f in files.items()
+                if s != "train" and f is not None}
+        labels = _labels(train, held, settings)
+        fine = TokenClassification(first, base.tokenizer, TagSet(labels, settings.tag_scheme), train,
+                                   held.get("dev"), held.get("test"), micro_batch=micro)
+    else:
+        from zoo.training.tasks.sequence_classification import SequenceClassification
+
+        train_pairs = labelled.read_classification(files["train"])  # type: ignore[arg-type]
+        held_pairs = {s: labelled.read_classification(f) for s, f in files.items() if s != "train" and f is not None}
+        labels = _labels(train_pairs, held_pairs, settings)
+        fine = SequenceClassification(first, base.tokenizer, labels, train_pairs, held_pairs.get("dev"),
+                                      held_pairs.get("test"), micro_batch=micro)
+    resolved = settings.resolved(arch, examples=fine.examples)
+    fine.settings = resolved
+    _check_metric(resolved, has_dev=bool(files["dev"]))
+    if base.config.is_albert and resolved.lr is not None and not 1e-6 <= resolved.lr <= 1e-4:
+        log.warning("--lr %g: ALBERT fine-tunes best between 1e-6 and 1e-4 (the ALBERT paper used 1e-5 to 5e-5)",
+                    resolved.lr)
+    return resolved, fine
+
+
+def _labels(train: Any, held: dict[str, Any], settings: FinetuneSettings) -> tuple[str, ...]:
+    from zoo.training import labelled
+
+    labels = labelled.label_set(train, settings.labels)
+    for data in held.values():
+        labelled.check_labels(data, labels)
+    return labels
+
+
+_TASK_METRICS = {"token-classification": ("f1", "precision", "recall", "loss"),
+                 "sequence-classification": ("accuracy", "macro_f1", "loss")}
+
+
+def _check_metric(settings: FinetuneSettings, *, has_dev: bool) -> None:
+    allowed = _TASK_METRICS[str(settings.task)]
+    if settings.metric not in allowed:
+        raise UsageError(f"--metric {settings.metric} is not a {settings.task} metric",
+                         hint=f"use one of {', '.join(allowed)}")
+    if settings.patience is not None and not has_dev:
+        raise UsageError("--patience needs --dev: it counts evaluations on the dev set without improvement")
+
+
+def _plan(settings: FinetuneSettings, fine: Any) -> str:
+    return (f"{settings.task}: {fine.examples} training examples, {settings.steps} steps of {settings.batch_size} "
+            f"({settings.epochs:g} epochs), lr {settings.lr:g}, {fine.num_labels} labels")
+
+
+def _keep_best(t: Trainer, settings: FinetuneSettings, examples: int) -> None:
+    """Fine-tuning's evaluation schedule and best checkpoint, wired into the loop."""
+    from zoo.training.tasks.finetuning import Best, evaluation_steps
+
+    best = Best(str(settings.metric), settings.patience, t.run.path, t.model, t.world)
+    t.evaluate_at, t.on_evaluation = evaluation_steps(settings, examples), best
+    t.task_state, t.restore_state = best.state, best.restore
+    t.task.best = best  # type: ignore[attr-defined]
+
+
+def _test_best(t: Trainer) -> dict[str, Any]:
+    """After training: the best dev checkpoint's weights become the model's; then the test set is evaluated with
+    them. Returns what ``results.json`` and the receipt report."""
+    best = t.task.best  # type: ignore[attr-defined]
+    best.load_into(t.model, t.world.device)
+    t.model.eval()
+    test = t.task.evaluate(t.model, t.world, "test")  # type: ignore[call-arg, arg-type]
+    results: dict[str, Any] = {"metric": best.metric, "best": best.record, "best_step": best.step}
+    if test is not None:
+        results["test"] = test
+        t.emit(ProgressEvent("note", t.label, message="test (best checkpoint): " + _scores(test)))
+        if t.world.main:
+            with t.run.metrics() as metrics:
+                metrics.write(json.dumps({"step": best.step or t.steps, **test, "time": time.time()}) + "\n")
+    if t.world.main:
+        write_json_atomic(t.run.path / "results.json", results, mode=USER_MODE)
+    return results
+
+
+def _scores(record: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
 
 
 # ----------------------------------------------------------------------------------------- base model
@@ -166,7 +303,8 @@ def _same_data(run: RunDir, inputs: dict[str, list[Path]], resume: bool, world: 
 
 def _session(task: Task, settings: TrainSettings, steps: int, base: Base, run: RunDir, world: World,
              emit: ProgressCallback, *, identity: dict[str, Any], resume: bool, workers: int,
-             extend_positions: bool = False, on_model: Callable[[Trainer], None] | None = None) -> Trainer:
+             extend_positions: bool = False, on_model: Callable[[Trainer], None] | None = None,
+             finish: Callable[[Trainer], dict[str, Any]] | None = None) -> Trainer:
     """Check ``--resume``, build, restore, train, write: the part every task shares."""
     BatchSplit(settings.batch_size, world.size, world.rank, settings.grad_accum)  # a bad split fails before work
     if settings.dtype == "float16" and world.device.type != "cuda":
@@ -190,8 +328,9 @@ def _session(task: Task, settings: TrainSettings, steps: int, base: Base, run: R
         last = train(t, task.training_data(), start)
     except KeyboardInterrupt:
         raise _interrupted(run) from None
+    results = finish(t) if finish is not None else None
     if world.main:
-        _write_output(t, base, model_config, identity, last)
+        _write_output(t, base, model_config, identity, last, results)
         emit(ProgressEvent("note", base.name, message=_summary(t, last, start.step, time.monotonic() - began)))
     return t
 
@@ -278,9 +417,7 @@ def _restore(t: Trainer, resume: bool) -> Start:
     if "scaler" in state:
         t.scaler.load_state_dict(state["scaler"])
     t.final = dict(latest.metrics)
-    restore_task = getattr(t.task, "restore", None)
-    if callable(restore_task):
-        restore_task(latest.task)
+    t.restore_state(latest.task)
     t.emit(ProgressEvent("note", t.label, message=f"resuming from step {latest.step} of {t.steps} "
                                                   f"({latest.path.name})"))
     log.info("resuming %s from step %d (%s)", t.run.path, latest.step, latest.path.name)
@@ -290,21 +427,18 @@ def _restore(t: Trainer, resume: bool) -> Start:
 
 
 # ------------------------------------------------------------------------------------------ the result
-def _write_output(t: Trainer, base: Base, model_config: ModelConfig, identity: dict[str, Any], last: int) -> None:
+def _write_output(t: Trainer, base: Base, model_config: ModelConfig, identity: dict[str, Any], last: int,
+                  results: dict[str, Any] | None) -> None:
     """The trained model as a zoo directory in ``--out`` (weights, config, vocab) and a receipt recording the base
-    model, the data (names, sizes, sha256), every setting and the final averaged metrics."""
-    weights = getattr(t.task, "output_weights", None)
-    state = weights(t) if callable(weights) else {k: v.detach().to("cpu", torch.float32)
-                                                  for k, v in t.model.state_dict().items()}
+    model, the data (names, sizes, sha256), every setting, the final averaged metrics and evaluation results."""
+    state = {k: v.detach().to("cpu", torch.float32) for k, v in t.model.state_dict().items()}
     config = getattr(t.task, "output_config", lambda c: c)(model_config)
-    with staged_into(t.run.path, kind=t.task.name if t.task.name == "pretraining" else "finetuning") as staged:
+    kind = "pretraining" if t.task.name == "pretraining" else "finetune"
+    with staged_into(t.run.path, kind=kind) as staged:
         with staged.open(WEIGHTS, "weights") as fh:
             write_state(fh, state, {"format": "pt", "zoo.trained_from": base.name})
         staged.write_json(CONFIG, config.to_dict(), "config")
         staged.write_bytes(VOCAB, base.vocab, "vocab")
-        extras = getattr(t.task, "output_files", None)
-        if callable(extras):
-            extras(staged)
         s = t.settings
         staged.receipt.update({
             "task": t.task.name,
@@ -320,8 +454,10 @@ def _write_output(t: Trainer, base: Base, model_config: ModelConfig, identity: d
             "final": {k: v for k, v in t.final.items() if k not in ("time", "split")},
             "heads": sorted(present_heads(state)),
             "tokenizer": {"lowercase": base.tokenizer.lowercase, "strip_accents": base.tokenizer.strip_accents},
-            **getattr(t.task, "receipt", dict)(),
         })
+        if kind == "finetune":
+            staged.receipt.update({"labels": list(config.labels or ()), "classifier_dropout":
+                                   config.classifier_dropout_prob, "results": results})
     log.info("wrote %s", t.run.path)
 
 
@@ -341,4 +477,4 @@ def _summary(t: Trainer, last: int, first: int, seconds: float) -> str:
             f"step(s): {shown}; model in {t.run.path}")
 
 
-__all__ = ["pretrain"]
+__all__ = ["finetune", "pretrain"]

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -35,6 +36,14 @@ class World:
             torch.distributed.all_reduce(t)
         totals: list[float] = t.tolist()
         return totals
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every process's ``value`` (picklable), in rank order, on every process."""
+        if self.size == 1:
+            return [value]
+        values: list[Any] = [None] * self.size
+        torch.distributed.all_gather_object(values, value)
+        return values
 
     def agree(self, flag: bool) -> bool:
         """True on every process when ``flag`` is true on any (e.g. "stop now")."""

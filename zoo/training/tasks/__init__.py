@@ -2,8 +2,9 @@
 provides the data, the loss and the evaluation. A new task is one new module here implementing :class:`Task`.
 
 - :mod:`~zoo.training.tasks.pretraining` — masked LM plus SOP/NSP, as upstream ``run_pretraining.py``;
-- :mod:`~zoo.training.tasks.tagging` — token classification (per-character tags, NER);
-- :mod:`~zoo.training.tasks.classification` — text (and text-pair) classification.
+- :mod:`~zoo.training.tasks.token_classification` — per-character tags (dish names, NER);
+- :mod:`~zoo.training.tasks.sequence_classification` — text (and text-pair) classification;
+- :mod:`~zoo.training.tasks.finetuning` — what the fine-tuning tasks share (examples, padding, the best checkpoint).
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ class Task(Protocol):
         ...
 
     def evaluate(self, model: Encoder, world: World) -> dict[str, Any] | None:
-        """Held-out results (``None``: the task has nothing to evaluate on)."""
+        """Held-out results, with the ``split`` they are of (``None``: the task has nothing to evaluate on).
+        Every process calls it; each may take a share of the work and gather the results."""
         ...
 
 

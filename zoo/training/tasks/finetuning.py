@@ -1,0 +1,178 @@
+"""What the fine-tuning tasks share: labelled examples as a training stream, padding, the evaluation schedule,
+and keeping the best checkpoint.
+
+Training examples are encoded once, in memory (labelled data sets are small next to a pretraining corpus), and
+each epoch visits them in an order drawn from ``(seed, epoch)``; the stream runs on across epochs, so a step's
+batch may hold the end of one epoch and the start of the next, and ``steps = ceil(epochs × examples / batch)``.
+Evaluations happen at every epoch's end (or every ``--eval-every`` steps); the best by ``--metric`` is kept in
+``OUT/best/`` and becomes the output's weights; ``--patience K`` stops after K evaluations without improvement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo._fs import staged_directory
+from zoo.config import IGNORE_INDEX
+from zoo.errors import CheckpointError
+from zoo.training.settings import FinetuneSettings
+from zoo.training.world import World
+
+log = logging.getLogger("zoo.training")
+
+#: What each key is padded with; keys of one value per example (a class label) are not padded.
+_PAD = {"input_ids": 0, "token_type_ids": 0, "attention_mask": 0, "labels": IGNORE_INDEX}
+BEST, BEST_WEIGHTS, BEST_RECORD = "best", "model.safetensors", "best.json"
+
+
+class Examples:
+    """Encoded examples as :class:`~zoo.training.feeding.TrainingData`: every epoch all of them, shuffled."""
+
+    def __init__(self, examples: list[dict[str, np.ndarray]], *, seed: int, pad_id: int,
+                 describe: dict[str, Any]) -> None:
+        self.examples, self.seed, self.pad_id, self._describe = examples, seed, pad_id, describe
+
+    def epoch_size(self, epoch: int) -> int:
+        return len(self.examples)
+
+    def items(self, epoch: int, start: int) -> Iterator[int]:
+        order = np.random.default_rng([0x66696E65, self.seed, epoch]).permutation(len(self.examples))
+        return iter(order[start:].tolist())
+
+    def build(self, item: int, epoch: int) -> dict[str, np.ndarray]:
+        return self.examples[item]
+
+    def collate(self, examples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+        return pad(examples, self.pad_id)
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self._describe)
+
+
+def pad(examples: Sequence[dict[str, np.ndarray]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Stack examples, padding sequences to the longest (ids with ``pad_id``, labels with IGNORE_INDEX)."""
+    width = max(len(e["input_ids"]) for e in examples)
+    batch = {}
+    for key in examples[0]:
+        if examples[0][key].ndim == 0:
+            batch[key] = torch.from_numpy(np.stack([e[key] for e in examples]))
+            continue
+        fill = pad_id if key == "input_ids" else _PAD.get(key, 0)
+        out = np.full((len(examples), width), fill, dtype=np.int64)
+        for row, example in enumerate(examples):
+            out[row, :len(example[key])] = example[key]
+        batch[key] = torch.from_numpy(out)
+    return batch
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def share(items: Sequence[Any], world: World) -> list[tuple[int, Any]]:
+    """This process's share of an evaluation set: every ``world.size``-th item, with its index."""
+    return [(i, item) for i, item in enumerate(items) if i % world.size == world.rank]
+
+
+def gathered(parts: list[tuple[int, Any]], world: World) -> list[Any]:
+    """The shares of every process back in the original order."""
+    merged = sorted((pair for part in world.gather(parts) for pair in part), key=lambda pair: pair[0])
+    return [value for _, value in merged]
+
+
+# ------------------------------------------------------------------------------------------ schedule
+def evaluation_steps(settings: FinetuneSettings, examples: int) -> Any:
+    """When to evaluate: every ``--eval-every`` steps, else at the end of every epoch; always at the last step."""
+    steps, batch = int(settings.steps or 0), settings.batch_size
+
+    def due(step: int) -> bool:
+        if step == steps:
+            return True
+        if settings.eval_every:
+            return step % settings.eval_every == 0
+        return (step * batch) // examples > ((step - 1) * batch) // examples
+
+    return due
+
+
+# ------------------------------------------------------------------------------------------ the best
+LOWER_IS_BETTER = frozenset({"loss"})
+
+
+@dataclasses.dataclass
+class Best:
+    """The best evaluation so far by ``metric``; its weights live in ``OUT/best/``. With ``patience``, asks the
+    loop to stop after that many evaluations without improvement."""
+
+    metric: str
+    patience: int | None
+    out: Path
+    model: torch.nn.Module
+    world: World
+    value: float | None = None
+    step: int | None = None
+    record: dict[str, Any] | None = None
+    stale: int = 0
+
+    def __call__(self, step: int, record: dict[str, Any]) -> bool:
+        if record.get("split") != "dev":
+            return False
+        value = record.get(self.metric)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            log.warning("step %d: the dev metric %s is %r; the best checkpoint is unchanged", step, self.metric, value)
+            value = None
+        better = value is not None and (self.value is None or (value < self.value if self.metric in LOWER_IS_BETTER
+                                                               else value > self.value))
+        if better:
+            self.value, self.step, self.record, self.stale = float(value), step, dict(record), 0  # type: ignore[arg-type]
+            if self.world.main:
+                self._save(record)
+            self.world.barrier()
+        else:
+            self.stale += 1
+        return self.patience is not None and self.stale >= self.patience
+
+    def _save(self, record: dict[str, Any]) -> None:
+        from safetensors.torch import save_file
+
+        with staged_directory(self.out / BEST, replace=True) as staging:
+            save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.model.state_dict().items()},
+                      str(staging / BEST_WEIGHTS))
+            (staging / BEST_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+    def state(self) -> dict[str, Any]:
+        return {"metric": self.metric, "value": self.value, "step": self.step, "record": self.record,
+                "stale": self.stale}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state.get("metric") == self.metric:
+            self.value, self.step = state.get("value"), state.get("step")
+            self.record, self.stale = state.get("record"), int(state.get("stale") or 0)
+
+    def load_into(self, model: torch.nn.Module, device: torch.device) -> bool:
+        """Put the best weights into ``model``; False when there were no evaluations."""
+        if self.step is None:
+            return False
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = self.out / BEST / BEST_WEIGHTS
+        try:
+            model.load_state_dict(load_file(str(path), device=str(device)))
+        except (OSError, SafetensorError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: the best checkpoint cannot be read ({exc})",
+                                  hint="run again with --resume after deleting the newest checkpoint") from None
+        return True
+
+
+__all__ = ["BEST", "Best", "Examples", "chunks", "evaluation_steps", "gathered", "pad", "share"]

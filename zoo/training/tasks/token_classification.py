@@ -1,0 +1,150 @@
+"""Token classification: a tag per character (or per given token) — dish names in reviews, named entities.
+
+Labels belong to the text's units, never to WordPiece pieces (:mod:`zoo.tagging`): each unit's tag trains the
+first token that covers it, the other tokens are ignored by the loss; long texts are split into overlapping
+windows. The model learns one internal scheme (``--tag-scheme``: BIO, or BIOES) whatever the files use. The loss of
+a global batch is the mean cross-entropy over its labelled tokens (transformers' token-classification loss).
+Evaluation decodes the predictions back into character spans — the one decoder ``Loaded.tag`` uses too — and
+scores exact spans with seqeval's default (conlleval) mode.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from zoo.config import IGNORE_INDEX
+from zoo.models.losses import accuracy_count, nll_sum
+from zoo.tagging import Alignment, Span, TagSet, Window, align_batch, encode_tagged, predict_spans
+from zoo.tokenizer import Tokenizer
+from zoo.training.labelled import LabelledText, TaggedData
+from zoo.training.metrics import span_metrics
+from zoo.training.settings import FinetuneSettings
+from zoo.training.tasks.finetuning import Examples, chunks, gathered, pad, share
+from zoo.training.world import World
+
+log = logging.getLogger("zoo.training")
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """One text ready for the model: its alignment, its windows (with training labels) and its gold spans."""
+
+    example: LabelledText
+    alignment: Alignment
+    windows: list[Window]
+
+
+def encode(data: TaggedData, tokenizer: Tokenizer, tagset: TagSet, settings: FinetuneSettings) -> list[Encoded]:
+    """Tokenize, align and window every text of ``data``; the gold tags become training labels."""
+    assert settings.max_seq_length is not None
+    assert settings.stride is not None
+    alignments = align_batch(tokenizer, [e.text for e in data.examples],
+                             [e.units for e in data.examples])
+    encoded = []
+    for example, alignment in zip(data.examples, alignments):
+        tags = tagset.unit_ids(example.spans, alignment.units)
+        windows = encode_tagged(tokenizer, alignment, tags, max_seq_length=settings.max_seq_length,
+                                stride=settings.stride)
+        encoded.append(Encoded(example, alignment, windows))
+    return encoded
+
+
+def _window_arrays(window: Window) -> dict[str, np.ndarray]:
+    return {"input_ids": window.input_ids, "token_type_ids": window.token_type_ids,
+            "attention_mask": window.attention_mask, "labels": window.labels}
+
+
+class TokenClassification:
+    """The :class:`~zoo.training.tasks.Task` of ``zoo finetune --task token-classification``."""
+
+    name = "token-classification"
+    sum_names: tuple[str, ...] = ("nll", "correct")
+    count_names: tuple[str, ...] = ("tokens",)
+
+    def __init__(self, settings: FinetuneSettings, tokenizer: Tokenizer, tagset: TagSet, train: TaggedData,
+                 dev: TaggedData | None, test: TaggedData | None, *, micro_batch: int) -> None:
+        self.settings, self.tokenizer, self.tagset, self.micro_batch = settings, tokenizer, tagset, micro_batch
+        self.train = encode(train, tokenizer, tagset, settings)
+        self.dev = encode(dev, tokenizer, tagset, settings) if dev is not None else None
+        self.test = encode(test, tokenizer, tagset, settings) if test is not None else None
+        windows = [_window_arrays(w) for e in self.train for w in e.windows]
+        self.data = Examples(windows, seed=settings.seed, pad_id=tokenizer.pad_token_id,
+                             describe={"kind": "token-classification", "format": train.format,
+                                       "scheme": train.scheme, "texts": len(self.train), "windows": len(windows)})
+        self.num_labels = len(tagset)
+        split = sum(1 for e in self.train if len(e.windows) > 1)
+        if split:
+            log.info("%d of %d training texts are longer than --max-seq-length %s: split into overlapping "
+                     "windows (--stride %s)", split, len(self.train), settings.max_seq_length, settings.stride)
+
+    @property
+    def examples(self) -> int:
+        return len(self.data.examples)
+
+    def heads_for(self, present: set[str]) -> str:
+        return self.name
+
+    def prepare(self, model: torch.nn.Module) -> None:
+        """The pooler feeds no token head: it stays as it is (and out of the gradient all-reduce)."""
+        model.pooler.requires_grad_(False)
+
+    def training_data(self) -> Examples:
+        return self.data
+
+    def counts(self, batch: dict[str, torch.Tensor]) -> list[float]:
+        return [float((batch["labels"] != IGNORE_INDEX).sum())]
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
+             totals: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(batch["input_ids"], attention_mask=batch["attention_mask"],
+                       token_type_ids=batch["token_type_ids"]).logits
+        flat, labels = logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1)
+        nll, _ = nll_sum(flat, labels)
+        sums = torch.stack([nll.detach().double(), accuracy_count(flat.detach(), labels).double()])
+        return nll / max(totals[0], 1.0), sums
+
+    def summary(self, sums: dict[str, float], counts: dict[str, float]) -> dict[str, float]:
+        n = max(counts["tokens"], 1.0)
+        return {"loss": sums["nll"] / n, "accuracy": sums["correct"] / n}
+
+    # ------------------------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, model: Any, world: World, split: str = "dev") -> dict[str, Any] | None:
+        """Entity precision/recall/F1 (micro and per label, seqeval's default mode) on ``split``, and the mean
+        loss over its labelled tokens. Every process predicts a share of the texts."""
+        texts = self.dev if split == "dev" else self.test
+        if not texts:
+            return None
+        mine = [(i, self._predict(model, e, world.device)) for i, e in share(texts, world)]
+        results = gathered(mine, world)
+        nll = sum(r[1] for r in results)
+        tokens = sum(r[2] for r in results)
+        scored = [(e.alignment.units, e.example.spans, spans) for e, (spans, _, _) in zip(texts, results)]
+        metrics = span_metrics(scored)
+        return {"split": split, "loss": nll / max(tokens, 1), **metrics.micro.as_dict(), "texts": len(texts),
+                "per_label": {k: v.as_dict() for k, v in metrics.per_label.items()}}
+
+    def _predict(self, model: Any, encoded: Encoded, device: torch.device) -> tuple[list[Span], float, int]:
+        outputs, nll, tokens = [], 0.0, 0
+        for group in chunks(encoded.windows, 2 * self.micro_batch):
+            batch = {k: v.to(device) for k, v in pad([_window_arrays(w) for w in group],
+                                                     self.tokenizer.pad_token_id).items()}
+            logits = model(batch["input_ids"], attention_mask=batch["attention_mask"],
+                           token_type_ids=batch["token_type_ids"]).logits.float()
+            summed, count = nll_sum(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1))
+            nll, tokens = nll + float(summed), tokens + int(count)
+            outputs.extend(logits.cpu().numpy())
+        return predict_spans(encoded.alignment, encoded.windows, outputs, self.tagset), nll, tokens
+
+    # ------------------------------------------------------------------------------------ the result
+    def output_config(self, config: Any) -> Any:
+        return dataclasses.replace(config, task=self.name, labels=self.tagset.tags, tag_scheme=self.tagset.scheme,
+                                   classifier_dropout_prob=self.settings.classifier_dropout)
+
+
+__all__ = ["Encoded", "TokenClassification", "encode"]
