@@ -428,13 +428,14 @@ def torch_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
 def load_model(weights: Path, config: ModelConfig, *, device: str | torch.device = "auto",
                dtype: str | torch.dtype | None = None, heads: str | None = None, num_labels: int = 2,
                max_position_embeddings: int | None = None, position_init: str = "copy",
-               layout: str = "zoo", init_missing_heads: bool = False) -> Encoder:
+               layout: str = "zoo", init_missing_heads: bool = False, fresh_task_head: bool = False) -> Encoder:
     """Build :class:`~zoo.models.encoder.Encoder` on ``meta`` and assign the safetensors tensors to it.
 
     ``layout`` is ``"zoo"`` (canonical names, read tensor by tensor) or ``"transformers"`` (renamed through
     :mod:`zoo.converters.hf_names`). Missing or unexpected weights and shape mismatches raise
-    :class:`~zoo.errors.CheckpointError`; with ``init_missing_heads`` a pretraining head the checkpoint lacks is
-    initialised fresh instead (for training), with a warning.
+    :class:`~zoo.errors.CheckpointError`; ``fresh_task_head`` initialises a task head fresh even where the
+    checkpoint has one (fine-tuning for other labels); with ``init_missing_heads`` a pretraining head the
+    checkpoint lacks is initialised fresh instead (for training), with a warning.
     """
     import torch
 
@@ -463,7 +464,8 @@ def load_model(weights: Path, config: ModelConfig, *, device: str | torch.device
     with _open_weights(weights, config, dev, layout) as f:
         available = set(f.keys())
         # a task head comes from a fine-tuned checkpoint, else it is initialised fresh (to be fine-tuned)
-        fresh = {name for name in expected if name.split(".")[0] in TASK_HEAD_NAMES and name not in available}
+        fresh = {name for name in expected if name.split(".")[0] in TASK_HEAD_NAMES
+                 and (fresh_task_head or name not in available)}
         pooler = {name for name in expected if name.startswith("pooler.")}
         if pooler and not pooler & available:
             # transformers' *ForMaskedLM checkpoints have no pooler (e.g. UER's RoBERTa releases): like transformers'

@@ -1,9 +1,10 @@
-"""``zoo run`` (fill-mask) and ``zoo embed`` (sentence vectors). torch is imported inside the commands."""
+"""``zoo run`` (fill-mask; tags or labels from a fine-tuned model) and ``zoo embed`` (sentence vectors). torch is
+imported inside the commands."""
 
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zoo.cli._common import emit_json, err_console, manifest_dirs, out_console, progress, registry_from_args
 
@@ -27,14 +28,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     model_opts.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser(
-        "run", parents=[common, model_opts], help="fill in [MASK] tokens",
-        description="Predict the most likely tokens for each [MASK] in the text(s).",
+        "run", parents=[common, model_opts], help="fill in [MASK] tokens, or tag or classify with a fine-tuned model",
+        description="Run the model on the text(s): a fine-tuned tagger lists the entities of each text (with "
+                    "character offsets), a fine-tuned classifier gives each text a label and its probability; any "
+                    "other model predicts the most likely tokens for each [MASK].",
         epilog='examples:\n  zoo run albert_base_zh "今天天气很[MASK]。"\n'
-               '  zoo run ./converted "北京是中国的[MASK][MASK]。" --top-k 3 --json',
+               '  zoo run ./converted "北京是中国的[MASK][MASK]。" --top-k 3 --json\n'
+               '  zoo run ./dish_tagger "我很喜欢这家的麻辣香锅和酸菜鱼"\n'
+               '  zoo run ./sentiment "服务太慢了" "菜很好吃" --json\n'
+               '  zoo run ./matcher "今天天气怎么样" "今天天气如何" --pairs',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("texts", nargs="+", metavar="TEXT", help="text with one or more [MASK] tokens")
-    p.add_argument("--top-k", type=int, default=5, help="candidates per [MASK] (default 5)")
+    p.add_argument("texts", nargs="+", metavar="TEXT", help="texts (with [MASK] tokens, for fill-mask)")
+    p.add_argument("--top-k", type=int, default=5, help="fill-mask: candidates per [MASK] (default 5)")
+    p.add_argument("--pairs", action="store_true",
+                   help="a classifier of text pairs: the texts are read two by two (text, pair)")
     p.set_defaults(func=_run)
 
     p = sub.add_parser(
@@ -60,11 +68,20 @@ def _load(args: argparse.Namespace) -> Loaded:
 
 def _run(args: argparse.Namespace) -> int:
     from zoo.errors import UsageError
+    from zoo.weights import looks_like_path
 
     if args.top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
-    _refuse_untrained_mlm_head(args)
+    if args.pairs and len(args.texts) % 2:
+        raise UsageError(f"--pairs reads the texts two by two, but {len(args.texts)} were given")
+    if not looks_like_path(args.model):
+        _refuse_untrained_mlm_head(args)
     loaded = _load(args)
+    if loaded.config.task == "token-classification":
+        return _print_entities(args, loaded.tag(args.texts))
+    if loaded.config.task == "sequence-classification":
+        items = list(zip(args.texts[::2], args.texts[1::2])) if args.pairs else args.texts
+        return _print_labels(args, items, loaded.classify(items))
     results = [{"text": text, "masks": loaded.fill_mask(text, top_k=args.top_k)} for text in args.texts]
     if args.json:
         emit_json(results)
@@ -85,15 +102,48 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_entities(args: argparse.Namespace, found: list[list[dict[str, Any]]]) -> int:
+    if args.json:
+        emit_json([{"text": text, "entities": entities} for text, entities in zip(args.texts, found)])
+        return 0
+    from rich.table import Table
+
+    console = out_console()
+    for text, entities in zip(args.texts, found):
+        table = Table(title=text, title_justify="left")
+        for column, justify in (("entity", "left"), ("label", "left"), ("start", "right"), ("end", "right"),
+                                ("score", "right")):
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        for e in entities:
+            table.add_row(e["text"], e["label"], str(e["start"]), str(e["end"]),
+                          "" if e["score"] is None else f"{e['score']:.4f}")
+        console.print(table if entities else f"{text}\n  (no entities)")
+    return 0
+
+
+def _print_labels(args: argparse.Namespace, items: list[Any], labels: list[dict[str, Any]]) -> int:
+    shown = [" | ".join(i) if isinstance(i, tuple) else i for i in items]
+    if args.json:
+        emit_json([{"text": text, **result} for text, result in zip(shown, labels)])
+        return 0
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("text")
+    table.add_column("label")
+    table.add_column("score", justify="right")
+    for text, result in zip(shown, labels):
+        table.add_row(text, result["label"], f"{result['score']:.4f}")
+    out_console().print(table)
+    return 0
+
+
 def _refuse_untrained_mlm_head(args: argparse.Namespace) -> None:
     """A registry model whose MLM head its manifest records as untrained or absent is refused before anything is
     downloaded (``Loaded.fill_mask`` refuses it too; a path is checked by nothing but its weights)."""
     from zoo.errors import NotFoundError
     from zoo.loader import check_fill_mask
-    from zoo.weights import looks_like_path
 
-    if looks_like_path(args.model):
-        return
     try:
         manifest = registry_from_args(args).get(args.model)
     except NotFoundError:

@@ -369,10 +369,12 @@ def _trainer(task: Task, settings: TrainSettings, steps: int, base: Base, run: R
     """The model on its device (heads as the task needs, fresh weights a function of the seed), the optimizer,
     the schedule, the loss scaler and, under torchrun, DDP."""
     torch.manual_seed(_step_seed(settings.seed, -1, 0))
-    model = load_model(base.prepared.path / WEIGHTS, base.config, device=world.device, dtype="float32",
-                       heads=task.heads_for(set(base.heads)), num_labels=getattr(task, "num_labels", 2),
-                       max_position_embeddings=positions,
-                       position_init=getattr(settings, "position_init", "copy"), init_missing_heads=True)
+    config = getattr(task, "output_config", lambda c: c)(base.config)  # a task head: its labels, its dropout
+    same_head = (config.task, config.labels) == (base.config.task, base.config.labels)
+    model = load_model(base.prepared.path / WEIGHTS, config, device=world.device, dtype="float32",
+                       heads=task.heads_for(set(base.heads)), max_position_embeddings=positions,
+                       position_init=getattr(settings, "position_init", "copy"), init_missing_heads=True,
+                       fresh_task_head=not same_head)
     model.train().requires_grad_(True)
     task.prepare(model)
     model.gradient_checkpointing = settings.gradient_checkpointing

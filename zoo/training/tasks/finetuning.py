@@ -134,7 +134,8 @@ class Best:
         better = value is not None and (self.value is None or (value < self.value if self.metric in LOWER_IS_BETTER
                                                                else value > self.value))
         if better:
-            self.value, self.step, self.record, self.stale = float(value), step, dict(record), 0  # type: ignore[arg-type]
+            record = {k: v for k, v in record.items() if k != "time"}  # what it scored, not when
+            self.value, self.step, self.record, self.stale = float(value), step, record, 0  # type: ignore[arg-type]
             if self.world.main:
                 self._save(record)
             self.world.barrier()
