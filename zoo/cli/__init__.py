@@ -14,11 +14,11 @@ import sys
 from collections.abc import Sequence
 
 from zoo._version import __version__
-from zoo.cli import ckpt, fetch, hub, models, registry, scratch, train
+from zoo.cli import ckpt, fetch, hub, models, plot, registry, scratch, train
 from zoo.cli._common import err_console
 from zoo.errors import ZooError
 
-_COMMAND_MODULES = (registry, fetch, ckpt, models, hub, scratch, train)
+_COMMAND_MODULES = (registry, fetch, ckpt, models, hub, scratch, train, plot)
 
 #: what zoo is, in one line (pyproject.toml's description says the same; a test keeps them together)
 DESCRIPTION = ("Registry, verified downloader, TensorFlow-free converter and trainer (continued pretraining) for "
@@ -33,6 +33,7 @@ examples:
   zoo run albert_base_zh "今天天气很[MASK]。"  fill-mask
   zoo pretrain albert_base_zh --corpus my.txt --out ./adapted --steps 1000   continued pretraining
   zoo init --config albert_tiny_zh --train-vocab my.txt --vocab-size 8000 --out ./new   a new model, offline
+  zoo plot ./adapted ./other --out curves.png   training and dev curves of runs, side by side
 
 exit codes: 0 ok, 1 internal error, 2 usage, 3 not found, 4 bad manifest, 5 network, 6 integrity,
 7 offline miss, 8 bad checkpoint, 9 unsupported, 10 disk space, 11 unsafe archive, 12 bad training data,
