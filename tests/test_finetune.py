@@ -137,7 +137,8 @@ def test_a_tiny_model_learns_to_classify(tiny: Path, data: Path, tmp_path: Path,
 
 def test_the_output_records_how_it_was_made(tiny: Path, data: Path, tmp_path: Path) -> None:
     out = zoo.finetune(tiny, task="token-classification", train=data / "train.conll", dev=data / "dev.conll",
-                       out=tmp_path / "run", epochs=1, batch_size=16, max_seq_length=32, workers=0, progress=False)
+                       out=tmp_path / "run", epochs=1, batch_size=16, max_seq_length=32, workers=0, progress=False,
+                       tensorboard=tmp_path / "tb")
     receipt = json.loads((out / "receipt.json").read_text())
     assert receipt["kind"] == "finetune" and receipt["task"] == "token-classification"
     assert receipt["steps"] == 15 and receipt["settings"]["optimizer"] == "adamw"  # ceil(240 / 16)
@@ -151,6 +152,12 @@ def test_the_output_records_how_it_was_made(tiny: Path, data: Path, tmp_path: Pa
     train = [r for r in _records(out) if r["split"] == "train"]
     assert {"loss", "accuracy", "lr", "examples_per_s", "steps"} <= set(train[-1])
     assert train[-1]["step"] == 15 and train[-1]["steps"] == 5  # averages over the last 5 steps (--log-every 10)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [10, 15]
+    assert events.Scalars("dev/f1")[0].value == pytest.approx(receipt["results"]["best"]["f1"])
 
 
 # ---------------------------------------------------------------------------------------- processes

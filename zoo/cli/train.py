@@ -101,7 +101,8 @@ def _finetune(args: argparse.Namespace) -> int:
     with progress(args) as emit, _continuing(args):
         out = finetune(args.model, train=args.train, dev=args.dev, test=args.test, out=args.out, resume=args.resume,
                        device=args.device, workers=args.workers, source=args.source, offline=args.offline,
-                       manifests=manifest_dirs(args), progress=emit, **from_arguments(args, FinetuneSettings))
+                       manifests=manifest_dirs(args), progress=emit, tensorboard=args.tensorboard,
+                       **from_arguments(args, FinetuneSettings))
     if int(os.environ.get("RANK", "0") or 0) == 0:
         sys.stdout.write(f"{out}\n")
     return 0
@@ -124,6 +125,7 @@ def _add_run_options(p: argparse.ArgumentParser, groups: dict[str, argparse._Arg
                      help="data worker processes (1; 0 builds batches in the training process)")
     run.add_argument("--source", type=int, metavar="N", help="use only source N of a registry model")
     run.add_argument("--offline", action="store_true", default=None, help="never touch the network")
+    run.add_argument("--tensorboard", metavar="DIR", help="also write TensorBoard scalars into DIR (needs tensorboard)")
 
 
 def _pretrain(args: argparse.Namespace) -> int:
@@ -135,7 +137,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         out = pretrain(args.model, out=args.out, corpus=args.corpus, tfrecords=args.tfrecord,
                        eval_corpus=args.eval_corpus, resume=args.resume, device=args.device, workers=args.workers,
                        source=args.source, offline=args.offline, manifests=manifest_dirs(args), progress=emit,
-                       **from_arguments(args, PretrainSettings))
+                       tensorboard=args.tensorboard, **from_arguments(args, PretrainSettings))
     if int(os.environ.get("RANK", "0") or 0) == 0:
         sys.stdout.write(f"{out}\n")
     return 0

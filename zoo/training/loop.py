@@ -67,6 +67,8 @@ class Trainer:
     #: the run's state saved with every checkpoint (best evaluation so far …), and how to restore it
     task_state: Callable[[], dict[str, Any]] = dict
     restore_state: Callable[[dict[str, Any]], None] = lambda state: None
+    #: also called with every record written to metrics.jsonl (e.g. a TensorBoard writer), on the first process
+    observers: list[Callable[[dict[str, Any]], None]] = dataclasses.field(default_factory=list)
     #: the last logged record (the receipt's ``final``)
     final: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -109,7 +111,7 @@ def train(t: Trainer, data: TrainingData, start: Start) -> int:
                 step += 1
                 if step % s.log_every == 0 or step == t.steps:
                     t.final = meter.record(step, lr)
-                    _write(metrics, t.final)
+                    _write(t, metrics, t.final)
                 t.emit(ProgressEvent("train", t.label, done=step, total=t.steps, unit="step", initial=start.step,
                                      postfix=meter.postfix(lr)))
                 last = step == t.steps
@@ -189,7 +191,7 @@ def _evaluate(t: Trainer, step: int, metrics: Any) -> bool:
     if results is None:
         return False
     record = {"step": step, "split": results.pop("split", "eval"), **results, "time": time.time()}
-    _write(metrics, record)
+    _write(t, metrics, record)
     t.emit(ProgressEvent("note", t.label, message=_eval_line(record)))
     return bool(t.on_evaluation(step, record)) if t.on_evaluation is not None else False
 
@@ -206,10 +208,13 @@ def _no_sync(model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
     return model.no_sync()
 
 
-def _write(metrics: Any, record: dict[str, Any]) -> None:
+def _write(t: Trainer, metrics: Any, record: dict[str, Any]) -> None:
+    """A record into metrics.jsonl (and to the observers), on the first process."""
     if metrics is not None:
         metrics.write(json.dumps(record) + "\n")
         metrics.flush()
+        for observe in t.observers:
+            observe(record)
 
 
 @contextlib.contextmanager

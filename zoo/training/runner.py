@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ PathLike = str | os.PathLike[str]
 def pretrain(model: Model, *, out: PathLike, corpus: Sequence[PathLike] = (), tfrecords: Sequence[PathLike] = (),
              eval_corpus: Sequence[PathLike] = (), resume: bool = False, device: str = "auto", workers: int = 1,
              source: int | None = None, offline: bool | None = None, manifests: Sequence[PathLike] = (),
-             progress: Progress = None, **settings: Any) -> Path:
+             progress: Progress = None, tensorboard: PathLike | None = None, **settings: Any) -> Path:
     """Continue pretraining ``model`` (anything :func:`zoo.load` takes) and write the result into ``out``.
 
     Data: ``corpus`` — plain-text files (UTF-8, one sentence per line, a blank line between documents; ``.gz``
@@ -64,8 +64,9 @@ def pretrain(model: Model, *, out: PathLike, corpus: Sequence[PathLike] = (), tf
     evaluated at every checkpoint. ``settings`` are the fields of :class:`~zoo.training.settings.PretrainSettings`
     (``steps`` is required; ``batch_size`` is the global batch, ``lr``, ``warmup``, ``objective``
     ``sop``/``nsp``/``mlm``, ``optimizer``, ``dtype``, ``max_position_embeddings``, ``save_every`` …).
-    ``resume=True`` continues the run in ``out`` from its newest checkpoint, exactly. Under ``torchrun`` every
-    process calls this; only the first writes. Returns ``out`` (absolute): a directory :func:`zoo.load`,
+    ``resume=True`` continues the run in ``out`` from its newest checkpoint, exactly. ``tensorboard``: a directory
+    to write TensorBoard scalars into as well (needs ``tensorboard``). Under ``torchrun`` every process calls this;
+    only the first writes. Returns ``out`` (absolute): a directory :func:`zoo.load`,
     ``zoo run``, ``zoo export`` and ``zoo finetune`` accept, with ``receipt.json`` saying how it was made.
     """
     from zoo.training.tasks import pretraining as task_module
@@ -86,7 +87,7 @@ def pretrain(model: Model, *, out: PathLike, corpus: Sequence[PathLike] = (), tf
                                                  label=base.name)
             _check_positions(config, base.config)
             _session(task, config, config.steps or 0, base, run, world, emit, identity=identity, resume=resume,
-                     workers=workers, extend_positions=True)
+                     workers=workers, extend_positions=True, tensorboard=tensorboard)
         world.barrier()
     return run.path
 
@@ -95,7 +96,8 @@ def pretrain(model: Model, *, out: PathLike, corpus: Sequence[PathLike] = (), tf
 def finetune(model: Model, *, task: str | None = None, train: PathLike, dev: PathLike | None = None,
              test: PathLike | None = None, out: PathLike, resume: bool = False, device: str = "auto",
              workers: int = 1, source: int | None = None, offline: bool | None = None,
-             manifests: Sequence[PathLike] = (), progress: Progress = None, **settings: Any) -> Path:
+             manifests: Sequence[PathLike] = (), progress: Progress = None, tensorboard: PathLike | None = None,
+             **settings: Any) -> Path:
     """Fine-tune ``model`` (anything :func:`zoo.load` takes: a registry name, a ``zoo pretrain`` output, a TF
     release, a transformers folder, a ``zoo init`` model) on labelled data, and write the result into ``out``.
 
@@ -104,7 +106,8 @@ def finetune(model: Model, *, task: str | None = None, train: PathLike, dev: Pat
     ``text_a``, ``text_b``, or JSON lines). ``settings`` are the fields of
     :class:`~zoo.training.settings.FinetuneSettings` (``epochs``, ``batch_size``, ``lr``, ``max_seq_length``,
     ``labels``, ``metric``, ``patience`` …). Evaluates on ``dev`` after every epoch and keeps the best; evaluates
-    the best on ``test`` at the end. Returns ``out`` (absolute): ``zoo.load(out)`` tags or classifies.
+    the best on ``test`` at the end; ``resume``, ``device``, ``tensorboard`` and the rest as in :func:`pretrain`.
+    Returns ``out`` (absolute): ``zoo.load(out)`` tags or classifies.
     """
     config = make(FinetuneSettings, {**settings, "task": task if task is not None else settings.get("task")})
     inputs = {"train": check_files([train], "train"), "dev": check_files([dev], "dev") if dev else [],
@@ -120,7 +123,7 @@ def finetune(model: Model, *, task: str | None = None, train: PathLike, dev: Pat
             emit(ProgressEvent("note", base.name, message=_plan(config, fine)))
             _session(fine, config, config.steps or 0, base, run, world, emit, identity=identity, resume=resume,
                      workers=workers, on_model=lambda t: _keep_best(t, config, fine.examples),
-                     finish=_test_best)
+                     finish=_test_best, tensorboard=tensorboard)
         world.barrier()
     return run.path
 
@@ -304,7 +307,7 @@ def _same_data(run: RunDir, inputs: dict[str, list[Path]], resume: bool, world: 
 def _session(task: Task, settings: TrainSettings, steps: int, base: Base, run: RunDir, world: World,
              emit: ProgressCallback, *, identity: dict[str, Any], resume: bool, workers: int,
              extend_positions: bool = False, on_model: Callable[[Trainer], None] | None = None,
-             finish: Callable[[Trainer], dict[str, Any]] | None = None) -> Trainer:
+             finish: Callable[[Trainer], dict[str, Any]] | None = None, tensorboard: PathLike | None = None) -> Trainer:
     """Check ``--resume``, build, restore, train, write: the part every task shares."""
     BatchSplit(settings.batch_size, world.size, world.rank, settings.grad_accum)  # a bad split fails before work
     if settings.dtype == "float16" and world.device.type != "cuda":
@@ -321,11 +324,31 @@ def _session(task: Task, settings: TrainSettings, steps: int, base: Base, run: R
     t = _trainer(task, settings, steps, base, run, world, emit, workers, positions)
     if on_model is not None:
         on_model(t)
+    with _tensorboard(t, tensorboard):
+        return _train_and_write(t, base, model_config, identity, resume, finish)
+
+
+@contextlib.contextmanager
+def _tensorboard(t: Trainer, directory: PathLike | None) -> Iterator[None]:
+    """Every metrics record also goes to TensorBoard while the block runs (first process only)."""
+    if directory is None or not t.world.main:
+        yield
+        return
+    from zoo.plotting import TensorBoardSink
+
+    with TensorBoardSink(directory) as sink:
+        t.observers.append(sink)
+        yield
+
+
+def _train_and_write(t: Trainer, base: Base, model_config: ModelConfig, identity: dict[str, Any], resume: bool,
+                     finish: Callable[[Trainer], dict[str, Any]] | None) -> Trainer:
+    run, world, emit = t.run, t.world, t.emit
     start = _restore(t, resume)
     run.started()
     began = time.monotonic()
     try:
-        last = train(t, task.training_data(), start)
+        last = train(t, t.task.training_data(), start)
     except KeyboardInterrupt:
         raise _interrupted(run) from None
     results = finish(t) if finish is not None else None
