@@ -386,3 +386,22 @@ def test_locate_counts_on_from_an_earlier_position() -> None:
         assert position == fresh
         assert source.asked and min(source.asked) == previous.epoch  # nothing before the previous position
     assert position.epoch >= 2
+
+
+def test_a_held_out_corpus_is_evaluated_at_every_checkpoint(tmp_path: Path) -> None:
+    """--eval-corpus: held-out masked-LM loss and accuracy and SOP accuracy (upstream's --do_eval), at every save
+    and at the end, as records of their own in metrics.jsonl."""
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("今天天气很好。\n我们是中国人。\n\n他说了一个大国的事。\n今天天气很好。\n" * 4, encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["pretrain", str(TF / "albert_google"), "--corpus", str(CORPUS), "--eval-corpus", str(held_out),
+                 "--out", str(out), "--steps", "5", "--save-every", "2", "--log-every", "1", *TINY]) == 0
+    records = _metrics(out)
+    evals = [r for r in records if r.get("split") == "eval"]
+    assert [r["step"] for r in evals] == [2, 4, 5]
+    assert {"eval_loss", "eval_mlm_loss", "eval_mlm_accuracy", "eval_sop_loss", "eval_sop_accuracy"} <= set(evals[0])
+    assert evals[0]["eval_examples"] > 0 and 0 <= evals[-1]["eval_mlm_accuracy"] <= 1
+    assert evals[0]["eval_loss"] == pytest.approx(evals[0]["eval_mlm_loss"] + evals[0]["eval_sop_loss"])
+    assert [r["step"] for r in records if r.get("split") == "train"] == [1, 2, 3, 4, 5]
+    receipt = json.loads((out / "receipt.json").read_text())
+    assert [f["role"] for f in receipt["data"]["files"]] == ["corpus", "eval_corpus"]
