@@ -6,12 +6,14 @@ outputs must agree to 1e-5 in float32.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from zoo.config import ModelConfig
+from zoo.config import TASK_HEADS, ModelConfig
 from zoo.converters import hf_names
 from zoo.errors import CheckpointError, UnsupportedError
 from zoo.models.encoder import Encoder
@@ -151,3 +153,46 @@ def test_transformers_config_round_trip() -> None:
     data = hf_names.transformers_config(BRIGHTMART)
     assert data["model_type"] == "albert" and data["embedding_size"] == BRIGHTMART.hidden_size
     assert data["tokenizer_class"] == "BertTokenizer"
+
+
+def with_task(config: ModelConfig, task: str) -> ModelConfig:
+    """``config`` as a fine-tuned model's: its task, labels in id order, tag scheme and classifier dropout."""
+    token = task == "token-classification"
+    return dataclasses.replace(config, task=task, labels=("O", "B-X", "I-X", "B-Y", "I-Y") if token else ("a", "b", "c"),
+                               tag_scheme="bio" if token else None, classifier_dropout_prob=0.2)
+
+
+@pytest.mark.parametrize("task", TASK_HEADS)
+@pytest.mark.parametrize("config", [GOOGLE_ALBERT, BERT, BRIGHTMART], ids=["google-albert", "bert", "brightmart"])
+def test_task_heads_match_transformers_task_classes(config: ModelConfig, task: str) -> None:
+    config = with_task(config, task)
+    ours = random_model(config, heads=task)
+    theirs = hf_model(config, ours.state_dict(), task)
+    assert type(theirs).__name__.endswith({"token-classification": "ForTokenClassification",
+                                           "sequence-classification": "ForSequenceClassification"}[task])
+    assert theirs.config.id2label == dict(enumerate(config.labels)) and theirs.dropout.p == 0.2
+    x = inputs(config)
+    with torch.no_grad():
+        close(ours(**x).logits, theirs(**x).logits, x["attention_mask"] if task == "token-classification" else None)
+
+
+@pytest.mark.parametrize("task", TASK_HEADS)
+@pytest.mark.parametrize("config", [GOOGLE_ALBERT, BERT], ids=["google-albert", "bert"])
+def test_task_names_and_configs_round_trip(config: ModelConfig, task: str) -> None:
+    config = with_task(config, task)
+    sd = random_model(config, heads=task).state_dict()
+    if task == "token-classification":  # transformers' token classifiers have no pooler
+        sd = {k: v for k, v in sd.items() if not k.startswith("pooler.")}
+    back = hf_names.from_transformers(hf_names.to_transformers(sd, config, task), config)
+    assert set(back) == set(sd) and all(torch.equal(back[k], sd[k]) for k in sd)
+    if task == "token-classification":  # a pooler saved with a tagger anyway is read, not refused
+        full = random_model(config, heads=task).state_dict()
+        pooler = hf_names.name_map(config, None, prefixed=True)
+        theirs = {**hf_names.to_transformers(full, config, task),
+                  **{pooler[f"pooler.{p}"]: full[f"pooler.{p}"] for p in ("weight", "bias")}}
+        assert torch.equal(hf_names.from_transformers(theirs, config)["pooler.weight"], full["pooler.weight"])
+    data = hf_names.transformers_config(config, task)
+    assert data["id2label"] == {str(i): label for i, label in enumerate(config.labels)}
+    assert hf_names.config_from_transformers(data) == config
+    with pytest.raises(ValueError, match="needs a config with that task"):
+        hf_names.transformers_config(GOOGLE_ALBERT, task)

@@ -50,6 +50,9 @@ TASK_HEADS: tuple[str, ...] = ("token-classification", "sequence-classification"
 TASK_HEAD_NAMES: tuple[str, ...] = ("classifier", "qa_outputs")
 #: Tag schemes a token-classification head may predict (see zoo.tagging).
 TAG_SCHEMES: tuple[str, ...] = ("bio", "bioes")
+#: Dropout before a classifier whose config states none: upstream run_classifier.py's (``keep_prob=0.9``) and
+#: transformers' default, so what a classifier converted from either was trained with.
+CLASSIFIER_DROPOUT = 0.1
 #: ``heads`` values whose weights come from the checkpoint.
 PRETRAINING_HEADS: tuple[str, ...] = ("mlm", "pretraining")
 #: Parameter groups a checkpoint may hold besides the encoder (``mlm.*``, ``seq_relationship.*``).

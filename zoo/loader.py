@@ -468,10 +468,12 @@ def load_model(weights: Path, config: ModelConfig, *, device: str | torch.device
                  and (fresh_task_head or name not in available)}
         pooler = {name for name in expected if name.startswith("pooler.")}
         if pooler and not pooler & available:
-            # transformers' *ForMaskedLM checkpoints have no pooler (e.g. UER's RoBERTa releases): like transformers'
-            # BertModel, initialise it fresh, and say that pooler_output is then untrained
-            log.warning("%s has no pooler (it was saved without one): pooler_output is randomly initialised and "
-                        "means nothing until trained; embed() does not use it", weights)
+            # transformers' *ForMaskedLM and *ForTokenClassification checkpoints have no pooler (e.g. UER's RoBERTa
+            # releases): like transformers' BertModel, initialise it fresh, and say that pooler_output is then
+            # untrained (a tagger, whose head reads every token, never uses it)
+            (log.info if config.task == "token-classification" else log.warning)(
+                "%s has no pooler (it was saved without one): pooler_output is randomly initialised and means nothing "
+                "until trained; embed() does not use it", weights)
             fresh |= pooler
         unused_heads = {k for k in available - set(expected)
                         if k.split(".")[0] in (*CHECKPOINT_HEADS, *TASK_HEAD_NAMES)}

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     convert.add_argument("--vocab", metavar="VOCAB", help="vocab file; default: the vocab*.txt next to the checkpoint")
     convert.add_argument("--dtype", choices=tuple(DTYPES), metavar="DTYPE",
                          help="cast weights: float32, float16, bfloat16 (or fp32, fp16, bf16); default: as stored")
+    convert.add_argument("--labels", nargs="+", metavar="LABEL",
+                         help="a checkpoint fine-tuned by run_classifier.py (output_weights): its labels in id order "
+                              "(default: the labels.txt next to it, else LABEL_0 … LABEL_{n-1})")
     convert.set_defaults(func=_convert)
 
 
@@ -69,15 +72,16 @@ def _convert(args: argparse.Namespace) -> int:
 
     with progress(args) as emit:
         out = convert(args.src, Path(args.out), scheme=args.scheme, config=args.config, vocab=args.vocab,
-                      dtype=args.dtype, progress=emit)
+                      dtype=args.dtype, progress=emit, labels=args.labels)
     receipt = read_receipt(out)
     assert receipt is not None  # convert writes one
     heads = receipt["heads"]
     skipped = receipt.get("skipped") or {"count": 0, "by_kind": {}}  # a transformers folder skips nothing
     kinds = ", ".join(f"{k} {n}" for k, n in skipped["by_kind"].items())
     what = receipt.get("scheme") or f"transformers {receipt.get('format')}"
+    task = f"; task: {receipt['task']}" if receipt.get("task") else ""
     err_console().print(f"{what}: {receipt['tensors']} tensors, {receipt['parameters']:,} parameters; "
-                        f"heads: {', '.join(heads) or 'none'}; skipped {skipped['count']}"
-                        + (f" ({kinds})" if kinds else ""))
+                        f"heads: {', '.join(heads) or 'none'}{task}; skipped {skipped['count']}"
+                        + (f" ({kinds})" if kinds else ""), markup=False)
     print(out)
     return 0

@@ -33,9 +33,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
                        description="Export NAME_OR_PATH (a registry name, a `zoo convert` output or an upstream TF "
                                    "release directory) as a folder that transformers' Auto* classes load: "
                                    "config.json, model.safetensors, vocab.txt, tokenizer files and a README.md "
-                                   "model card. With --format tf: what an upstream TensorFlow release holds "
-                                   "(checkpoint, bert_config.json/albert_config.json, vocab.txt), written without "
-                                   "TensorFlow. Prints the folder.",
+                                   "model card; a fine-tuned model as its task class (*ForTokenClassification, "
+                                   "*ForSequenceClassification, with id2label). With --format tf: what an upstream "
+                                   "TensorFlow release holds (checkpoint, bert_config.json/albert_config.json, "
+                                   "vocab.txt; a sequence classifier's output_weights/output_bias and labels.txt), "
+                                   "written without TensorFlow. Prints the folder.",
                        epilog=_EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", metavar="NAME_OR_PATH")
     p.add_argument("out", metavar="DIR", help="output directory (new or empty)")

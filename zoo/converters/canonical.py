@@ -63,6 +63,14 @@ def shape_problems(shapes: Mapping[str, tuple[int, ...]], expected: Mapping[str,
     return problems
 
 
+def task_shapes(config: ModelConfig) -> Shapes:
+    """The fine-tuned task head ``config`` states (``task`` and ``labels``): a classifier from H to the labels,
+    on the pooled output or on every token alike. Empty for a model without a task head."""
+    if config.task is None or config.labels is None:
+        return {}
+    return _linear("classifier", len(config.labels), config.hidden_size)
+
+
 def head_shapes(config: ModelConfig) -> dict[str, Shapes]:
     """The pretraining heads' parameters, per head (``mlm``, ``seq_relationship``)."""
     h, m = config.hidden_size, config.mlm_width

@@ -1,7 +1,9 @@
 """zoo's canonical parameter names ↔ transformers' ALBERT and BERT names, and configs both ways.
 
 Covers ``AlbertForPreTraining`` / ``AlbertForMaskedLM`` / ``AlbertModel`` and ``BertForPreTraining`` /
-``BertForMaskedLM`` / ``BertModel`` state dicts (``head`` = ``"pretraining"`` / ``"mlm"`` / ``None``).
+``BertForMaskedLM`` / ``BertModel`` state dicts (``head`` = ``"pretraining"`` / ``"mlm"`` / ``None``), and the
+fine-tuned ``*ForSequenceClassification`` / ``*ForTokenClassification`` (``head`` = the task): their
+``classifier`` is zoo's, and their config's ``id2label`` is zoo's ``labels``.
 
 Two things are not a rename:
 
@@ -21,7 +23,8 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from zoo.config import ModelConfig
+from zoo._fs import cut
+from zoo.config import CLASSIFIER_DROPOUT, TASK_HEADS, InvalidConfig, ModelConfig
 from zoo.errors import CheckpointError, UnsupportedError
 
 if TYPE_CHECKING:
@@ -30,8 +33,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("zoo.converters")
 
 #: The transformers classes zoo reads and writes, by zoo's ``heads`` value: ``*ForPreTraining``,
-#: ``*ForMaskedLM`` and the bare ``*Model`` (``None``).
-HF_HEADS: tuple[str | None, ...] = ("pretraining", "mlm", None)
+#: ``*ForMaskedLM``, the bare ``*Model`` (``None``) and the fine-tuned task classes.
+_CLASS_SUFFIXES: dict[str | None, str] = {
+    "pretraining": "ForPreTraining", "mlm": "ForMaskedLM", None: "Model",
+    "sequence-classification": "ForSequenceClassification", "token-classification": "ForTokenClassification",
+}
+HF_HEADS: tuple[str | None, ...] = tuple(_CLASS_SUFFIXES)
+#: transformers builds these classes' encoders without a pooler (``add_pooling_layer=False``).
+_NO_POOLER = ("mlm", "token-classification")
 
 _ALBERT_LAYER = {
     "attention.query": "attention.query",
@@ -62,7 +71,7 @@ def _hf_architecture(config: ModelConfig) -> str:
 def hf_class_name(config: ModelConfig, head: str | None = "pretraining") -> str:
     """The transformers class a state dict from :func:`to_transformers` loads into."""
     family = "Bert" if config.architecture == "bert" else "Albert"
-    return family + {"pretraining": "ForPreTraining", "mlm": "ForMaskedLM", None: "Model"}[head]
+    return family + _CLASS_SUFFIXES[head]
 
 
 def name_map(config: ModelConfig, head: str | None = "pretraining", *,
@@ -98,9 +107,12 @@ def name_map(config: ModelConfig, head: str | None = "pretraining", *,
         for ours, theirs in table.items():
             for p in ("weight", "bias"):
                 names[f"layers.{k}.{ours}.{p}"] = f"{prefix}{theirs}.{p}"
-    if head != "mlm":  # transformers' *ForMaskedLM build their encoder without a pooler
+    if head not in _NO_POOLER:
         for p in ("weight", "bias"):
             names[f"pooler.{p}"] = f"{model}pooler.{p}" if albert else f"{model}pooler.dense.{p}"
+    if head in TASK_HEADS:  # both task classes name their head ``classifier``, as zoo does
+        for p in ("weight", "bias"):
+            names[f"classifier.{p}"] = f"classifier.{p}"
     if head in ("pretraining", "mlm"):
         mlm = "predictions." if albert else "cls.predictions."
         transform = "dense" if albert else "transform.dense"
@@ -180,17 +192,13 @@ def from_transformers(state_dict: Mapping[str, torch.Tensor], config: ModelConfi
     keys = set(state_dict)
     prefix = "albert." if config.is_albert else "bert."
     prefixed = any(k.startswith(prefix) for k in keys)
-    if any(k.startswith(("sop_classifier.", "cls.seq_relationship.")) for k in keys):
-        head = "pretraining"
-    elif any(k.startswith(("predictions.", "cls.predictions.")) for k in keys):
-        head = "mlm"
-    else:
-        head = None
+    head = _head_of(keys, config)
     names = name_map(config, head, prefixed=prefixed)
-    if head == "mlm" and any(k.startswith(f"{prefix}pooler.") for k in keys):
+    if head in _NO_POOLER and any(k.startswith(f"{prefix}pooler.") for k in keys):
         names.update({k: v for k, v in name_map(config, None, prefixed=True).items() if k.startswith("pooler.")})
     expected = set(names.values())
-    # tied decoder copies, buffers, and fine-tuned task heads (zoo initialises its own) are not loaded
+    # tied decoder copies, buffers, and task heads of a config that states no task (a manifest's: zoo initialises
+    # its own) are not loaded
     ignored = set(_tied_names(config, head) or ()) | {
         k for k in keys if k.endswith("position_ids") or k.startswith(("classifier.", "qa_outputs."))}
     identity: dict[str, str] = {}
@@ -230,6 +238,18 @@ def from_transformers(state_dict: Mapping[str, torch.Tensor], config: ModelConfi
     return out
 
 
+def _head_of(keys: set[str], config: ModelConfig) -> str | None:
+    """The head of a transformers state dict: the task ``config`` states (a fine-tuned model, whose classifier must
+    be there), else the pretraining heads its keys hold."""
+    if config.task is not None:
+        return config.task
+    if any(k.startswith(("sop_classifier.", "cls.seq_relationship.")) for k in keys):
+        return "pretraining"
+    if any(k.startswith(("predictions.", "cls.predictions.")) for k in keys):
+        return "mlm"
+    return None
+
+
 def _decoder_is_tied(state_dict: Mapping[str, torch.Tensor], names: Mapping[str, str], tied: tuple[str, str]) -> bool:
     """Whether the checkpoint's decoder weight and bias, where it stores them, equal the word embeddings and the
     MLM bias (transformers saves tied tensors under both names; an untied decoder would differ)."""
@@ -250,7 +270,10 @@ def transformers_config(config: ModelConfig, head: str | None = "pretraining") -
     transformers' ALBERT reads one key, ``classifier_dropout_prob``, for the dropout of both its SOP head and its
     classifiers: upstream's SOP head has none, so it is 0 unless ``config`` is a fine-tuned classifier's
     (``classifier_dropout_prob`` set), which keeps the dropout it was trained with. BERT's NSP head has no
-    dropout in either, so ``classifier_dropout`` is written only for a classifier."""
+    dropout in either, so ``classifier_dropout`` is written only for a classifier. A task ``head`` (the task
+    ``config`` states) adds ``id2label``/``label2id``/``num_labels`` from ``config.labels``."""
+    if head in TASK_HEADS and (config.task != head or not config.labels):
+        raise ValueError(f"a {head} export needs a config with that task and its labels, got task {config.task!r}")
     hf = hf_equivalent(config)
     albert = hf.architecture == "albert"
     data: dict[str, Any] = {
@@ -273,6 +296,12 @@ def transformers_config(config: ModelConfig, head: str | None = "pretraining") -
         "tokenizer_class": "BertTokenizer",  # Chinese ALBERTs use WordPiece, not SentencePiece
     }
     classifier = config.classifier_dropout_prob
+    if head in TASK_HEADS:
+        labels = config.labels or ()
+        data.update(id2label={str(i): label for i, label in enumerate(labels)},
+                    label2id={label: i for i, label in enumerate(labels)}, num_labels=len(labels))
+        if classifier is None:
+            classifier = CLASSIFIER_DROPOUT
     if albert:
         data.update(embedding_size=hf.word_embedding_size, num_hidden_groups=hf.num_hidden_groups,
                     inner_group_num=hf.inner_group_num, classifier_dropout_prob=classifier or 0.0)
@@ -295,7 +324,54 @@ def config_from_transformers(data: Mapping[str, Any]) -> ModelConfig:
     if model_type == "albert":
         values.update({k: data[k] for k in ("embedding_size", "num_hidden_groups", "inner_group_num") if k in data})
         values.setdefault("embedding_size", 128)
+    values.update(_task_values(data))
     return ModelConfig.from_dict({"architecture": model_type, **values}).with_default_dropout()
+
+
+def _task_values(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``task``, ``labels`` (``id2label`` in id order), ``tag_scheme`` and ``classifier_dropout_prob`` of a
+    transformers ``*ForTokenClassification`` / ``*ForSequenceClassification`` config (its ``architectures``);
+    nothing for any other. A regression or multi-label head is no zoo task: it is left out, with a warning."""
+    names = [str(a) for a in data.get("architectures") or ()]
+    task = next((t for t in TASK_HEADS if any(a.endswith(_CLASS_SUFFIXES[t]) for a in names)), None)
+    if task is None:
+        return {}
+    labels = _labels(data)
+    problem = data.get("problem_type")
+    if problem in ("regression", "multi_label_classification") or len(labels) < 2:
+        log.warning("a %s head with %s is no single-label classifier (zoo's %s): it is left out, and the model "
+                    "loads as an encoder", names[0], f"problem_type {problem}" if problem else "one output", task)
+        return {}
+    values: dict[str, Any] = {"task": task, "labels": labels}
+    if task == "token-classification":
+        # transformers' own aggregation reads B-/I- only; E-/S- tags are BIOES, which zoo decodes too
+        values["tag_scheme"] = "bioes" if any(str(t)[:2] in ("E-", "S-", "E_", "S_") for t in labels) else "bio"
+    # transformers' classifiers: ALBERT's classifier_dropout_prob (default 0.1); BERT's classifier_dropout, which
+    # falls back to hidden_dropout_prob (default 0.1)
+    dropout = data.get("classifier_dropout_prob") if data.get("model_type") == "albert" else \
+        data.get("classifier_dropout", None)
+    if dropout is None and data.get("model_type") == "bert":
+        dropout = data.get("hidden_dropout_prob")
+    values["classifier_dropout_prob"] = CLASSIFIER_DROPOUT if dropout is None else dropout
+    return values
+
+
+def _labels(data: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The labels of a transformers classifier config in id order: ``id2label`` (ids 0..n-1), else ``num_labels``
+    (transformers' own default names ``LABEL_i``; configs once left ``id2label`` out for two labels)."""
+    id2label = data.get("id2label")
+    if isinstance(id2label, Mapping) and id2label:
+        try:
+            by_id = {int(key): value for key, value in id2label.items()}
+        except (TypeError, ValueError):
+            raise InvalidConfig([("id2label", "expected label ids 0..n-1 as keys")]) from None
+        if sorted(by_id) != list(range(len(by_id))):
+            raise InvalidConfig([("id2label", f"expected the label ids 0..{len(by_id) - 1}, got {sorted(by_id)}")])
+        return tuple(by_id[i] for i in range(len(by_id)))
+    count = data.get("num_labels", 2)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise InvalidConfig([("num_labels", f"expected a positive integer, got {cut(repr(count), 60)}")])
+    return tuple(f"LABEL_{i}" for i in range(count))
 
 
 __all__ = ["HF_HEADS", "config_from_transformers", "from_transformers", "hf_class_name", "hf_equivalent",

@@ -38,7 +38,7 @@ log = logging.getLogger("zoo.converters")
 
 WEIGHTS, CONFIG, VOCAB, RECEIPT = "model.safetensors", "config.json", "vocab.txt", "receipt.json"
 #: Bump when what a conversion writes changes: cached conversions are keyed by it.
-CONVERTER_VERSION = 3
+CONVERTER_VERSION = 4
 RECEIPT_VERSION = 2
 
 

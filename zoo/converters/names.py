@@ -43,6 +43,12 @@ SEQ_RELATIONSHIP_HEAD: NameMap = {
 }
 #: The TF names of each checkpoint head (zoo.config.CHECKPOINT_HEADS).
 HEAD_NAME_MAPS: dict[str, NameMap] = {"mlm": MLM_HEAD, "seq_relationship": SEQ_RELATIONSHIP_HEAD}
+#: upstream ``run_classifier.py``'s head on the pooled output (google-research/bert and /albert, brightmart): two
+#: variables outside the ``bert`` scope, ``output_weights`` already ``[num_labels, hidden]``.
+CLASSIFIER_WEIGHTS = "output_weights"
+CLASSIFIER_HEAD: NameMap = {CLASSIFIER_WEIGHTS: "classifier.weight", "output_bias": "classifier.bias"}
+#: The fine-tuned task heads that have an upstream TF convention, by task (token classification has none).
+TASK_NAME_MAPS: dict[str, NameMap] = {"sequence-classification": CLASSIFIER_HEAD}
 
 
 def bert_layer(tf: str, k: int) -> NameMap:

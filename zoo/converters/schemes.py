@@ -15,8 +15,8 @@ from types import ModuleType
 
 from zoo.config import SCHEME_ARCHITECTURE, SCHEMES, ModelConfig
 from zoo.converters import brightmart, google_albert, google_bert
-from zoo.converters.canonical import encoder_shapes, head_shapes
-from zoo.converters.names import HEAD_NAME_MAPS, transposed
+from zoo.converters.canonical import encoder_shapes, head_shapes, task_shapes
+from zoo.converters.names import HEAD_NAME_MAPS, TASK_NAME_MAPS, transposed
 from zoo.errors import CheckpointError, UnsupportedError, UsageError
 
 _MODULES: dict[str, ModuleType] = {m.SCHEME: m for m in (google_albert, brightmart, google_bert)}
@@ -100,13 +100,22 @@ def _listing(items: list[str], limit: int = 20) -> str:
 
 
 def name_map(scheme: str, config: ModelConfig, heads: Iterable[str] = ()) -> dict[str, str]:
-    """``{TF variable name: canonical name}`` of the ``scheme``'s checkpoint for ``config``: the encoder and the
-    given pretraining ``heads`` (``mlm``, ``seq_relationship``). The converter reads through it, the TF exporter
+    """``{TF variable name: canonical name}`` of the ``scheme``'s checkpoint for ``config``: the encoder, the
+    given pretraining ``heads`` (``mlm``, ``seq_relationship``) and the task head ``config`` states where upstream
+    has one (:data:`~zoo.converters.names.TASK_NAME_MAPS`). The converter reads through it, the TF exporter
     (:mod:`zoo.converters.tf_export`) writes through its inverse."""
     names: dict[str, str] = _MODULES[check_scheme(scheme)].encoder_names(config)
     for head in heads:
         names.update(HEAD_NAME_MAPS[head])
+    if config.task in TASK_NAME_MAPS:
+        names.update(TASK_NAME_MAPS[config.task])
     return names
+
+
+def tf_task_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The canonical shapes of the task head a TF checkpoint of ``config`` holds: upstream's classifier for a
+    sequence classifier, nothing otherwise (token classification has no upstream convention)."""
+    return task_shapes(config) if config.task in TASK_NAME_MAPS else {}
 
 
 def plan(scheme: str, config: ModelConfig, shapes: Mapping[str, tuple[int, ...]]) -> Plan:
@@ -124,6 +133,7 @@ def plan(scheme: str, config: ModelConfig, shapes: Mapping[str, tuple[int, ...]]
     for head, present in heads.items():
         if present:
             canonical.update(head_shapes(config)[head])
+    canonical.update(tf_task_shapes(config))
     assert set(names.values()) == set(canonical), "name map and canonical shapes disagree"
 
     skipped: Counter[str] = Counter()

@@ -17,16 +17,24 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from zoo._fs import sha256_file
-from zoo.config import SCHEME_ARCHITECTURE, InvalidConfig, ModelConfig, normalize_dtype, upstream_architecture
+from zoo.config import (
+    CLASSIFIER_DROPOUT,
+    SCHEME_ARCHITECTURE,
+    InvalidConfig,
+    ModelConfig,
+    normalize_dtype,
+    upstream_architecture,
+)
 from zoo.converters.arrays import FLOAT_DTYPES, cast, transposed_bands, view
 from zoo.converters.layout import CONFIG, CONVERTER_VERSION, VOCAB, WEIGHTS, Staged, read_json, staged_output
+from zoo.converters.names import CLASSIFIER_WEIGHTS, TASK_NAME_MAPS
 from zoo.converters.safetensors_out import Spec, header
 from zoo.converters.schemes import Plan, check_scheme, detect_scheme, plan
 from zoo.converters.vocab import Vocab, fit_rows, looks_cased, read_vocab
@@ -37,13 +45,21 @@ from zoo.tf.bundle import ITEMSIZE, FileDigest, ShardReader, TensorBundle, find_
 log = logging.getLogger("zoo.converters")
 
 
+#: The labels of a fine-tuned classifier, one per line in id order, next to its checkpoint (``zoo export --format
+#: tf`` writes it; upstream scripts keep them in code, so a release of theirs has none).
+LABELS_FILE = "labels.txt"
+_SEQUENCE_CLASSIFICATION = "sequence-classification"
+
+
 @dataclasses.dataclass(frozen=True)
 class Release:
-    """The files of one upstream release: checkpoint prefix, config JSON (if any) and vocab."""
+    """The files of one upstream release: checkpoint prefix, config JSON (if any), vocab and, for a fine-tuned
+    classifier, its labels (:data:`LABELS_FILE`, if any)."""
 
     prefix: Path
     config_file: Path | None
     vocab_file: Path
+    labels_file: Path | None = None
 
 
 def _pick(directory: Path, pattern: str, what: str, option: str, prefer: tuple[str, ...] = ()) -> Path | None:
@@ -75,7 +91,24 @@ def find_release(src: str | os.PathLike[str], *, config: str | os.PathLike[str] 
     for path in (config_file, vocab_file):
         if path is not None and not path.is_file():
             raise NotFoundError(f"{path}: no such file")
-    return Release(prefix, config_file, vocab_file)
+    labels_file = directory / LABELS_FILE
+    return Release(prefix, config_file, vocab_file, labels_file if labels_file.is_file() else None)
+
+
+def read_labels(path: Path) -> tuple[str, ...]:
+    """A classifier's labels from ``path``: one per line, in id order (spaces at the edges are not part of a
+    label). An empty line or a file that is not UTF-8 is a CheckpointError."""
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is not UTF-8 text", hint="write one label per line, in id order") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path} is not readable ({exc.strerror or exc})") from None
+    empty = next((i for i, line in enumerate(lines, 1) if not line), None)
+    if empty is not None or not lines:
+        raise CheckpointError(f"{path}: {f'line {empty} is empty' if empty else 'no labels'}",
+                              hint="write one label per line, in id order")
+    return tuple(lines)
 
 
 def load_config(path: Path, architecture: str | None = None) -> ModelConfig:
@@ -259,6 +292,8 @@ def _hash_inputs(bundle: TensorBundle, release: Release, digests: list[FileDiges
     if release.config_file is not None:
         files.append((release.config_file, "config"))
     files.append((release.vocab_file, "vocab"))
+    if release.labels_file is not None:
+        files.append((release.labels_file, "labels"))
     records = []
     for path, role in files:
         record: dict[str, Any] = {"path": path.name, "role": role}
@@ -281,7 +316,7 @@ def _key(path: Path) -> Path:
 def convert(src: str | os.PathLike[str], out: str | os.PathLike[str], *, scheme: str = "auto",
             config: ModelConfig | str | os.PathLike[str] | None = None,
             vocab: str | os.PathLike[str] | None = None, dtype: str | None = None,
-            progress: ProgressCallback | None = None) -> Path:
+            progress: ProgressCallback | None = None, labels: Sequence[str] | None = None) -> Path:
     """Convert a TensorFlow checkpoint to zoo's format (no TensorFlow needed); returns ``out``.
 
     ``src`` is an upstream release directory (checkpoint + ``*config*.json`` + ``vocab*.txt``) or a checkpoint
@@ -291,28 +326,77 @@ def convert(src: str | os.PathLike[str], out: str | os.PathLike[str], *, scheme:
     ``dtype`` (``float32``/``float16``/``bfloat16``, or ``fp32``/``fp16``/``bf16``) casts the weights; default:
     as stored. ``progress`` receives ``convert`` events (bytes written).
 
+    A checkpoint fine-tuned by upstream ``run_classifier.py`` (``output_weights``/``output_bias`` next to
+    ``bert/...``) becomes a ready sequence classifier: ``labels`` names its outputs in id order (default: the
+    release's ``labels.txt``, else ``LABEL_0`` … ``LABEL_{n-1}``).
+
     A transformers folder (``config.json`` with ``model_type``, as ``zoo export`` and ``save_pretrained`` write
     it) is converted too, by :func:`zoo.converters.transformers.convert_transformers_dir`: its config describes
-    it, so ``scheme`` and ``config`` do not apply.
+    it (``id2label`` its labels), so ``scheme``, ``config`` and ``labels`` do not apply.
     """
     from zoo.converters.transformers import convert_transformers_dir, is_transformers_dir
 
     if is_transformers_dir(Path(src)):
-        if scheme != "auto" or config is not None:
-            raise UsageError(f"{src} is a transformers folder: --scheme and --config apply to TensorFlow checkpoints",
-                             hint="its config.json describes the model; leave them out")
+        if scheme != "auto" or config is not None or labels is not None:
+            raise UsageError(f"{src} is a transformers folder: --scheme, --config and --labels apply to TensorFlow "
+                             "checkpoints", hint="its config.json describes the model (id2label its labels); leave "
+                                                 "them out")
         return convert_transformers_dir(Path(src), Path(out), vocab=vocab, dtype=dtype)
     given = config if isinstance(config, ModelConfig) else None
     config_file = None if isinstance(config, ModelConfig) else config
     release = find_release(src, config=config_file, vocab=vocab, need_config=given is None)
-    return convert_release(release, Path(out), scheme=scheme, config=given, dtype=dtype, progress=progress)
+    return convert_release(release, Path(out), scheme=scheme, config=given, dtype=dtype, progress=progress,
+                           labels=labels)
+
+
+def with_classifier(config: ModelConfig, shapes: Mapping[str, tuple[int, ...]], release: Release,
+                    labels: Sequence[str] | None = None) -> tuple[ModelConfig, Release]:
+    """``config`` as the checkpoint's variables (``shapes``) describe it: with upstream ``run_classifier.py``'s
+    head, a fine-tuned sequence classifier — labels ``labels``, else those ``config`` names, else the release's
+    :data:`LABELS_FILE`, else ``LABEL_0`` …; its dropout the config's, else upstream's 0.1. Returns the release with
+    the labels file it read (none where it read none), for the receipt."""
+    found = shapes.get(CLASSIFIER_WEIGHTS)
+    if found is None:
+        if labels is not None:
+            raise UsageError(f"{release.prefix} has no classifier ({CLASSIFIER_WEIGHTS}): labels name nothing",
+                             hint="labels apply to a checkpoint fine-tuned by run_classifier.py")
+        if config.task is not None and config.task not in TASK_NAME_MAPS:  # a TF checkpoint cannot hold its head
+            log.warning("%s: the config describes a %s head, which TF checkpoints do not hold: converted as an "
+                        "encoder", release.prefix, config.task)
+            config = dataclasses.replace(config, task=None, labels=None, tag_scheme=None, classifier_dropout_prob=None)
+        return config, dataclasses.replace(release, labels_file=None)
+    count = found[0]  # its full shape is checked with every other variable (schemes.plan)
+    used = None
+    if labels is not None:
+        names = tuple(labels)
+    elif config.task == _SEQUENCE_CLASSIFICATION and config.labels:  # a zoo config.json given with --config
+        names = config.labels
+    elif release.labels_file is not None:
+        used = release.labels_file
+        names = read_labels(used)
+    else:
+        names = tuple(f"LABEL_{i}" for i in range(count))
+    if len(names) != count:
+        origin = "the labels given" if labels is not None else str(used or "the config")
+        error = UsageError if labels is not None else CheckpointError
+        raise error(f"{release.prefix}: the classifier has {count} outputs, {origin} name {len(names)} labels",
+                    hint="name one label per output, in id order (zoo convert --labels A B …)")
+    dropout = config.classifier_dropout_prob
+    try:
+        tuned = dataclasses.replace(config, task=_SEQUENCE_CLASSIFICATION, labels=names, tag_scheme=None,
+                                    classifier_dropout_prob=CLASSIFIER_DROPOUT if dropout is None else dropout)
+    except InvalidConfig as exc:
+        raise UsageError(exc.message(used or release.prefix), hint="name each label once, in id order") from None
+    return tuned, dataclasses.replace(release, labels_file=used)
 
 
 def convert_release(release: Release, out: Path, *, scheme: str = "auto", config: ModelConfig | None = None,
                     dtype: str | None = None, source_sha256: str | None = None,
                     progress: ProgressCallback | None = None, label: str | None = None,
-                    known_sha256: Mapping[str | os.PathLike[str], str] | None = None) -> Path:
-    """Convert the files of ``release`` into ``out``; ``config`` (if given) replaces its config file.
+                    known_sha256: Mapping[str | os.PathLike[str], str] | None = None,
+                    labels: Sequence[str] | None = None) -> Path:
+    """Convert the files of ``release`` into ``out``; ``config`` (if given) replaces its config file, ``labels``
+    name a fine-tuned classifier's outputs (:func:`with_classifier`).
 
     ``known_sha256`` maps input files (absolute paths) to sha256 digests already verified — a cache snapshot's
     marker — so the receipt records them without hashing the files again (their CRC32Cs are still checked)."""
@@ -330,6 +414,7 @@ def convert_release(release: Release, out: Path, *, scheme: str = "auto", config
         else:
             assert release.config_file is not None
             model_config = load_config(release.config_file, architecture)
+        model_config, release = with_classifier(model_config, shapes, release, labels)
         the_plan = plan(scheme, model_config, shapes)
         for target in the_plan.targets:
             var = bundle.variables[target.tf_name]
@@ -371,6 +456,7 @@ def _receipt(scheme: str, config: ModelConfig, the_plan: Plan, inputs: list[dict
         "parameters": params,
         "tensors": len(the_plan.targets),
         "heads": sorted(head for head, present in the_plan.heads.items() if present),
+        "task": config.task,
         "skipped": {"count": len(the_plan.skipped_names), "by_kind": the_plan.skipped,
                     "names": the_plan.skipped_names},
         # upstream releases do not record do_lower_case; loaders of a plain converted directory use this
@@ -385,5 +471,5 @@ def _receipt(scheme: str, config: ModelConfig, the_plan: Plan, inputs: list[dict
     }
 
 
-__all__ = ["Release", "convert", "convert_release", "find_release", "load_config",
-           "parse_config"]
+__all__ = ["LABELS_FILE", "Release", "convert", "convert_release", "find_release", "load_config", "parse_config",
+           "read_labels", "with_classifier"]

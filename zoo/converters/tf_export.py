@@ -15,8 +15,10 @@ scheme                      checkpoint prefix      config                  vocab
 plus ``checkpoint`` (the state file ``tf.train.latest_checkpoint`` reads) and zoo's ``receipt.json``. The
 checkpoint (``PREFIX.index`` + ``PREFIX.data-00000-of-00001``) holds the upstream variables — names from the same
 per-scheme maps the converter reads with (:func:`zoo.converters.schemes.name_map`, inverted), float32 as upstream
-code creates them, kernels transposed back to ``[in, out]`` — the pretraining heads the model has, and nothing
-else: no optimizer slots, and ``global_step`` only when asked for. It is written by :mod:`zoo.tf.writer`
+code creates them, kernels transposed back to ``[in, out]`` — the pretraining heads the model has, a fine-tuned
+sequence classifier's head as ``run_classifier.py`` names it (``output_weights``/``output_bias``, with its labels
+in ``labels.txt``), and nothing else: no optimizer slots, and ``global_step`` only when asked for. Token
+classification has no upstream convention: its head is left out, with a warning. It is written by :mod:`zoo.tf.writer`
 (TensorFlow's bytes, streamed: one tensor band at a time) through :func:`zoo.converters.layout.staged_output`.
 
 The scheme follows from the architecture (``bert`` → google-bert, ``albert`` → google-albert,
@@ -40,8 +42,9 @@ from zoo.config import SCHEME_ARCHITECTURE, SCHEMES, ModelConfig
 from zoo.converters.arrays import FLOAT_DTYPES, cast, transposed_bands
 from zoo.converters.canonical import encoder_shapes, head_shapes, shape_problems
 from zoo.converters.layout import VOCAB, WEIGHTS, missing_file, read_directory_vocab, staged_output
-from zoo.converters.names import transposed
-from zoo.converters.schemes import name_map
+from zoo.converters.names import TASK_NAME_MAPS, transposed
+from zoo.converters.schemes import name_map, tf_task_shapes
+from zoo.converters.tf import LABELS_FILE
 from zoo.errors import CheckpointError, UnsupportedError, UsageError
 from zoo.tf.writer import BundleWriter, checkpoint_state, data_file_name
 
@@ -57,7 +60,8 @@ RELEASE_FILES: dict[str, tuple[str, str]] = {
 ARCHITECTURE_SCHEME: dict[str, str] = {arch: scheme for scheme, arch in SCHEME_ARCHITECTURE.items()}
 #: LayerNorm epsilon of every upstream modeling.py (``tf.contrib.layers.layer_norm``'s default).
 UPSTREAM_LAYER_NORM_EPS = 1e-12
-#: Task heads zoo initialises fresh; a TF release never holds them, so an export leaves them out.
+#: Task heads: an export writes a sequence classifier's (upstream run_classifier.py has one) and leaves the others
+#: out (fresh, untrained heads; a token classifier or question answering, whose upstream names zoo does not write).
 TASK_HEAD_PREFIXES = ("classifier.", "qa_outputs.")
 _CHUNK = 8 << 20
 
@@ -176,6 +180,7 @@ def _check(tensors: Mapping[str, Tensor], config: ModelConfig, origin: str) -> t
     if not has_pooler:
         for name in pooler:
             del expected[name]
+    expected.update(tf_task_shapes(config))
     heads = []
     for head, shapes in head_shapes(config).items():
         present = [n for n in shapes if n in tensors]
@@ -232,9 +237,9 @@ def export_tf(directory: Path, out: Path, *, config: ModelConfig, layout: str = 
     tensors, release = canonical_tensors(directory, config, layout)
     try:
         heads, dropped, has_pooler = _check(tensors, config, str(directory / WEIGHTS))
-        if dropped:
-            log.warning("%s: left out of the TF export (task heads are not part of a release): %s", directory,
-                        ", ".join(dropped))
+        warnings = [_left_out(config, dropped)] if dropped else []
+        for warning in warnings:
+            log.warning("%s: %s", directory, warning)
         names = name_map(scheme, config, heads)  # TF name → canonical
         if not has_pooler:
             log.warning("%s has no pooler (saved without one): the export has no bert/pooler/dense either, and the "
@@ -260,6 +265,9 @@ def export_tf(directory: Path, out: Path, *, config: ModelConfig, layout: str = 
             staged.write_text("checkpoint", checkpoint_state(prefix), "checkpoint-state")
             staged.write_text(config_name, json.dumps(upstream, indent=2) + "\n", "config")
             staged.write_bytes(VOCAB, vocab.read_bytes(), "vocab")
+            exported_task = config.task if config.task in TASK_NAME_MAPS else None
+            if exported_task is not None and config.labels:
+                staged.write_text(LABELS_FILE, "".join(f"{label}\n" for label in config.labels), "labels")
             staged.receipt.update({
                 "format": "tf",
                 "scheme": scheme,
@@ -271,7 +279,10 @@ def export_tf(directory: Path, out: Path, *, config: ModelConfig, layout: str = 
                 "heads": heads,
                 "pooler": has_pooler,
                 "global_step": global_step,
+                "task": exported_task,
+                "labels": list(config.labels) if exported_task is not None and config.labels else None,
                 "left_out": dropped,
+                "warnings": warnings,
                 "approximations": notes,
                 "variables": variables,
                 "source": source,
@@ -283,6 +294,15 @@ def export_tf(directory: Path, out: Path, *, config: ModelConfig, layout: str = 
         release()
     log.info("exported %s as a %s TF checkpoint (%d variables) to %s", directory, scheme, len(variables), out)
     return files
+
+
+def _left_out(config: ModelConfig, dropped: list[str]) -> str:
+    """Why the task-head tensors ``dropped`` are not in the export, in one sentence."""
+    if config.task == "token-classification" and any(n.startswith("classifier.") for n in dropped):
+        return (f"the token-classification head ({', '.join(dropped)}) is left out: upstream TensorFlow code has no "
+                "convention for a token classifier, so the export holds the encoder only (fine-tune a tagger on it, "
+                "or use the transformers export: zoo export --format hf)")
+    return f"left out of the TF export (task heads that are not part of an upstream release): {', '.join(dropped)}"
 
 
 def _weights_sha256(receipt: Mapping[str, Any] | None) -> str | None:

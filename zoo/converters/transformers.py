@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from zoo._fs import sha256_file
 from zoo.config import ModelConfig, normalize_dtype, present_heads
 from zoo.converters import hf_names
-from zoo.converters.canonical import encoder_shapes, head_shapes, shape_problems
+from zoo.converters.canonical import encoder_shapes, head_shapes, shape_problems, task_shapes
 from zoo.converters.layout import (
     CONFIG,
     CONVERTER_VERSION,
@@ -79,10 +79,11 @@ def _modern_name(name: str) -> str:
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Canonical name → shape for ``config`` with the pretraining heads."""
+    """Canonical name → shape for ``config`` with the pretraining heads and the task head it states."""
     shapes = encoder_shapes(config)
     for head in head_shapes(config).values():
         shapes.update(head)
+    shapes.update(task_shapes(config))
     return shapes
 
 
@@ -130,6 +131,7 @@ def convert_transformers(weights: Path, vocab_file: Path, out: Path, *, config: 
             "parameters": sum(t.numel() for t in tensors.values()),
             "tensors": len(tensors),
             "heads": sorted(present_heads(tensors)),
+            "task": config.task,
             "tokenizer": {"lowercase": lowercase, "strip_accents": strip_accents},
         })
     return out

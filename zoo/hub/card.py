@@ -76,12 +76,13 @@ def model_card(prov: Provenance, config: ModelConfig, hf_config: Mapping[str, An
     made = dict(prov.made_from or {"kind": "unknown", "model": prov.name})
     model_type = hf_config["model_type"]
     about = prov.description.strip()
-    lines = ["---", yaml.safe_dump(_front_matter(prov, model_type), sort_keys=False, allow_unicode=True).rstrip(),
+    lines = ["---", yaml.safe_dump(_front_matter(prov, model_type, config.task), sort_keys=False,
+                                   allow_unicode=True).rstrip(),
              "---", "", f"# {prov.name}", "", *([about + ("" if about.endswith(".") else "."), ""] if about else []),
              (f"transformers `{hf_config['architectures'][0]}` weights ({model_type}, "
               f"{config.num_hidden_layers} layers, hidden size {config.hidden_size}), exported by "
               f"[zoo](https://github.com/zoo-checkpoints/zoo) {__version__} {_what_it_is(made)}."),
-             "", "## Origin", "", *_origin(prov, made)]
+             *_task(config, made), "", "## Origin", "", *_origin(prov, made)]
     if config.architecture == "albert-brightmart":
         lines.append("- brightmart's ALBERT factorises the token embeddings as `word_embeddings @ word_embeddings_2`; "
                      "this export multiplies them out (`embedding_size` = `hidden_size`, identity "
@@ -97,15 +98,20 @@ def model_card(prov: Provenance, config: ModelConfig, hf_config: Mapping[str, An
         lines += [f"| `{i.get('path')}` | {i.get('role', '')} | {i.get('size', '')} | `{i.get('sha256')}` |"
                   for i in inputs]
     lines += ["", "## Provenance", "", "What zoo's receipt records about these weights:", "", "```json",
-              json.dumps({k: v for k, v in made.items() if k not in ("inputs", "about")}, indent=2,
+              json.dumps({k: v for k, v in made.items() if k not in ("inputs", "about", "results")}, indent=2,
                          ensure_ascii=False), "```"]
-    lines += _usage(prov, made, repo_id, folder)
+    lines += _usage(prov, made, repo_id, folder, config)
     if prov.citation:
         lines += ["", "## Citation", "", "```", prov.citation.strip(), "```"]
     return "\n".join(lines) + "\n"
 
 
-def _front_matter(prov: Provenance, model_type: str) -> dict[str, Any]:
+#: The Hub's ``pipeline_tag`` of each model: fill-mask for pretrained ones, the task's pipeline for fine-tuned ones.
+PIPELINE_TAGS: dict[str | None, str] = {None: "fill-mask", "token-classification": "token-classification",
+                                        "sequence-classification": "text-classification"}
+
+
+def _front_matter(prov: Provenance, model_type: str, task: str | None = None) -> dict[str, Any]:
     """The YAML the Hub indexes: license (the base model's for a trained one), language, tags."""
     front: dict[str, Any] = {}
     license_id = (prov.license or "").strip()
@@ -119,9 +125,53 @@ def _front_matter(prov: Provenance, model_type: str) -> dict[str, Any]:
     if prov.language:
         front["language"] = [_HUB_LANGUAGE.get(prov.language, prov.language)]
     front["library_name"] = "transformers"
-    front["pipeline_tag"] = "fill-mask"
-    front["tags"] = sorted({model_type, prov.family or model_type, "fill-mask", "zoo", "safetensors"})
+    front["pipeline_tag"] = PIPELINE_TAGS[task]
+    front["tags"] = sorted({model_type, prov.family or model_type, PIPELINE_TAGS[task], "zoo", "safetensors"})
     return front
+
+
+def _task(config: ModelConfig, made: Mapping[str, Any]) -> list[str]:
+    """What a fine-tuned model predicts: its labels in id order (``id2label``), and the results its run
+    recorded."""
+    if config.task is None or not config.labels:
+        return []
+    labels = ", ".join(f"`{label}`" for label in config.labels)
+    if config.task == "sequence-classification":
+        what = (f"A fine-tuned text classifier: one of {len(config.labels)} classes per text (or text pair): "
+                f"{labels} (`id2label`, in id order).")
+        return ["", "## Task", "", what, *_results(made.get("results"))]
+    what = (f"A fine-tuned token classifier (a tagger): one of {len(config.labels)} tags per token, in "
+            f"{str(config.tag_scheme).upper()}: {labels} (`id2label`, in id order).")
+    types = sorted({t[2:] for t in config.labels if t[:2] in ("B-", "I-", "E-", "S-")})
+    if types:
+        what += f" Entity types: {', '.join(f'`{t}`' for t in types)}."
+    lines = ["", "## Task", "", what]
+    if config.tag_scheme == "bioes":
+        lines += ["", ("The tags are BIOES: transformers' `aggregation_strategy` understands only `B-`/`I-`, so read "
+                       "the tags with `aggregation_strategy=\"none\"` and decode `E-`/`S-` yourself (zoo's `tag()` "
+                       "does).")]
+    return lines + _results(made.get("results"))
+
+
+def _results(results: Any, limit: int = 40) -> list[str]:
+    """The numbers a fine-tuning run recorded, one row per metric (nested keys joined with ``.``); anything that
+    is not a number (a confusion matrix, a note) stays in the receipt."""
+    rows: list[tuple[str, float]] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                key = str(key).replace("|", "\\|")  # a table cell
+                walk(f"{prefix}.{key}" if prefix else key, item)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            rows.append((prefix, value))
+
+    walk("", results if isinstance(results, Mapping) else {})
+    if not rows:
+        return []
+    shown = [f"| {key} | {value:.4g} |" for key, value in rows[:limit]]
+    more = ["", f"… and {len(rows) - limit} more in `receipt.json`."] if len(rows) > limit else []
+    return ["", "Results recorded by the fine-tuning run:", "", "| metric | value |", "|---|---|", *shown, *more]
 
 
 def _what_it_is(made: Mapping[str, Any]) -> str:
@@ -168,23 +218,42 @@ def _origin(prov: Provenance, made: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def _usage(prov: Provenance, made: Mapping[str, Any], repo_id: str | None, folder: str | None) -> list[str]:
+#: The text the usage examples of a fine-tuned model run on.
+_EXAMPLE = "今天天气很好。"
+
+
+def _usage(prov: Provenance, made: Mapping[str, Any], repo_id: str | None, folder: str | None,
+           config: ModelConfig) -> list[str]:
     """Usage that works: the Hub repo when there is one, else the exported folder; zoo loads a registry release
-    by its name."""
+    by its name. A fine-tuned model is used through its pipeline (transformers) and ``tag``/``classify`` (zoo)."""
     where = repo_id or f"./{folder or prov.name}"
+    task = config.task
+    heads = ', heads="mlm"' if task is None else ""  # a fine-tuned model loads with its task head
     if made.get("kind") == "release":
-        zoo_lines = [f'loaded = zoo.load("{made.get("model")}", heads="mlm")']
+        zoo_lines = [f'loaded = zoo.load("{made.get("model")}"{heads})']
     elif repo_id:
         zoo_lines = ["from huggingface_hub import snapshot_download", "",
-                     f'loaded = zoo.load(snapshot_download("{repo_id}"), heads="mlm")']
+                     f'loaded = zoo.load(snapshot_download("{repo_id}"){heads})']
     else:
-        zoo_lines = [f'loaded = zoo.load("{where}", heads="mlm")']
-    return ["", "## Usage", "", "With transformers:", "", "```python",
-            "from transformers import AutoModelForMaskedLM, AutoTokenizer", "",
-            f'tokenizer = AutoTokenizer.from_pretrained("{where}")',
-            f'model = AutoModelForMaskedLM.from_pretrained("{where}")', "```", "",
+        zoo_lines = [f'loaded = zoo.load("{where}"{heads})']
+    if task == "token-classification":
+        strategy = "none" if config.tag_scheme == "bioes" else "simple"  # transformers aggregates B-/I- only
+        hf_lines = ["from transformers import pipeline", "",
+                    f'tagger = pipeline("token-classification", model="{where}", aggregation_strategy="{strategy}")',
+                    f'tagger("{_EXAMPLE}")']
+        zoo_lines.append(f'loaded.tag("{_EXAMPLE}")')
+    elif task == "sequence-classification":
+        hf_lines = ["from transformers import pipeline", "",
+                    f'classifier = pipeline("text-classification", model="{where}")', f'classifier("{_EXAMPLE}")']
+        zoo_lines.append(f'loaded.classify("{_EXAMPLE}")')
+    else:
+        hf_lines = ["from transformers import AutoModelForMaskedLM, AutoTokenizer", "",
+                    f'tokenizer = AutoTokenizer.from_pretrained("{where}")',
+                    f'model = AutoModelForMaskedLM.from_pretrained("{where}")']
+        zoo_lines.append('loaded.fill_mask("今天天气很[MASK]。")')
+    return ["", "## Usage", "", "With transformers:", "", "```python", *hf_lines, "```", "",
             "With zoo (checks every file against its sha256 before use):", "", "```python", "import zoo", "",
-            *zoo_lines, 'loaded.fill_mask("今天天气很[MASK]。")', "```"]
+            *zoo_lines, "```"]
 
 
 def public(value: Any) -> Any:

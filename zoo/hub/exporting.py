@@ -10,6 +10,7 @@ rewrite live in :mod:`zoo.converters.hf_names`; the folder is written through :m
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("zoo.hub")
 
 FORMATS = ("hf", "tf")
+#: The evaluation a fine-tuning run may leave next to its weights (its receipt's ``results`` is read first).
+RESULTS = "results.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,10 +241,7 @@ def write_hf_folder(weights: Weights, out: Path, *, repo_id: str | None = None) 
     hf_names.hf_equivalent(config)  # pre-LN brightmart: UnsupportedError before any work
     state = canonical_state(weights)
     check_shapes(state, config, str(weights.path / WEIGHTS))
-    head = heads_in(present_heads(state))
-    if head != "pretraining":
-        log.warning("%s has %s: exported without the pretraining heads it lacks", weights.path,
-                    "no SOP/NSP head" if head == "mlm" else "no MLM head (AutoModelForMaskedLM will not load it)")
+    head = _export_head(config, state, weights.path)
     tensors = hf_names.to_transformers(state, config, head)
     for tied in _tied_keys(tensors):
         del tensors[tied]  # tied to the word embeddings / predictions.bias; transformers re-ties them on load
@@ -259,16 +259,50 @@ def write_hf_folder(weights: Weights, out: Path, *, repo_id: str | None = None) 
                                           strip_accents=weights.strip_accents).items():
             staged.write_text(name, text, "tokenizer")
         hashes = {name: item["sha256"] for name, item in staged.outputs.items()}
-        staged.write_text("README.md", model_card(weights.provenance, config, hf_config, hashes, repo_id=repo_id,
+        prov = _with_results(weights)
+        staged.write_text("README.md", model_card(prov, config, hf_config, hashes, repo_id=repo_id,
                                                   folder=out.name), "model card")
         staged.receipt.update({"format": "hf", "architecture": config.architecture,
                                "transformers_class": hf_config["architectures"][0],
-                               "source": weights.provenance.origin, "source_sha256": weights.provenance.source_sha256,
-                               "made_from": weights.provenance.made_from})
+                               "task": config.task, "labels": list(config.labels) if config.labels else None,
+                               "source": prov.origin, "source_sha256": prov.source_sha256,
+                               "made_from": prov.made_from})
         files = {name: item["sha256"] for name, item in staged.outputs.items()}
     log.info("exported %s (%s, %s) to %s", weights.provenance.name, hf_config["architectures"][0],
              config.architecture, out)
-    return Exported(out, "hf", weights.provenance, files)
+    return Exported(out, "hf", prov, files)
+
+
+def _export_head(config: ModelConfig, state: Mapping[str, Any], path: Path) -> str | None:
+    """The transformers head of an export: a fine-tuned model's task class (any pretraining heads it still has
+    stay out: a task class has none), else the pretraining heads the weights have."""
+    if config.task is not None:
+        if present_heads(state):
+            log.info("%s: the pretraining heads are left out of the %s export", path, config.task)
+        return config.task
+    head = heads_in(present_heads(state))
+    if head != "pretraining":
+        log.warning("%s has %s: exported without the pretraining heads it lacks", path,
+                    "no SOP/NSP head" if head == "mlm" else "no MLM head (AutoModelForMaskedLM will not load it)")
+    return head
+
+
+def _with_results(weights: Weights) -> Provenance:
+    """The provenance of a fine-tuned model with the evaluation its run recorded (``results`` in its receipt, else
+    a ``results.json`` next to the weights; read defensively: anything but a JSON object is no results)."""
+    prov = weights.provenance
+    made = dict(prov.made_from or {})
+    if weights.config.task is None or isinstance(made.get("results"), Mapping):
+        return prov
+    results = (prov.receipt or {}).get("results")
+    if not isinstance(results, Mapping) and (weights.path / RESULTS).is_file():
+        try:
+            results = json.loads((weights.path / RESULTS).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            log.warning("%s is not readable JSON (%s): the model card shows no results", weights.path / RESULTS, exc)
+    if not isinstance(results, Mapping):
+        return prov
+    return dataclasses.replace(prov, made_from={**made, "results": dict(results)})
 
 
 def _with_classifier_dropout(config: ModelConfig, receipt: Mapping[str, Any] | None) -> ModelConfig:
