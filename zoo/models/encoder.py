@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from zoo.config import HEADS, ModelConfig
+from zoo.config import CLASSIFIER_DROPOUT, HEADS, ModelConfig
 from zoo.errors import UsageError
 from zoo.models.activations import ACTIVATION_FUNCTIONS
-from zoo.models.heads import CLASSIFIER_DROPOUT, Classifier, MaskedLMHead
+from zoo.models.heads import Classifier, MaskedLMHead
 from zoo.models.losses import IGNORE, nll_sum
 
 #: The TF code adds this to the attention scores of masked keys.

@@ -15,8 +15,6 @@ from torch import nn
 from zoo.config import ModelConfig
 from zoo.models.activations import ACTIVATION_FUNCTIONS
 
-#: Dropout before a classifier when the config states none: upstream run_classifier.py's and transformers'.
-CLASSIFIER_DROPOUT = 0.1
 
 
 class MaskedLMHead(nn.Module):
@@ -55,4 +53,4 @@ class Classifier(nn.Linear):
         return super().forward(self.dropout(x))
 
 
-__all__ = ["CLASSIFIER_DROPOUT", "Classifier", "MaskedLMHead"]
+__all__ = ["Classifier", "MaskedLMHead"]
