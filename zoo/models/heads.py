@@ -16,7 +16,6 @@ from zoo.config import ModelConfig
 from zoo.models.activations import ACTIVATION_FUNCTIONS
 
 
-
 class MaskedLMHead(nn.Module):
     """transform → activation → LayerNorm → decoder tied to the word embeddings, plus an output bias.
 
