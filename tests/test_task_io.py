@@ -112,6 +112,13 @@ def test_the_tagging_pipeline_finds_the_entities_zoo_decodes(models: dict) -> No
             assert abs(float(entity["score"]) - float(best.values[span.start:span.end].mean())) <= ATOL
         found += len(spans)
     assert found >= 3  # the random head predicts entities: the comparison is not vacuous
+    # zoo's own tag() on the same model finds exactly the pipeline's entities, with the same scores
+    tagged = zoo.load(tuned, device="cpu").tag(TEXTS)
+    for text, entities in zip(TEXTS, tagged):
+        theirs = tagger(text)
+        assert [(e["label"], e["start"], e["end"], e["text"]) for e in entities] == \
+            [(e["entity_group"], e["start"], e["end"], e["word"]) for e in theirs]
+        assert all(abs(a["score"] - float(b["score"])) <= ATOL for a, b in zip(entities, theirs))
 
 
 def test_the_text_classification_pipeline_gives_zoo_s_classes(models: dict) -> None:
@@ -125,6 +132,11 @@ def test_the_text_classification_pipeline_gives_zoo_s_classes(models: dict) -> N
         assert every.keys() == set(LABELS["sequence-classification"])
         for label, p in zip(LABELS["sequence-classification"], row.tolist()):
             assert abs(every[label] - p) <= ATOL, label
+    ours = zoo.load(tuned, device="cpu").classify(TEXTS, all_scores=True)
+    for text, result in zip(TEXTS, ours):
+        (best,) = classify(text)
+        assert result["label"] == best["label"] and abs(result["score"] - best["score"]) <= ATOL
+        assert all(abs(result["scores"][r["label"]] - r["score"]) <= ATOL for r in classify(text, top_k=None))
 
 
 def _card(folder: Path) -> tuple[dict, str]:
