@@ -202,3 +202,17 @@ def test_public_functions_survive_importing_their_modules() -> None:
             "assert zoo.load.__module__ == 'zoo.loader' and zoo.convert.__module__ == 'zoo.converters.tf'")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(("command", "doc"), [("pretrain", "pretraining.md"), ("finetune", "finetuning.md")])
+def test_every_training_option_is_documented(command: str, doc: str) -> None:
+    """The settings are defined once (zoo.training.settings) and the flags generated from them: each must appear
+    in its command's documentation."""
+    import dataclasses
+
+    from zoo.training.settings import FinetuneSettings, PretrainSettings, flag
+
+    cls = PretrainSettings if command == "pretrain" else FinetuneSettings
+    text = (Path(__file__).resolve().parents[1] / "docs" / doc).read_text(encoding="utf-8")
+    missing = [flag(f.name) for f in dataclasses.fields(cls) if f"`{flag(f.name)}" not in text]
+    assert not missing, f"{doc} does not document {missing}"

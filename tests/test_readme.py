@@ -23,8 +23,9 @@ from zoo.registry import clear_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "tf" / "albert_google"
-#: appended to `zoo pretrain` so the README's command fits the fixture (64 positions) and runs in seconds
-SMALL = ["--steps", "3", "--batch-size", "4", "--max-seq-length", "32", "--workers", "0"]
+#: appended to `zoo pretrain`/`zoo finetune` so the README's commands fit the fixture (64 positions) and run in seconds
+SMALL = {"pretrain": ["--steps", "3", "--batch-size", "4", "--max-seq-length", "32", "--workers", "0"],
+         "finetune": ["--batch-size", "4", "--max-seq-length", "32", "--workers", "0"]}
 
 
 def blocks(kind: str) -> list[str]:
@@ -51,6 +52,8 @@ def registered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "reviews.txt").write_text("今天天气很好。\n我们是中国人。\n\n他说了一个大国的事。\n这是好的。\n" * 5,
                                           encoding="utf-8")
+    dishes = "".join(f"{c} {t}\n" for c, t in zip("我很喜欢麻辣香锅", ["O"] * 4 + ["B-DISH"] + ["I-DISH"] * 3))
+    (tmp_path / "dishes.conll").write_text((dishes + "\n") * 8, encoding="utf-8")
     clear_cache()
     return tmp_path
 
@@ -58,16 +61,17 @@ def registered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_readme_console_commands_run(registered: Path, capsys: pytest.CaptureFixture[str]) -> None:
     commands = [line.split("#")[0].strip()[2:] for block in blocks("console") for line in block.splitlines()
                 if line.startswith("$ zoo ")]
-    assert [shlex.split(c)[1] for c in commands[:4]] == ["pull", "run", "pretrain", "run"]
+    assert [shlex.split(c)[1] for c in commands[:6]] == ["pull", "run", "pretrain", "run", "finetune", "run"]
     for command in commands:
         argv = shlex.split(command)[1:]
-        if argv[0] == "pretrain":
-            argv += SMALL
+        argv += SMALL.get(argv[0], [])
         code = main(argv)
         out = capsys.readouterr().out
         assert code == 0, command
         assert out.strip(), command  # every main job prints its result
     assert (registered / "albert_reviews" / "receipt.json").is_file()
+    tagger = read_receipt(registered / "dish_tagger")
+    assert tagger is not None and tagger["kind"] == "finetune" and tagger["base"]["model"] == "albert_reviews"
 
 
 def test_readme_python_example_runs(registered: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -143,10 +143,10 @@ def _finetuning_task(settings: FinetuneSettings, inputs: dict[str, list[Path]], 
         from zoo.tagging import TagSet
         from zoo.training.tasks.token_classification import TokenClassification
 
-        options: dict[str, Any] = {"text_column": settings.text_column or "text",
+        options: dict[str, Any] = {"text_column": settings.text_column or "text", "format": settings.format,
                                    "entity_column": settings.entity_column, "entity_label": settings.entity_label,
                                    "entity_sep": settings.entity_sep}
-        train = labelled.read_tagged(files["train"], **options)  # type: ignore[arg-type]
+        train = labelled.read_tagged(files["train"], scheme=settings.input_scheme, **options)  # type: ignore[arg-type]
         held = {s: labelled.read_tagged(f, scheme=train.scheme, **options) for s, f in files.items()
                 if s != "train" and f is not None}
         labels = _labels(train, held, settings)
@@ -155,8 +155,9 @@ def _finetuning_task(settings: FinetuneSettings, inputs: dict[str, list[Path]], 
     else:
         from zoo.training.tasks.sequence_classification import SequenceClassification
 
-        train_pairs = labelled.read_classification(files["train"])  # type: ignore[arg-type]
-        held_pairs = {s: labelled.read_classification(f) for s, f in files.items() if s != "train" and f is not None}
+        train_pairs = labelled.read_classification(files["train"], format=settings.format)  # type: ignore[arg-type]
+        held_pairs = {s: labelled.read_classification(f, format=settings.format) for s, f in files.items()
+                      if s != "train" and f is not None}
         labels = _labels(train_pairs, held_pairs, settings)
         fine = SequenceClassification(first, base.tokenizer, labels, train_pairs, held_pairs.get("dev"),
                                       held_pairs.get("test"), micro_batch=micro)

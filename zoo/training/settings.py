@@ -190,8 +190,12 @@ class FinetuneSettings(TrainSettings):
                                        maximum=0.99, metavar="P")
     labels: tuple[str, ...] | None = option(None, "the label set, in id order (default: as they appear in --train)",
                                             group="task", metavar="LABEL")
-    tag_scheme: str = option("bio", "tags the model learns (bio: transformers pipelines can aggregate them)",
-                             group="task", choices=TAG_SCHEMES)
+    tag_scheme: str = option("bio", "the tags the model learns, whatever the files use (bio: transformers pipelines "
+                                    "can aggregate them)", group="task", choices=TAG_SCHEMES)
+    format: str | None = option(None, "the data files' format (default: told from extension and content)",
+                                group="task", choices=("conll", "jsonl", "csv", "tsv"))
+    input_scheme: str | None = option(None, "CoNLL: the files' tag scheme (default: told from the tags)",
+                                      group="task", choices=("bio", "iob1", "io", "bioes", "bmes"))
     text_column: str | None = option(None, "CSV/TSV: the column holding the text", group="task", metavar="NAME")
     entity_column: str | None = option(None, "CSV/TSV: the column holding the entity strings", group="task",
                                        metavar="NAME")
