@@ -94,7 +94,7 @@ def run_transformers(base: str, train: str, out: str, batch: int, seq: int, step
     times: list[float] = []
 
     class Clock(transformers.TrainerCallback):  # type: ignore[misc]
-        def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001, ANN003, ANN201
+        def on_step_end(self, args, state, control, **kwargs):
             times.append(time.perf_counter())
 
     args = transformers.TrainingArguments(output_dir=out, per_device_train_batch_size=batch, max_steps=steps,
@@ -110,7 +110,7 @@ def run_transformers(base: str, train: str, out: str, batch: int, seq: int, step
     return {"examples_per_s": half * batch / (times[-1] - times[half - 1])}
 
 
-def _save_task_model(loaded, folder: Path) -> None:  # noqa: ANN001
+def _save_task_model(loaded, folder: Path) -> None:
     """A zoo directory of the starting model with its fresh tagging head, for the transformers side."""
     import dataclasses
 
