@@ -1,32 +1,13 @@
 """Tags, spans, and the mapping between a text's units and its WordPiece tokens, for token classification.
 
-Fine-tuning (:mod:`zoo.training`) and tagging with a fine-tuned model use these functions alike, so predictions
-become spans one way everywhere. Pure Python and numpy: importing this module costs no torch and no seqeval.
-
-**Units.** Labels belong to *units*: the characters of a text, or the tokens a CoNLL file gives (then the text is
-those tokens joined, and each unit is a ``(start, end)`` character range of it). Units never overlap and are in
-order; a :class:`Span` is ``[start, end)`` in characters and always starts and ends on unit boundaries.
-
-**Tags.** ``O``, or a prefix and a label: ``B-X`` (``B_X`` is read as ``B-X``). Input files may use the schemes
-``bio`` (IOB2), ``iob1``, ``io``, ``bioes`` or ``bmes`` (BIOES with ``M-`` for ``I-``); every one is read the way
-seqeval's default (conlleval) mode reads it, by :func:`decode_tags`. Models are trained on one *internal* scheme,
-``bio`` (what a transformers pipeline's ``aggregation_strategy`` understands) or ``bioes``.
-
-**Tokens ↔ units** (:func:`align`), from the tokenizer's character offsets:
-
-- a token is *labelled by* the first unit it covers, if it is the first token that covers that unit; every other
-  token (a ``##`` piece inside the same unit, [CLS], [SEP]) gets ``IGNORE_INDEX`` in training labels. So a token
-  that covers several units (a run of digits or Latin letters in character-level text) carries the label of its
-  first unit, and ``[UNK]`` tokens, which keep their offsets, are labelled like any other;
-- predictions are decoded over the labelled tokens (:func:`decode_tags`), and an entity from labelled token *i* to
-  *j* covers the units from *i*'s unit to the last unit covered by *j* or the tokens after it up to the next
-  labelled token. So units inside one token continue its entity, and units no token covers (spaces, control
-  characters) are inside an entity exactly when the tokens before and after them are in it; otherwise ``O``.
-
-**Windows.** A text longer than ``max_seq_length - 2`` tokens is cut into overlapping windows (``stride`` tokens
-shared by neighbours), at edges that split neither a unit's tokens nor a word's ``##`` pieces where possible
-(whole words come before the full overlap); each token's prediction comes from the window where it has the most
-context (the rule of BERT's ``run_squad.py``). Nothing is ever truncated.
+Fine-tuning (:mod:`zoo.training`) and tagging with a fine-tuned model (``Loaded.tag``) use these functions alike,
+so predictions become spans one way everywhere: :func:`decode_tags` reads tags exactly as seqeval's default
+(conlleval) mode does. Labels belong to *units* — a text's characters, or a CoNLL file's tokens — never to
+WordPiece pieces: :func:`align` maps tokens to units with the tokenizer's offsets (a unit's label trains the first
+token covering it; predictions come back to every unit, spaces and merged digit runs included), and
+:func:`window_ranges` cuts long texts into overlapping windows, each token predicted from the window where it has
+the most context (BERT ``run_squad.py``'s rule). docs/finetuning.md ("Characters, WordPiece and long texts") gives
+the rules. Pure Python and numpy: importing this module costs no torch and no seqeval.
 """
 
 from __future__ import annotations

@@ -1,42 +1,13 @@
 """Pretraining instances (segment pairs with their pair label), built as upstream ``create_pretraining_data.py``.
 
-An :class:`Instance` is a few integers: the token ranges of segment A and B in
-:attr:`TokenizedCorpus.tokens <zoo.training.corpus.TokenizedCorpus.tokens>` and the pair label. Masking happens
-later, per example, in :mod:`zoo.training.masking`.
-
-Per document, exactly upstream's algorithm (google-research/bert and /albert):
-
-* ``max_num_tokens = max_seq_length - 3`` (``- 2`` for MLM-only); the document's target length is
-  ``max_num_tokens``, or with probability ``short_seq_prob`` a uniform integer in ``[2, max_num_tokens]`` --
-  drawn once per document, as upstream does.
-* Sentences accumulate into a chunk until it reaches the target length or the document ends. ``a_end`` is
-  uniform in ``[1, len(chunk) - 1]`` (1 for a one-sentence chunk); A is the first ``a_end`` sentences.
-* ``"nsp"`` (BERT): a one-sentence chunk, or with probability 0.5 any chunk, takes B from a random *other*
-  document: from a random sentence on until B reaches ``target - len(A)`` tokens or that document ends; label 1
-  (random next). The chunk's sentences after A are put back and start the next chunk. Otherwise B is the rest
-  of the chunk, label 0.
-* ``"sop"`` (ALBERT's default ``random_next_sentence=False``): a one-sentence chunk takes B from a random other
-  document with label 1 exactly as NSP does; otherwise, with probability 0.5, A and B are swapped (label 1), or
-  kept in order (label 0).
-* ``"mlm"`` (no pair task): the whole chunk is one segment, no B, label :data:`NO_LABEL`.
-* ``truncate_seq_pair``: while A + B is longer than ``max_num_tokens``, one token goes from the longer side
-  (B on ties), from its front or back with probability 0.5 each.
-
-Epochs and determinism. Upstream writes ``dupe_factor`` (10 BERT, 40 ALBERT) copies of the corpus with fresh
-segmentation and masks, shuffles them and trains on the fixed result; here every epoch draws segmentation
-anew (and :mod:`~zoo.training.masking` draws masks anew: dynamic masking), so ``E`` epochs correspond to
-``dupe_factor = E`` without storing anything. An epoch's instances depend only on the corpus, the options,
-``seed`` and ``epoch`` -- never on the number of processes or workers -- so every process of a distributed run
-enumerates the same sequence and takes its share by index, e.g.
-``itertools.islice(sampler.epoch(e), rank, None, world_size)``.
-
-Order and memory. Upstream materialises every instance and shuffles them all. Here the documents are shuffled
-per epoch (a permutation of document indices, 8 bytes per document), then cut into consecutive *windows* of
-about ``window_tokens`` tokens; a window's instances are generated, shuffled among themselves and yielded,
-and only one window is held at a time. Since the documents are already in random order, a window is a random
-sample of documents; the shuffle inside it only spreads a document's instances apart. Skipping ahead after a
-resume (``epoch(e, start=k)``) still has to segment the skipped windows (the number of instances per window is
-random), but that is plain integer work on the offsets, without touching the tokens or masking.
+An :class:`Instance` is a few integers: the token ranges of segment A and B in the tokenized corpus and the pair
+label; masking happens later, per example (:mod:`zoo.training.masking`). Per document the algorithm is exactly
+upstream's (target lengths, chunks, ``a_end``, NSP/SOP negatives, ``truncate_seq_pair``; docs/pretraining.md spells
+it out). Unlike upstream, every epoch segments anew from ``(seed, epoch)`` — dynamic, where upstream writes
+``dupe_factor`` static copies — and documents are shuffled then generated a window of about ``window_tokens`` at a
+time, so memory stays bounded. An epoch's instances depend only on the corpus, the options, the seed and the epoch,
+never on the number of processes: the training stream (:mod:`zoo.training.feeding`) gives each process a contiguous
+share of every global batch.
 """
 
 from __future__ import annotations

@@ -1,34 +1,10 @@
-"""Labelled data for fine-tuning, read into one representation per task.
-
-Token classification (:func:`read_tagged` → :class:`TaggedData` of :class:`LabelledText`):
-
-``conll``
-    ``token<whitespace>tag`` per line, a blank line (or ``-DOCSTART-``) between sentences. The token is the first
-    column, the tag the last; columns between are ignored (with a note); every line has as many columns as the
-    first. Tags in BIO, IOB1, IO, BIOES or BMES (detected from the tags, or ``scheme=``), ``B-X`` or ``B_X``.
-    A sentence of one-character tokens is the characters joined (Chinese character-per-line files give back the
-    sentence); other sentences are their tokens joined by single spaces, and the tokens are the units.
-``jsonl``
-    ``{"text": ..., "entities": [{"start": 0, "end": 2, "label": "PER"}, ...]}`` per line, character offsets,
-    ``end`` exclusive. An entity may repeat its ``"text"``, which must then equal ``text[start:end]`` (catches
-    byte offsets). Spaces at an entity's edges are trimmed; overlapping entities are an error.
-``csv`` / ``tsv``
-    a header, a text column and a column of entity strings (``text_column``, ``entity_column``; several entities
-    in a cell separated by ``entity_sep``; all labelled ``entity_label``, default the column's name). Every
-    occurrence of an entity string in the text is tagged, longest strings first, never overlapping; a string
-    that does not occur is an error.
-
-Text classification (:func:`read_classification` → :class:`ClassificationData` of :class:`LabelledPair`): TSV/CSV
-with a header naming ``label``, ``text_a`` and optionally ``text_b`` (the Chinese benchmark suites' convention),
-or JSON lines ``{"text": ..., "text_pair": ..., "label": ...}`` (``text_pair`` optional; an integer label is
-read as its decimal string).
-
-The format comes from the extension (``.jsonl``/``.json``/``.ndjson``, ``.csv``) and the content (a first line
-that is a JSON object; a header naming the text and entity columns); ``format=`` overrides. A ``.tsv`` file
-without such a header is read as CoNLL (tab-separated character files are often named so). CSV is RFC 4180
-(quotes); TSV has no quoting (a field holds no tab). Files are UTF-8 (a BOM is dropped), read a line at a time;
-a line longer than :data:`MAX_LINE_BYTES` is refused. Every problem is a :class:`~zoo.errors.DataError` naming
-the file and line. Labels are strings; :func:`label_set` and :func:`check_labels` fix the label ids.
+"""Labelled data for fine-tuning, read into one representation per task: :func:`read_tagged` (token
+classification: CoNLL columns in any tag scheme, JSON lines with character offsets, CSV/TSV with entity strings →
+:class:`TaggedData` of :class:`LabelledText`, gold spans over characters or the given tokens) and
+:func:`read_classification` (TSV/CSV ``label``/``text_a``/``text_b`` or JSON lines → :class:`ClassificationData`
+of :class:`LabelledPair`). The format is told from the extension and the content (``format=`` overrides); files
+are read a line at a time (:data:`MAX_LINE_BYTES` at most); every problem is a :class:`~zoo.errors.DataError`
+naming the file and line. docs/finetuning.md ("Data formats") gives every rule.
 """
 
 from __future__ import annotations
