@@ -160,6 +160,27 @@ def test_the_output_records_how_it_was_made(tiny: Path, data: Path, tmp_path: Pa
     assert events.Scalars("dev/f1")[0].value == pytest.approx(receipt["results"]["best"]["f1"])
 
 
+def test_patience_stops_a_run_that_no_longer_improves(tiny: Path, data: Path, tmp_path: Path) -> None:
+    """With the learning rate at 0 the dev score never improves after the first evaluation: --patience 1 stops the
+    run at the second, and the output is the first (the best) evaluation's model."""
+    out = zoo.finetune(tiny, task="token-classification", train=data / "train.conll", dev=data / "dev.conll",
+                       out=tmp_path / "run", epochs=5, lr=0.0, patience=1, batch_size=16, max_seq_length=32,
+                       workers=0, progress=False)
+    dev = [r for r in _records(out) if r["split"] == "dev"]
+    assert [r["step"] for r in dev] == [15, 30]  # 240 examples, batch 16: an epoch is 15 steps
+    receipt = json.loads((out / "receipt.json").read_text())
+    assert receipt["steps"] == 30 and receipt["results"]["best_step"] == 15
+
+
+def test_a_bioes_tagger_learns_bioes_tags(tiny: Path, data: Path, tmp_path: Path) -> None:
+    out = zoo.finetune(tiny, task="token-classification", train=data / "train.conll", dev=data / "dev.conll",
+                       out=tmp_path / "bioes", tag_scheme="bioes", epochs=1, batch_size=16, max_seq_length=32,
+                       workers=0, progress=False)
+    config = json.loads((out / "config.json").read_text())
+    assert config["tag_scheme"] == "bioes" and config["labels"] == ["O", "B-DISH", "I-DISH", "E-DISH", "S-DISH"]
+    assert isinstance(zoo.load(out, device="cpu").tag("推荐红烧肉。"), list)
+
+
 # ---------------------------------------------------------------------------------------- processes
 def _zoo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, timeout=timeout)
