@@ -50,9 +50,10 @@ def main() -> None:
 
     from zoo.tokenizer import Tokenizer
     from zoo.training.corpus import prepare_corpus
-    from zoo.training.data import CorpusSource, Layout, Position, micro_batches
+    from zoo.training.feeding import BatchSplit, Position, micro_batches
     from zoo.training.instances import InstanceSampler
     from zoo.training.masking import ExampleBuilder, MaskingConfig
+    from zoo.training.tasks.pretraining import CorpusData
 
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-data-"))
     corpus_file = work / "corpus.txt"
@@ -71,8 +72,8 @@ def main() -> None:
                                        ("bert", "nsp", MaskingConfig.bert(args.seq))):
         sampler = InstanceSampler(corpus, objective=objective, max_seq_length=args.seq)
         builder = ExampleBuilder.from_tokenizer(tokenizer, masking)
-        layout = Layout(batch=args.micro, world=1, rank=0, accum=1)
-        stream = micro_batches(CorpusSource(corpus, sampler, builder), layout, Position())
+        split = BatchSplit(batch=args.micro, world=1, rank=0, accum=1)
+        stream = micro_batches(CorpusData(corpus, sampler, builder), split, Position())
         next(stream)
         start = time.perf_counter()
         for _ in range(args.batches):

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -190,7 +191,8 @@ def test_reuse_and_rebuild(tmp_path: Path, tokenizer: Tokenizer, caplog: pytest.
     assert built() and "changed (sha256)" in caplog.text
     stamp = (out / "tokens.npy").stat().st_mtime_ns, (out / "tokens.npy").stat().st_ino
 
-    # Other tokenizer options rebuild; so does rebuild=True and a damaged directory.
+    # Other tokenizer options rebuild; so does rebuild=True. A damaged directory is an error naming the file: it
+    # is rebuilt once deleted, as the hint says.
     vocab = write_vocab(tmp_path / "vocab.txt")
     prepare_corpus([tmp_path / "c.txt"], Tokenizer.from_file(vocab, lowercase=False), out)
     assert built()
@@ -202,8 +204,12 @@ def test_reuse_and_rebuild(tmp_path: Path, tokenizer: Tokenizer, caplog: pytest.
     with (out / "tokens.npy").open("r+b") as f:
         f.truncate(200)
     stamp = (out / "tokens.npy").stat().st_mtime_ns, (out / "tokens.npy").stat().st_ino
-    with pytest.raises(DataError, match="damaged tokenized corpus"):
+    with pytest.raises(DataError, match="tokens.npy: damaged tokenized corpus") as damaged:
         TokenizedCorpus.open(out)
+    with pytest.raises(DataError, match="tokens.npy: damaged tokenized corpus"):
+        prepare_corpus([tmp_path / "c.txt"], Tokenizer.from_file(vocab, lowercase=False), out)
+    assert damaged.value.hint == f"delete {out} to rebuild it: the next run tokenizes the corpus again"
+    shutil.rmtree(out)
     repaired = prepare_corpus([tmp_path / "c.txt"], Tokenizer.from_file(vocab, lowercase=False), out)
     assert built() and repaired.num_documents == 30
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "tok", "vocab.txt"]  # no staging left

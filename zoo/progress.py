@@ -118,7 +118,9 @@ class Bars:
         self.plain = (not _interactive()) if plain is None else plain
         self.every = every
         self._bars: dict[tuple[str, str], Any] = {}
-        self._lines: dict[tuple[str, str], tuple[float, float]] = {}  # key -> (started, last line)
+        self._lines: dict[tuple[str, str], tuple[float, float, float]] = {}  # key -> (started, last line, done then)
+        #: bars and lines already finished: a repeated final event (a reader reporting its end twice) draws nothing
+        self._ended: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
 
     def __call__(self, event: ProgressEvent) -> None:
@@ -133,6 +135,13 @@ class Bars:
     # ------------------------------------------------------------------------------------------ bars
     def _count(self, event: ProgressEvent) -> None:
         key = (event.stage, event.label)
+        finished = event.total is not None and event.done >= event.total
+        if key in self._ended:
+            if finished:
+                return
+            self._ended.discard(key)  # the same stage again, from the start
+        if finished:
+            self._ended.add(key)
         if self.plain:
             self._plain(key, event)
             return
@@ -169,32 +178,35 @@ class Bars:
             self._close_bar(key)
         for key in [k for k in self._lines if k[1] == label]:
             del self._lines[key]
+        self._ended = {k for k in self._ended if k[1] != label}
 
     # -------------------------------------------------------------------------------------- plain lines
     def _plain(self, key: tuple[str, str], event: ProgressEvent) -> None:
         now = time.monotonic()
         stage, label = key
-        total = _amount(event.total, event.unit)
-        if key not in self._lines:
-            self._lines[key] = (now, now)
-            begun = f" at {_amount(event.initial, event.unit)}" if event.initial else ""
-            self._write(f"{label}: {stage} started{begun} ({total})")
-            return
-        started, last = self._lines[key]
         finished = event.total is not None and event.done >= event.total
+        if key not in self._lines:
+            # rates count from this first event: what was done before it (a resumed run's steps) took no time now
+            self._lines[key] = (now, now, event.done)
+            if not finished:
+                begun = f" at {_amount(event.initial, event.unit)}" if event.initial else ""
+                self._write(f"{label}: {stage} started{begun} ({_amount(event.total, event.unit)})")
+                return
+        started, last, first = self._lines[key]
         if not finished and now - last < self.every:
             return
-        self._lines[key] = (started, now)
+        self._lines[key] = (started, now, first)
         elapsed = max(now - started, 1e-6)
-        speed = max(event.done - event.initial, 0) / elapsed
+        speed = max(event.done - first, 0) / elapsed
         pct = f"{100 * event.done / event.total:.0f}% " if event.total else ""
         timing = f"{_clock(elapsed)} elapsed"
         if not finished and event.total and speed > 0:
             timing += f", {_clock((event.total - event.done) / speed)} left"
+        rate = f"{_amount(speed, event.unit)}/s, " if speed > 0 else ""
         extra = "".join(f", {k} {_fmt(v)}" for k, v in (event.postfix or {}).items())
         verb = "done" if finished else "at"
-        self._write(f"{label}: {stage} {verb} {pct}{_amount(event.done, event.unit)} of {total} "
-                    f"({_amount(speed, event.unit)}/s, {timing}{extra})")
+        self._write(f"{label}: {stage} {verb} {pct}{_amount(event.done, event.unit)} of "
+                    f"{_amount(event.total, event.unit)} ({rate}{timing}{extra})")
         if finished:
             del self._lines[key]
 
@@ -211,6 +223,7 @@ class Bars:
             for key in list(self._bars):
                 self._close_bar(key)
             self._lines.clear()
+            self._ended.clear()
 
 
 def _byte_format(total: float | None) -> str:

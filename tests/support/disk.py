@@ -37,3 +37,9 @@ def fill(disk: Path, leave: int) -> Path:
     with open(filler, "wb") as fh:
         fh.write(b"\0" * max(0, free - leave))
     return filler
+
+
+def read_only(disk: Path) -> Path:
+    """Remount a :func:`small_disk` read-only (writes fail with EROFS); returns it."""
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+    return disk

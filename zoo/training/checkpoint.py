@@ -77,7 +77,7 @@ def read(path: Path) -> Checkpoint:
         checkpoint = Checkpoint(path, step, position, dict(state["settings"]), dict(state.get("metrics") or {}),
                                 dict(state.get("task") or {}), files)
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{state_file} is damaged or incomplete ({exc})", hint=_fallback_hint(path)) from None
+        raise CheckpointError(f"{state_file} is damaged or incomplete ({exc})", hint=fallback_hint(path)) from None
     return checkpoint
 
 
@@ -89,13 +89,14 @@ def verify(checkpoint: Checkpoint) -> None:
             digest, size = sha256_file(path)
         except OSError as exc:
             raise CheckpointError(f"{path} cannot be read ({exc.strerror or exc})",
-                                  hint=_fallback_hint(checkpoint.path)) from None
+                                  hint=fallback_hint(checkpoint.path)) from None
         if (digest, size) != (record["sha256"], record["size"]):
             raise CheckpointError(f"{path} is damaged: its sha256 is not the one recorded when it was written",
-                                  hint=_fallback_hint(checkpoint.path))
+                                  hint=fallback_hint(checkpoint.path))
 
 
-def _fallback_hint(path: Path) -> str:
+def fallback_hint(path: Path) -> str:
+    """What to do about a damaged checkpoint: fall back to the one before it."""
     older = [p for p in checkpoints(path.parent) if p.name < path.name]
     if older:
         return f"delete {path}; --resume then continues from {older[-1].name}"
@@ -156,7 +157,7 @@ def load(checkpoint: Checkpoint, device: torch.device) -> tuple[dict[str, torch.
         optimizer = torch.load(checkpoint.path / OPTIMIZER, map_location=device, weights_only=True)
     except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as exc:
         raise CheckpointError(f"{checkpoint.path} cannot be read: {exc}",
-                              hint=_fallback_hint(checkpoint.path)) from None
+                              hint=fallback_hint(checkpoint.path)) from None
     return model, optimizer
 
 
@@ -165,4 +166,4 @@ def clean_staging(directory: Path) -> None:
     remove_stale_staging(directory)
 
 
-__all__ = ["Checkpoint", "checkpoints", "clean_staging", "load", "read", "save", "verify"]
+__all__ = ["Checkpoint", "checkpoints", "clean_staging", "fallback_hint", "load", "read", "save", "verify"]

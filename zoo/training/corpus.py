@@ -23,13 +23,19 @@ appends the results to ``.npy`` files, so only one batch is ever held. The resul
     word_starts.npy       bool  [N]      True where a token starts a word (see below)
     sentence_offsets.npy  int64 [S + 1]  sentence s is tokens[sentence_offsets[s]:sentence_offsets[s + 1]]
     document_offsets.npy  int64 [D + 1]  document d is sentences document_offsets[d]:document_offsets[d + 1]
-    corpus.json           what it was built from (files, sizes, sha256, tokenizer, word mode) and the counts
+    corpus.json           what it was built from (files, sizes, sha256, tokenizer, word mode), the counts, and
+                          the sha256, size and stamp of each array as written
 
 :class:`TokenizedCorpus` opens the arrays with ``np.load(mmap_mode="r")``: nothing is read into memory until a
 slice is used, and every process of a run can map the same files. The directory is built under a temporary
 name next to it and renamed into place when complete, so a directory that exists was written completely; a
 later :func:`prepare_corpus` reuses it when files, tokenizer and word mode still match (checked by content:
 sizes and sha256) and rebuilds it otherwise.
+
+The arrays are trusted only as written. Opening them compares each file's stamp (size, mtime, ctime, inode: an
+edit that keeps size and mtime still moves the ctime) with the one recorded, re-hashes any file whose stamp
+moved, and checks every token id against the vocabulary and the offsets for order (numpy over the memory map,
+no copy). Damage is a DataError naming the file: delete the directory and it is built again.
 
 Words (what whole-word and n-gram masking group together):
 
@@ -63,7 +69,8 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
-from zoo._fs import disk_full_is_an_error, remove_stale_staging, sha256_file, staged_directory
+from zoo._fs import disk_full_is_an_error, remove_stale_staging, sha256_file, staged_directory, write_json_atomic
+from zoo.cache import FolderStamp
 from zoo.errors import DataError, NotFoundError, UsageError, first_line
 from zoo.tokenizer import Tokenizer
 
@@ -75,7 +82,7 @@ WORD_MODES: tuple[str, ...] = ("wordpiece", "jieba")
 ProgressCallback = Callable[[int, int], None]
 
 FORMAT = "zoo-pretraining-corpus"
-FORMAT_VERSION = 2  # 2: special-token strings in the text are text
+FORMAT_VERSION = 3  # 2: special-token strings in the text are text; 3: the arrays' sha256 and stamps
 META_FILE = "corpus.json"
 ARRAY_FILES: dict[str, str] = {
     "tokens": "tokens.npy",
@@ -117,8 +124,10 @@ class TokenizedCorpus:
         self.document_offsets = document_offsets
 
     @classmethod
-    def open(cls, directory: str | Path) -> TokenizedCorpus:
-        """Map a directory written by :func:`prepare_corpus`; DataError if it is incomplete or damaged."""
+    def open(cls, directory: str | Path, *, refresh: bool = False) -> TokenizedCorpus:
+        """Map a directory written by :func:`prepare_corpus`, checked (module docstring); DataError naming the file
+        if it is incomplete or damaged. ``refresh``: record the stamps of files re-hashed and found intact (after a
+        copy, say), so the next open hashes nothing."""
         directory = Path(directory)
         meta_path = directory / META_FILE
         try:
@@ -127,22 +136,27 @@ class TokenizedCorpus:
             raise NotFoundError(f"{directory}: not a tokenized corpus (no {META_FILE})",
                                 hint="build it with prepare_corpus") from None
         except (OSError, ValueError) as exc:
-            raise DataError(f"{meta_path}: unreadable ({first_line(exc)})",
-                            hint="delete the directory; prepare_corpus will rebuild it") from None
+            raise DataError(f"{meta_path}: unreadable ({first_line(exc)})", hint=_rebuild_hint(directory)) from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
             raise DataError(f"{meta_path}: not a {FORMAT} version {FORMAT_VERSION} record",
-                            hint="delete the directory; prepare_corpus will rebuild it")
+                            hint=_rebuild_hint(directory))
+        moved = _verify_arrays(directory, meta)
         arrays: dict[str, np.ndarray] = {}
         for key, name in ARRAY_FILES.items():
             try:
                 # A plain ndarray view of the map: slicing it is cheaper than slicing np.memmap.
                 arrays[key] = np.load(directory / name, mmap_mode="r", allow_pickle=False).view(np.ndarray)
             except (OSError, ValueError) as exc:
-                raise DataError(f"{directory}: damaged tokenized corpus: {name} is unreadable ({first_line(exc)})",
-                                hint="delete the directory; prepare_corpus will rebuild it") from None
+                raise DataError(f"{directory / name}: damaged tokenized corpus: unreadable ({first_line(exc)})",
+                                hint=_rebuild_hint(directory)) from None
         corpus = cls(directory, meta, arrays["tokens"], arrays["word_starts"], arrays["sentence_offsets"],
                      arrays["document_offsets"])
         corpus._check()
+        corpus._check_values()
+        if refresh and moved:
+            for name, stamp in moved.items():
+                meta["arrays"][name]["stamp"] = list(dataclasses.astuple(stamp))
+            write_json_atomic(meta_path, meta, mode=0o666)  # the folder's other files: as the umask says
         return corpus
 
     def _check(self) -> None:
@@ -162,7 +176,27 @@ class TokenizedCorpus:
             problems.append(f"counts disagree with {META_FILE}")
         if problems:
             raise DataError(f"{self.directory}: damaged tokenized corpus: {'; '.join(problems)}",
-                            hint="delete the directory; prepare_corpus will rebuild it")
+                            hint=_rebuild_hint(self.directory))
+
+    def _check_values(self) -> None:
+        """Every id inside the vocabulary, offsets strictly increasing (no sentence or document is empty): what
+        the sampler and the model index with. numpy over the memory maps, a block of memory at a time."""
+        vocab_size = (self.meta.get("tokenizer") or {}).get("vocab_size")
+        low, high = (int(self.tokens.min()), int(self.tokens.max())) if self.num_tokens else (0, 0)
+        name, problem = "", None
+        if not isinstance(vocab_size, int):
+            name, problem = META_FILE, "it records no vocabulary size"
+        elif low < 0 or high >= vocab_size:
+            name = ARRAY_FILES["tokens"]
+            problem = f"token ids {low}..{high} lie outside the vocabulary (0..{vocab_size - 1})"
+        else:
+            for key in ("sentence_offsets", "document_offsets"):
+                if not _increasing(getattr(self, key)):
+                    name, problem = ARRAY_FILES[key], "its offsets do not increase"
+                    break
+        if problem is not None:
+            raise DataError(f"{self.directory / name}: damaged tokenized corpus: {problem}",
+                            hint=_rebuild_hint(self.directory))
 
     @property
     def num_tokens(self) -> int:
@@ -201,6 +235,56 @@ class TokenizedCorpus:
     def __repr__(self) -> str:
         return (f"TokenizedCorpus({str(self.directory)!r}, documents={self.num_documents}, "
                 f"sentences={self.num_sentences}, tokens={self.num_tokens}, words={self.words!r})")
+
+
+def _rebuild_hint(directory: Path) -> str:
+    return f"delete {directory} to rebuild it: the next run tokenizes the corpus again"
+
+
+def _increasing(values: np.ndarray, block: int = 1 << 22) -> bool:
+    """Whether ``values`` strictly increase, read a block at a time (a memory map of any size costs one block)."""
+    for lo in range(0, max(len(values) - 1, 0), block):
+        part = np.asarray(values[lo:lo + block + 1])
+        if not bool((part[1:] > part[:-1]).all()):
+            return False
+    return True
+
+
+def _array_records(directory: Path) -> dict[str, dict[str, Any]]:
+    """sha256, size and stamp of each array just written (what :func:`_verify_arrays` compares with)."""
+    records = {}
+    for name in ARRAY_FILES.values():
+        digest, size = sha256_file(directory / name)
+        records[name] = {"sha256": digest, "size": size,
+                         "stamp": list(dataclasses.astuple(FolderStamp.of(directory / name)))}
+    return records
+
+
+def _verify_arrays(directory: Path, meta: dict[str, Any]) -> dict[str, FolderStamp]:
+    """Each array against its record in ``corpus.json``: one ``stat`` when its stamp is the one recorded, else
+    re-hashed. Returns the new stamps of files whose stamp moved but whose content is intact."""
+    records = meta.get("arrays")
+    moved: dict[str, FolderStamp] = {}
+    for name in ARRAY_FILES.values():
+        path = directory / name
+        record = records.get(name) if isinstance(records, dict) else None
+        try:
+            if not isinstance(record, dict) or not isinstance(record.get("sha256"), str):
+                raise ValueError(f"{META_FILE} records no sha256 for it")
+            recorded = FolderStamp(*(int(x) for x in record["stamp"]))
+            stamp = FolderStamp.of(path)
+            if stamp == recorded:
+                continue
+            if stamp.size != record["size"] or sha256_file(path)[0] != record["sha256"]:
+                raise ValueError("it changed since it was written (its sha256 is not the one recorded)")
+            moved[name] = stamp
+        except FileNotFoundError:
+            raise DataError(f"{path}: damaged tokenized corpus: the file is missing",
+                            hint=_rebuild_hint(directory)) from None
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise DataError(f"{path}: damaged tokenized corpus: {first_line(exc)}",
+                            hint=_rebuild_hint(directory)) from None
+    return moved
 
 
 # ------------------------------------------------------------------------------------------ build or reuse
@@ -294,11 +378,7 @@ def _reusable(directory: Path, paths: list[Path], identity: dict[str, Any]) -> T
     if reason is not None:
         logger.info("%s: rebuilding the tokenized corpus: %s", directory, reason)
         return None
-    try:
-        corpus = TokenizedCorpus.open(directory)
-    except DataError as exc:
-        logger.warning("%s; rebuilding it", exc.message)
-        return None
+    corpus = TokenizedCorpus.open(directory, refresh=True)  # damage is an error: a file rotted, or was edited
     logger.info("%s: reusing the tokenized corpus (%d documents, %d tokens)", directory, corpus.num_documents,
                 corpus.num_tokens)
     return corpus
@@ -342,7 +422,7 @@ def _build(paths: list[Path], tokenizer: Tokenizer, directory: Path, identity: d
         for path in paths:
             writer.add_file(path)
         counts, files = writer.finish()
-        meta = {**identity, "files": files, "counts": counts}
+        meta = {**identity, "files": files, "counts": counts, "arrays": _array_records(staging)}
         (staging / META_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     corpus = TokenizedCorpus.open(directory)
     logger.info("%s: tokenized %d documents, %d sentences, %d tokens", directory, corpus.num_documents,

@@ -104,6 +104,8 @@ def train(t: Trainer, data: TrainingData, start: Start) -> int:
     split = BatchSplit(s.batch_size, world.size, world.rank, s.grad_accum)
     batches = feed(data, split, position, workers=t.workers)
     meter = _Meter(t.task, step)
+    # where this session starts: rates and time left are measured from here, not from step 0
+    t.emit(ProgressEvent("train", t.label, done=step, total=t.steps, unit="step", initial=start.step))
     try:
         with t.run.metrics() if world.main else _nowhere() as metrics:
             while step < t.steps:
@@ -165,17 +167,29 @@ def _step(t: Trainer, batches: MicroBatches, step: int, meter: _Meter) -> float:
 
 
 def _diverged(t: Trainer, step: int, lr: float, what: str, *, gradients: bool) -> DataError:
-    """Training broke at ``step``: name the first parameter whose gradient (or weight) is not finite, with the
-    learning rate and the clip norm, so the cause can be told from the symptom."""
-    def broken(p: torch.Tensor) -> bool:
-        value = p.grad if gradients else p
+    """Training broke at ``step``: say where — the first parameter whose weight is not finite (an earlier update
+    overflowed it), else the first whose gradient is not finite — and how large the weights grew, with the learning
+    rate and the clip norm, so the cause can be told from the symptom."""
+    def broken(value: torch.Tensor | None) -> bool:
         return value is not None and not bool(torch.isfinite(value).all())
 
-    culprit = next((name for name, p in t.model.named_parameters() if broken(p)), None)
-    where = f"; first non-finite {'gradient' if gradients else 'weight'}: {culprit}" if culprit else ""
-    precision = "" if t.settings.dtype == "float32" else ", or --dtype fp32"
-    return DataError(f"training diverged at step {step + 1}: {what}{where} (lr {lr:.3g}, clip {t.settings.clip:g})",
-                     hint=f"start a new run (another --out) with a lower --lr or a longer --warmup{precision}; "
+    params = list(t.model.named_parameters())
+    weights = [name for name, p in params if broken(p.detach())]
+    grads = [name for name, p in params if gradients and broken(p.grad)]
+    where = ""
+    if weights:
+        where = f"; first non-finite weight: {weights[0]} ({len(weights)} of {len(params)} parameters)"
+    elif grads:
+        where = f"; first non-finite gradient: {grads[0]} ({len(grads)} of {len(params)} parameters)"
+    largest = max(((float(p.detach().abs().max()), name) for name, p in params if p.numel() and name not in weights),
+                  default=None)
+    if largest is not None:
+        where += f"; largest weight: {largest[1]} (|w| {largest[0]:.3g})"
+    s = t.settings
+    fixes = ["a lower --lr", "a longer --warmup"] + (["a smaller --clip"] if s.clip > 10 else []) + (
+        [] if s.dtype == "float32" else ["--dtype fp32"])
+    return DataError(f"training diverged at step {step + 1}: {what}{where} (lr {lr:.3g}, clip {s.clip:g})",
+                     hint=f"start a new run (another --out) with {', '.join(fixes[:-1])} or {fixes[-1]}; "
                           "--resume would repeat the same steps exactly")
 
 

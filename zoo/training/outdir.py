@@ -5,7 +5,8 @@ A run writes into a directory that is new, empty, or one an earlier run of the s
 anything is written. One run at a time holds ``run.lock``. A start that fails leaves the directory as it was.
 The layout::
 
-    run.json          the marker: kind, every setting, the data's identity (files, sizes, sha256)
+    run.json          the marker, written when a run claims the folder (its kind: the folder is zoo's even if
+                      that run is killed), then every setting and the data's identity (files, sizes, sha256)
     run.lock          held while a run is going on
     metrics.jsonl     one record per --log-every steps (averages over those steps), evaluations too
     checkpoints/      step-NNNNNNNNN/ (see zoo.training.checkpoint)
@@ -27,12 +28,13 @@ from typing import IO, Any
 
 from zoo._fs import (
     disk_full_is_an_error,
+    is_disk_full,
     remove_stale_staging,
     rmtree,
     sha256_file,
     write_json_atomic,
 )
-from zoo.errors import CheckpointError, NotFoundError, UsageError
+from zoo.errors import CheckpointError, DiskSpaceError, NotFoundError, UsageError, ZooError
 from zoo.training import checkpoint as ckpt
 
 log = logging.getLogger("zoo.training")
@@ -43,7 +45,10 @@ USER_MODE = 0o666
 RUN_VERSION = 2
 
 
-def _fail_on_fs_error(path: Path, exc: OSError) -> UsageError:
+def _fail_on_fs_error(path: Path, exc: OSError) -> ZooError:
+    if is_disk_full(exc):
+        return DiskSpaceError(f"{path}: the disk is full", hint="free some space, or choose an --out directory on "
+                                                                 "another disk")
     if exc.errno == errno.EROFS:
         return UsageError(f"{path}: the file system is read-only", hint="choose an --out directory you can write to")
     if exc.errno in (errno.EACCES, errno.EPERM):
@@ -62,6 +67,7 @@ class RunDir:
         self.kind = kind
         self._lock: Any = None
         self._created: list[Path] = []
+        self._fresh = False  # this run wrote the marker now: no earlier run was here
 
     # ---------------------------------------------------------------------------------------- checks
     def check(self, *, resume: bool) -> None:
@@ -87,17 +93,31 @@ class RunDir:
                 break
         marker = self.marker()
         if resume:
-            if marker is None or not ckpt.checkpoints(path / "checkpoints"):
-                raise UsageError(f"{path} holds no checkpoint to resume from",
+            if marker is None:
+                raise UsageError(f"--resume: {path} holds no {self.kind} run to resume",
                                  hint="run without --resume to start a new run")
+            if not ckpt.checkpoints(path / "checkpoints"):
+                raise UsageError(f"--resume: {path} holds {self.state(marker)}: there is no checkpoint to resume from",
+                                 hint="run the same command without --resume: it starts afresh")
             return
         if not path.is_dir() or not any(p.name != LOCK for p in path.iterdir()):
             return  # new, empty, or claimed by a run that is starting (its lock decides)
         if marker is None:
             self._refuse_foreign()
         if ckpt.checkpoints(path / "checkpoints") or (path / "model.safetensors").exists():
-            raise UsageError(f"{path} already holds a {self.kind} run",
+            raise UsageError(f"{path} already holds {self.state(marker)}",
                              hint="continue it with --resume, or choose another --out directory")
+
+    def state(self, marker: dict[str, Any] | None) -> str:
+        """What the directory holds, in words: for messages that tell the user where a run stands."""
+        saved = ckpt.checkpoints(self.path / "checkpoints")
+        steps = (marker or {}).get("settings", {}).get("steps")
+        of = f" of {steps}" if isinstance(steps, int) else ""
+        if (self.path / "model.safetensors").exists():
+            return f"a finished {self.kind} run"
+        if saved:
+            return f"a {self.kind} run stopped at step {int(saved[-1].name[5:])}{of} (checkpoint {saved[-1].name})"
+        return f"a {self.kind} run that stopped before its first checkpoint"
 
     def _refuse_foreign(self) -> None:
         names = sorted(p.name for p in self.path.iterdir())
@@ -117,7 +137,8 @@ class RunDir:
             raise CheckpointError(f"{path} is damaged ({exc})",
                                   hint="it records the run's settings: restore it, or start a new run elsewhere"
                                   ) from None
-        if not isinstance(data, dict) or not isinstance(data.get("settings", {}), dict):
+        if not isinstance(data, dict) or not isinstance(data.get("settings", {}), dict) or not _data_record(
+                data.get("data")):
             raise CheckpointError(f"{path} is not a zoo run record",
                                   hint="restore it, or start a new run in another --out directory")
         if "run_version" not in data:  # written before zoo recorded kinds: a pretraining run
@@ -155,6 +176,12 @@ class RunDir:
         self._lock = lock
         self._before: set[str] | None = before
         try:
+            if not (self.path / MARKER).exists():  # the folder is zoo's from now on, even if this process is killed
+                self._fresh = True
+                try:
+                    self.write_marker({}, None)  # a run that is starting: its settings come later
+                except OSError as exc:
+                    raise _fail_on_fs_error(self.path, exc) from None
             yield self
         except BaseException:
             failed_start = self._before is not None
@@ -186,12 +213,14 @@ class RunDir:
             for removed in remove_stale_staging(sub):
                 log.info("removed %s, left by a process that no longer runs", removed)
         if not ckpt.checkpoints(self.path / "checkpoints") and (self.path / MARKER).exists():
-            log.info("%s: the previous run stopped before its first checkpoint; starting afresh", self.path)
+            if not self._fresh:
+                log.warning("%s: the run started there earlier stopped before its first checkpoint; starting afresh",
+                            self.path)
             for name in (METRICS, "best"):
                 rmtree(self.path / name)
 
     # ------------------------------------------------------------------------------------- the record
-    def write_marker(self, settings: dict[str, Any], data: dict[str, Any]) -> None:
+    def write_marker(self, settings: dict[str, Any], data: dict[str, Any] | None) -> None:
         write_json_atomic(self.path / MARKER, {"run_version": RUN_VERSION, "kind": self.kind, "settings": settings,
                                                "data": data}, mode=USER_MODE)
 
@@ -218,13 +247,23 @@ class RunDir:
                     kept.append(line)
             except ValueError:
                 continue
-        write_json_lines(path, kept)
+        with disk_full_is_an_error(f"rewriting {path}", hint="free some space and continue with --resume"):
+            write_json_lines(path, kept)
 
 
 def write_json_lines(path: Path, lines: list[str]) -> None:
     from zoo._fs import write_bytes_atomic
 
     write_bytes_atomic(path, "".join(line + "\n" for line in lines).encode("utf-8"), mode=USER_MODE)
+
+
+def _data_record(data: Any) -> bool:
+    """Whether a marker's ``data`` is what :func:`file_identity` records (or None: not recorded)."""
+    if data is None:
+        return True
+    return isinstance(data, dict) and all(
+        isinstance(files, list) and all(isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(
+            f.get("size"), int) and isinstance(f.get("sha256"), str) for f in files) for files in data.values())
 
 
 def _legacy_settings(data: dict[str, Any]) -> dict[str, Any]:

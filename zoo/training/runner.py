@@ -32,7 +32,7 @@ from zoo.converters.layout import (
     staged_into,
 )
 from zoo.converters.safetensors_out import write_state
-from zoo.errors import Interrupted, UsageError
+from zoo.errors import CheckpointError, Interrupted, UsageError
 from zoo.loader import load_model
 from zoo.progress import Progress, ProgressCallback, ProgressEvent, reporting
 from zoo.tokenizer import Tokenizer
@@ -425,16 +425,10 @@ def _restore(t: Trainer, resume: bool) -> Start:
     latest = ckpt.read(ckpt.checkpoints(t.run.path / "checkpoints")[-1])
     if t.world.main:
         ckpt.verify(latest)
-    if latest.position.consumed != latest.step * t.settings.batch_size:
-        from zoo.errors import CheckpointError
-
-        raise CheckpointError(f"{latest.path / ckpt.STATE}: its data position does not match step {latest.step}",
-                              hint=f"delete {latest.path}; --resume then continues from the checkpoint before it")
+    _check_position(t, latest)
     model_state, state = ckpt.load(latest, t.world.device)
     differ = set(t.model.state_dict()) ^ set(model_state)
     if differ:
-        from zoo.errors import CheckpointError
-
         raise CheckpointError(f"{latest.path} does not match the model ({', '.join(sorted(differ)[:3])} …)",
                               hint="the checkpoint belongs to another run")
     t.model.load_state_dict(model_state)
@@ -450,6 +444,21 @@ def _restore(t: Trainer, resume: bool) -> Start:
     if t.world.main:  # the steps after the checkpoint are trained again: their records go
         t.run.keep_metrics_until(latest.step)
     return Start(latest.step, latest.position)
+
+
+def _check_position(t: Trainer, latest: ckpt.Checkpoint) -> None:
+    """The checkpoint's step and data position fit this run and its data (a position past its epoch would feed
+    other examples than the run saw, silently)."""
+    position = latest.position
+    problem = None
+    if latest.step > t.steps:
+        problem = f"it records step {latest.step}, beyond --steps {t.steps}"
+    elif position.consumed != latest.step * t.settings.batch_size:
+        problem = f"its data position does not match step {latest.step}"
+    elif position.index >= t.task.training_data().epoch_size(position.epoch):
+        problem = f"its data position (example {position.index} of epoch {position.epoch}) lies beyond that epoch"
+    if problem is not None:
+        raise CheckpointError(f"{latest.path / ckpt.STATE}: {problem}", hint=ckpt.fallback_hint(latest.path))
 
 
 # ------------------------------------------------------------------------------------------ the result
