@@ -31,9 +31,12 @@ brightmart's ``lamb_m/lamb_v``, are ``exp_avg/exp_avg_sq`` here)::
     r ← ‖w‖/‖u‖ if ‖w‖ > 0 and ‖u‖ > 0 else 1   (LAMB, adapted parameters only; else r = 1)
     w ← w − (r·lr)·u
 
-Every elementwise step rounds once, as TF's separate kernels do (no fused multiply-adds), so an update
-without a trust ratio is bit-identical to the TF one given the same inputs. The norms are reductions whose
-summation order differs from Eigen's, so trust ratios agree to about 1e-7 relative, not bitwise.
+Every elementwise step rounds once, as TF's separate kernels do (no fused multiply-adds), so the moments m and
+v, made of products and sums that IEEE 754 rounds alike everywhere, are bit-identical to TF's given the same
+gradients. The update is not: √v rounds as the device's kernel does (torch's float32 sqrt on CPU is within
+1 ulp of the correctly rounded root, not always equal to it), and the norms (clipping, trust ratio) are
+reductions summed in another order than Eigen's. Weights agree with TF's to a few float32 ulps per step, not
+bitwise (tests/test_training_optim.py: at most 2 ulps of a weight's magnitude after five steps).
 
 Which parameters are decayed and adapted is decided per parameter group (``weight_decay`` and
 ``layer_adaptation`` keys). :func:`param_groups` builds the groups from parameter names exactly as upstream
@@ -122,8 +125,8 @@ def _is_named(items: list[Any]) -> bool:
 class _UpstreamAdam(torch.optim.Optimizer):
     """The moment updates shared by upstream's AdamWeightDecayOptimizer and both LAMBs (no bias correction).
 
-    Parameters are updated one by one with plain tensor operations (no foreach or fused kernels), so the
-    arithmetic is the same on CPU and CUDA and each elementwise step rounds once, as TF's kernels do.
+    Parameters are updated one by one with plain tensor operations (no foreach or fused kernels), so CPU and
+    CUDA run the same sequence of operations and each elementwise step rounds once, as TF's kernels do.
     """
 
     _adapt = False
