@@ -172,13 +172,20 @@ def test_patience_stops_a_run_that_no_longer_improves(tiny: Path, data: Path, tm
     assert receipt["steps"] == 30 and receipt["results"]["best_step"] == 15
 
 
-def test_a_bioes_tagger_learns_bioes_tags(tiny: Path, data: Path, tmp_path: Path) -> None:
-    out = zoo.finetune(tiny, task="token-classification", train=data / "train.conll", dev=data / "dev.conll",
+def test_a_bioes_tagger_from_a_file_with_extra_columns(tiny: Path, data: Path, tmp_path: Path) -> None:
+    """--tag-scheme bioes whatever the file's scheme; a CoNLL file's middle columns are ignored, with a note that
+    reaches the receipt."""
+    three = tmp_path / "train.conll"
+    three.write_text("".join(f"{line.split()[0]} X {line.split()[1]}\n" if line.strip() else "\n" for line in
+                             (data / "train.conll").read_text(encoding="utf-8").splitlines()), encoding="utf-8")
+    out = zoo.finetune(tiny, task="token-classification", train=three, dev=data / "dev.conll",
                        out=tmp_path / "bioes", tag_scheme="bioes", epochs=1, batch_size=16, max_seq_length=32,
                        workers=0, progress=False)
     config = json.loads((out / "config.json").read_text())
     assert config["tag_scheme"] == "bioes" and config["labels"] == ["O", "B-DISH", "I-DISH", "E-DISH", "S-DISH"]
     assert isinstance(zoo.load(out, device="cpu").tag("推荐红烧肉。"), list)
+    notes = json.loads((out / "receipt.json").read_text())["data"]["notes"]
+    assert len(notes) == 1 and notes[0].startswith("train.conll:") and "column" in notes[0]
 
 
 # ---------------------------------------------------------------------------------------- processes

@@ -118,7 +118,7 @@ def finetune(model: Model, *, task: str | None = None, train: PathLike, dev: Pat
         base = _base(model, world, source=source, offline=offline, manifests=manifests, emit=emit)
         with run.claimed() if world.main else contextlib.nullcontext():
             identity = _same_data(run, inputs, resume, world)
-            config, fine = _finetuning_task(config, inputs, base, world)
+            config, fine = _finetuning_task(config, inputs, base, world, emit)
             _check_positions(config, base.config)
             emit(ProgressEvent("note", base.name, message=_plan(config, fine)))
             _session(fine, config, config.steps or 0, base, run, world, emit, identity=identity, resume=resume,
@@ -128,16 +128,17 @@ def finetune(model: Model, *, task: str | None = None, train: PathLike, dev: Pat
     return run.path
 
 
-def _finetuning_task(settings: FinetuneSettings, inputs: dict[str, list[Path]], base: Base,
-                     world: World) -> tuple[FinetuneSettings, Any]:
+def _finetuning_task(settings: FinetuneSettings, inputs: dict[str, list[Path]], base: Base, world: World,
+                     emit: ProgressCallback) -> tuple[FinetuneSettings, Any]:
     """Read the labelled files, settle the label set and the settings (the steps follow from the examples), and
-    encode the data for the task."""
+    encode the data for the task. What the readers noticed (columns ignored, spaces trimmed) is said, and kept in
+    the receipt."""
     from zoo.training import labelled
 
     arch = base.config.architecture
     first = settings.resolved(arch, examples=1)  # the window length and stride the encoding needs
     micro = max(settings.batch_size // (world.size * settings.grad_accum), 1)
-    files = {split: paths[0] if paths else None for split, paths in inputs.items()}
+    files = {split: paths[0] for split, paths in inputs.items() if paths}
     fine: Any
     if settings.task == "token-classification":
         from zoo.tagging import TagSet
@@ -146,36 +147,41 @@ def _finetuning_task(settings: FinetuneSettings, inputs: dict[str, list[Path]], 
         options: dict[str, Any] = {"text_column": settings.text_column or "text", "format": settings.format,
                                    "entity_column": settings.entity_column, "entity_label": settings.entity_label,
                                    "entity_sep": settings.entity_sep}
-        train = labelled.read_tagged(files["train"], scheme=settings.input_scheme, **options)  # type: ignore[arg-type]
-        held = {s: labelled.read_tagged(f, scheme=train.scheme, **options) for s, f in files.items()
-                if s != "train" and f is not None}
-        labels = _labels(train, held, settings)
-        fine = TokenClassification(first, base.tokenizer, TagSet(labels, settings.tag_scheme), train,
-                                   held.get("dev"), held.get("test"), micro_batch=micro)
+        read: dict[str, Any] = {"train": labelled.read_tagged(files["train"], scheme=settings.input_scheme,
+                                                              **options)}
+        read |= {s: labelled.read_tagged(f, scheme=read["train"].scheme, **options) for s, f in files.items()
+                 if s != "train"}
+        labels = _labels(read, settings)
+        fine = TokenClassification(first, base.tokenizer, TagSet(labels, settings.tag_scheme), read["train"],
+                                   read.get("dev"), read.get("test"), micro_batch=micro)
     else:
         from zoo.training.tasks.sequence_classification import SequenceClassification
 
-        train_pairs = labelled.read_classification(files["train"], format=settings.format)  # type: ignore[arg-type]
-        held_pairs = {s: labelled.read_classification(f, format=settings.format) for s, f in files.items()
-                      if s != "train" and f is not None}
-        labels = _labels(train_pairs, held_pairs, settings)
-        fine = SequenceClassification(first, base.tokenizer, labels, train_pairs, held_pairs.get("dev"),
-                                      held_pairs.get("test"), micro_batch=micro)
+        read = {s: labelled.read_classification(f, format=settings.format) for s, f in files.items()}
+        labels = _labels(read, settings)
+        fine = SequenceClassification(first, base.tokenizer, labels, read["train"], read.get("dev"), read.get("test"),
+                                      micro_batch=micro)
+    notes = [f"{files[split].name}: {note}" for split, data in read.items() for note in data.notes]
+    for note in notes:
+        emit(ProgressEvent("note", base.name, message=note))
+    fine.data.notes = notes
     resolved = settings.resolved(arch, examples=fine.examples)
     fine.settings = resolved
-    _check_metric(resolved, has_dev=bool(files["dev"]))
+    _check_metric(resolved, has_dev="dev" in files)
     if base.config.is_albert and resolved.lr is not None and not 1e-6 <= resolved.lr <= 1e-4:
         log.warning("--lr %g: ALBERT fine-tunes best between 1e-6 and 1e-4 (the ALBERT paper used 1e-5 to 5e-5)",
                     resolved.lr)
     return resolved, fine
 
 
-def _labels(train: Any, held: dict[str, Any], settings: FinetuneSettings) -> tuple[str, ...]:
+def _labels(read: dict[str, Any], settings: FinetuneSettings) -> tuple[str, ...]:
+    """The label set (the training file's, or ``--labels``); dev and test may hold no other label."""
     from zoo.training import labelled
 
-    labels = labelled.label_set(train, settings.labels)
-    for data in held.values():
-        labelled.check_labels(data, labels)
+    labels = labelled.label_set(read["train"], settings.labels)
+    for split, data in read.items():
+        if split != "train":
+            labelled.check_labels(data, labels)
     return labels
 
 

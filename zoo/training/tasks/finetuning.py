@@ -40,6 +40,8 @@ class Examples:
     def __init__(self, examples: list[dict[str, np.ndarray]], *, seed: int, pad_id: int,
                  describe: dict[str, Any]) -> None:
         self.examples, self.seed, self.pad_id, self._describe = examples, seed, pad_id, describe
+        #: what the readers noticed about the files (for the receipt)
+        self.notes: list[str] = []
 
     def epoch_size(self, epoch: int) -> int:
         return len(self.examples)
@@ -55,7 +57,7 @@ class Examples:
         return pad(examples, self.pad_id)
 
     def describe(self) -> dict[str, Any]:
-        return dict(self._describe)
+        return {**self._describe, "notes": self.notes} if self.notes else dict(self._describe)
 
 
 def pad(examples: Sequence[dict[str, np.ndarray]], pad_id: int) -> dict[str, torch.Tensor]:
