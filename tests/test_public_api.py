@@ -13,7 +13,7 @@ import zoo
 
 # written from docs/python-api.md ("The public API at a glance"), not from zoo/__init__.py
 PUBLIC = {
-    "list_models", "list_manifests", "get_manifest", "pull", "load", "convert", "export", "mirror", "pretrain",
+    "list_models", "list_manifests", "get_manifest", "pull", "load", "convert", "export", "mirror", "pretrain", "finetune",
     "init_model",
     "read_tf_checkpoint", "Tokenizer", "ModelConfig", "ProgressEvent", "Manifest", "Source", "Loaded", "Exported",
     "ZooError", "UsageError", "NotFoundError", "ManifestError", "NetworkError", "OfflineError", "IntegrityError",
@@ -39,7 +39,7 @@ def test_the_names_are_the_real_objects() -> None:
     assert len(codes) == len(set(codes))  # one exit code per error class
 
 
-@pytest.mark.parametrize("name", ["pull", "load", "export", "mirror", "pretrain"])
+@pytest.mark.parametrize("name", ["pull", "load", "export", "mirror", "pretrain", "finetune"])
 def test_entry_points_taking_a_model_share_one_signature_family(name: str) -> None:
     params = inspect.signature(getattr(zoo, name)).parameters
     assert {"manifests", "progress", "offline", "source"} <= set(params), name

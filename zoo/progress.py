@@ -188,9 +188,9 @@ class Bars:
         if key not in self._lines:
             # rates count from this first event: what was done before it (a resumed run's steps) took no time now
             self._lines[key] = (now, now, event.done)
+            begun = f" at {_amount(event.initial, event.unit)}" if event.initial else ""
+            self._write(f"{label}: {stage} started{begun} ({_amount(event.total, event.unit)})")
             if not finished:
-                begun = f" at {_amount(event.initial, event.unit)}" if event.initial else ""
-                self._write(f"{label}: {stage} started{begun} ({_amount(event.total, event.unit)})")
                 return
         started, last, first = self._lines[key]
         if not finished and now - last < self.every:
