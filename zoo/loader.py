@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,11 +31,11 @@ from zoo.config import (
     ModelConfig,
     normalize_dtype,
 )
-from zoo.converters.layout import VOCAB, WEIGHTS, missing_file, read_config, read_directory_vocab
-from zoo.errors import CheckpointError, UsageError, ZooError
+from zoo.converters.modeldir import VOCAB, WEIGHTS, missing_file, read_config, read_directory_vocab
+from zoo.errors import CheckpointError, UsageError
 from zoo.progress import Progress, ProgressCallback, ProgressEvent, reporting
 from zoo.tokenizer import Tokenizer
-from zoo.weights import Model, Prepared, after_load_failure, prepare
+from zoo.weights import Model, Prepared, use
 
 if TYPE_CHECKING:
     import torch
@@ -231,16 +231,11 @@ def load(model: Model, *, device: str | torch.device = "auto", dtype: str | torc
     """
     dev = pick_device(device)
     with reporting(progress) as emit:
-        prepared = prepare(model, source=source, offline=offline, manifests=manifests, progress=emit)
-        try:
+        def load_prepared(prepared: Prepared) -> Loaded:
             return _load_prepared(prepared, dev, dtype, heads, num_labels, max_position_embeddings, position_init,
                                   emit)
-        except ZooError as exc:
-            if not after_load_failure(prepared, exc):
-                raise
-            prepared = prepare(model, source=source, offline=offline, manifests=manifests, progress=emit)
-            return _load_prepared(prepared, dev, dtype, heads, num_labels, max_position_embeddings, position_init,
-                                  emit)
+
+        return use(model, load_prepared, source=source, offline=offline, manifests=manifests, progress=emit)
 
 
 def _load_prepared(prepared: Prepared, device: torch.device, dtype: str | torch.dtype | None, heads: str | None,
@@ -248,9 +243,8 @@ def _load_prepared(prepared: Prepared, device: torch.device, dtype: str | torch.
                    emit: ProgressCallback) -> Loaded:
     directory, manifest = prepared.path, prepared.manifest
     emit(ProgressEvent("note", prepared.name, message=f"loading on {device}"))
-    lowercase, strip_accents = prepared.tokenizer_options()
     config, layout = read_config(directory)
-    tokens = read_directory_vocab(directory, config)
+    tokenizer = build_tokenizer(prepared, config, max_length=max_position_embeddings)
     if heads is None and config.task is not None:  # a fine-tuned model: its task head is what it is for
         heads = config.task
     if manifest is not None and heads in PRETRAINING_HEADS:
@@ -258,10 +252,20 @@ def _load_prepared(prepared: Prepared, device: torch.device, dtype: str | torch.
     model = load_model(directory / WEIGHTS, config, device=device, dtype=dtype, heads=heads,
                        num_labels=num_labels, max_position_embeddings=max_position_embeddings,
                        position_init=position_init, layout=layout)
-    tokenizer = Tokenizer(tokens, lowercase=lowercase, strip_accents=strip_accents,
-                          model_max_length=model.config.max_position_embeddings, source=str(directory / VOCAB))
     return Loaded(model=model, tokenizer=tokenizer, config=model.config, manifest=manifest, path=directory,
                   layout=layout)
+
+
+def build_tokenizer(prepared: Prepared, config: ModelConfig, *, receipt: Mapping[str, object] | None = None,
+                    max_length: int | None = None) -> Tokenizer:
+    """The tokenizer of a prepared directory: its ``vocab.txt``, one line per embedding row
+    (:func:`~zoo.converters.modeldir.read_directory_vocab`), cased as its manifest or the directory says
+    (:meth:`Prepared.tokenizer_options`; ``receipt``: the directory's, when already read), for inputs of at most
+    ``max_length`` tokens (default: the config's positions)."""
+    lowercase, strip_accents = prepared.tokenizer_options(receipt)
+    return Tokenizer(read_directory_vocab(prepared.path, config), lowercase=lowercase, strip_accents=strip_accents,
+                     model_max_length=max_length or config.max_position_embeddings,
+                     source=str(prepared.path / VOCAB))
 
 
 def _warn_untrained_heads(manifest: Manifest, heads: str) -> None:
@@ -476,4 +480,5 @@ def _extend_positions(table: torch.Tensor, size: int, init: str, std: float) -> 
     return torch.cat([table, extra])
 
 
-__all__ = ["POSITION_INITS", "Loaded", "check_fill_mask", "load", "load_model", "pick_device", "torch_dtype"]
+__all__ = ["POSITION_INITS", "Loaded", "build_tokenizer", "check_fill_mask", "load", "load_model", "pick_device",
+           "torch_dtype"]

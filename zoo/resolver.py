@@ -158,12 +158,12 @@ def _cached(manifest: Manifest, src: Source) -> Pulled | None:
                 pin.size is not None and pin.size != record.size):
             return None
     _check_tofu_still_agrees(src, snap)
-    check = cache.check_snapshot(snap)
+    check = snap.check()
     if check.problem is not None:
         log.warning("%s: %s; rebuilding the snapshot", manifest.name, check.problem)
-        cache.invalidate(snap)
+        snap.invalidate()
         return None
-    cache.touch(snap)
+    snap.touch()
     return Pulled(snap.path, src, snap.sha256, manifest, snap)
 
 

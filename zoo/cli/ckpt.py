@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
                     "vocab.txt + receipt.json.")
     convert.add_argument("src", metavar="SRC", help="release directory (checkpoint + *config*.json + vocab*.txt), "
                                                     "a checkpoint prefix, or a transformers folder")
-    convert.add_argument("out", metavar="OUT", help="output directory (must not exist, or be empty)")
+    convert.add_argument("out", metavar="OUT", help="output directory: new or empty, outside zoo's cache")
     convert.add_argument("--scheme", choices=("auto", *SCHEMES), default="auto",
                          help="TF naming scheme (default: detect from the variable names)")
     convert.add_argument("--config", metavar="CONFIG.json", help="model config (upstream or zoo format); "
@@ -65,7 +65,7 @@ def _convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from zoo.converters import convert
-    from zoo.converters.layout import read_receipt
+    from zoo.converters.modeldir import read_receipt
 
     with progress(args) as emit:
         out = convert(args.src, Path(args.out), scheme=args.scheme, config=args.config, vocab=args.vocab,

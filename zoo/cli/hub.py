@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
                                    "TensorFlow. Prints the folder.",
                        epilog=_EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", metavar="NAME_OR_PATH")
-    p.add_argument("out", metavar="DIR", help="output directory (new or empty)")
+    p.add_argument("out", metavar="DIR", help="output directory: new or empty, outside zoo's cache")
     p.add_argument("--format", default="hf", choices=("hf", "tf"),
                    help="output layout: hf (default; transformers) or tf (an upstream TensorFlow release)")
     from zoo.config import SCHEMES  # pure Python, no torch

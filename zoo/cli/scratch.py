@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
                        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, metavar="CONFIG",
                    help="albert_config.json / bert_config.json / zoo config.json, or a registry name")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (must not exist, or be empty)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory: new or empty, outside zoo's cache")
     vocab = p.add_argument_group("vocab (exactly one)")
     vocab.add_argument("--vocab", metavar="FILE", help="a vocab file: one token per line, line number = id")
     vocab.add_argument("--vocab-from", metavar="MODEL",
@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
 
 
 def _init(args: argparse.Namespace) -> int:
-    from zoo.converters.layout import read_receipt
+    from zoo.converters.modeldir import read_receipt
     from zoo.scratch import init_model
 
     registry_from_args(args)  # notes about user manifests that override built-ins

@@ -2,7 +2,7 @@
 
 Reads the checkpoint with zoo's TensorBundle reader (no TensorFlow, no torch: numpy views of the bytes), maps
 names through the scheme's plan (:mod:`zoo.converters.schemes`), streams every tensor into ``model.safetensors``
-and writes ``config.json``, the normalized ``vocab.txt`` and a receipt through :mod:`zoo.converters.layout`.
+and writes ``config.json``, the normalized ``vocab.txt`` and a receipt through :mod:`zoo.converters.modeldir`.
 Each file is read once and written once: the input shards are sha256-hashed in the same pass that checks the
 tensors' CRC32C (or not at all when their verified digests are passed in), the output is hashed while it is
 written, and reading, transposing, writing and hashing run on their own threads (see :func:`_write_weights`).
@@ -26,7 +26,16 @@ import numpy as np
 from zoo._fs import sha256_file
 from zoo.config import SCHEME_ARCHITECTURE, InvalidConfig, ModelConfig, normalize_dtype, upstream_architecture
 from zoo.converters.arrays import FLOAT_DTYPES, cast, transposed_bands, view
-from zoo.converters.layout import CONFIG, CONVERTER_VERSION, VOCAB, WEIGHTS, Staged, read_json, staged_output
+from zoo.converters.modeldir import (
+    CONFIG,
+    CONVERTER_VERSION,
+    VOCAB,
+    WEIGHTS,
+    Staged,
+    check_output_dir,
+    read_json,
+    staged_output,
+)
 from zoo.converters.safetensors_out import Spec, header
 from zoo.converters.schemes import Plan, check_scheme, detect_scheme, plan
 from zoo.converters.vocab import Vocab, fit_rows, looks_cased, read_vocab
@@ -293,19 +302,21 @@ def convert(src: str | os.PathLike[str], out: str | os.PathLike[str], *, scheme:
 
     A transformers folder (``config.json`` with ``model_type``, as ``zoo export`` and ``save_pretrained`` write
     it) is converted too, by :func:`zoo.converters.transformers.convert_transformers_dir`: its config describes
-    it, so ``scheme`` and ``config`` do not apply.
+    it, so ``scheme`` and ``config`` do not apply. ``out`` must be a new or empty directory outside zoo's cache
+    (:func:`zoo.converters.modeldir.check_output_dir`).
     """
     from zoo.converters.transformers import convert_transformers_dir, is_transformers_dir
 
+    out = check_output_dir(out)
     if is_transformers_dir(Path(src)):
         if scheme != "auto" or config is not None:
             raise UsageError(f"{src} is a transformers folder: --scheme and --config apply to TensorFlow checkpoints",
                              hint="its config.json describes the model; leave them out")
-        return convert_transformers_dir(Path(src), Path(out), vocab=vocab, dtype=dtype)
+        return convert_transformers_dir(Path(src), out, vocab=vocab, dtype=dtype)
     given = config if isinstance(config, ModelConfig) else None
     config_file = None if isinstance(config, ModelConfig) else config
     release = find_release(src, config=config_file, vocab=vocab, need_config=given is None)
-    return convert_release(release, Path(out), scheme=scheme, config=given, dtype=dtype, progress=progress)
+    return convert_release(release, out, scheme=scheme, config=given, dtype=dtype, progress=progress)
 
 
 def convert_release(release: Release, out: Path, *, scheme: str = "auto", config: ModelConfig | None = None,

@@ -17,7 +17,7 @@ checkpoint (``PREFIX.index`` + ``PREFIX.data-00000-of-00001``) holds the upstrea
 per-scheme maps the converter reads with (:func:`zoo.converters.schemes.name_map`, inverted), float32 as upstream
 code creates them, kernels transposed back to ``[in, out]`` — the pretraining heads the model has, and nothing
 else: no optimizer slots, and ``global_step`` only when asked for. It is written by :mod:`zoo.tf.writer`
-(TensorFlow's bytes, streamed: one tensor band at a time) through :func:`zoo.converters.layout.staged_output`.
+(TensorFlow's bytes, streamed: one tensor band at a time) through :func:`zoo.converters.modeldir.staged_output`.
 
 The scheme follows from the architecture (``bert`` → google-bert, ``albert`` → google-albert,
 ``albert-brightmart`` → brightmart-albert); a model's receipt names the one it came from. Google ALBERT and
@@ -39,7 +39,7 @@ import numpy as np
 from zoo.config import SCHEME_ARCHITECTURE, SCHEMES, ModelConfig
 from zoo.converters.arrays import FLOAT_DTYPES, cast, transposed_bands
 from zoo.converters.canonical import encoder_shapes, head_shapes, shape_problems
-from zoo.converters.layout import VOCAB, WEIGHTS, missing_file, read_directory_vocab, staged_output
+from zoo.converters.modeldir import VOCAB, WEIGHTS, missing_file, read_directory_vocab, staged_output
 from zoo.converters.names import transposed
 from zoo.converters.schemes import name_map
 from zoo.errors import CheckpointError, UnsupportedError, UsageError

@@ -1,4 +1,4 @@
-"""CLI commands: ``pull``, ``pin``, ``verify`` and ``cache ls|rm|prune``."""
+"""CLI commands about what zoo downloads and keeps: ``pull``, ``pin``, ``verify`` and ``cache ls|rm|prune``."""
 
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _verify_folder(path: Path) -> int:
     """``zoo verify ./folder``: re-hash every file its receipt lists."""
-    from zoo.converters.layout import check_outputs
+    from zoo.converters.modeldir import check_outputs
 
     if not path.is_dir():
         raise NotFoundError(f"{path}: no such directory", hint="check the path (`zoo verify` with no argument checks "
@@ -243,7 +243,7 @@ def _cache_rm(args: argparse.Namespace) -> int:
 def _cache_prune(args: argparse.Namespace) -> int:
     from zoo import cache
     from zoo._fs import human_size, parse_size
-    from zoo.converters.layout import CONVERTER_VERSION
+    from zoo.converters.modeldir import CONVERTER_VERSION
 
     try:
         limit = None if args.max_size is None else parse_size(args.max_size)
