@@ -28,7 +28,7 @@ from zoo.cache.paths import (
     staging_dir,
     url_key,
 )
-from zoo.cache.pins import Pin, download_size, file_pin_label, get_pin, record_pin
+from zoo.cache.pins import Pin, download_size, get_pin, record_pin
 from zoo.cache.records import Check, FileRecord, Marked, Stamp
 from zoo.cache.snapshots import Snapshot, cached_snapshot, commit_snapshot, new_snapshot, read_snapshot, snapshots
 
@@ -36,7 +36,7 @@ __all__ = [
     "KINDS", "Check", "Conversion", "Entry", "FileRecord", "FolderStamp", "Marked", "Pin", "Problem", "Snapshot",
     "Stamp", "add_blob", "blob_path", "cached_snapshot", "check_folder", "commit_conversion", "commit_snapshot",
     "conversion_lock", "conversions", "converted_path", "download_lock", "download_size", "ensure_home", "entries",
-    "file_pin_label", "get_pin", "home", "lock", "new_snapshot", "partial_dir", "prune", "quarantine",
+    "get_pin", "home", "lock", "new_snapshot", "partial_dir", "prune", "quarantine",
     "read_conversion", "read_snapshot", "recheck_blob", "record_folder", "record_pin", "remove", "snapshot_lock",
     "snapshots", "source_key", "staging_dir", "total_size", "try_lock", "url_key", "verified_blob", "verify",
 ]

@@ -101,12 +101,10 @@ def lock_path(name: str) -> Path:
 
 
 def source_key(source: Source) -> str:
-    """A stable, readable directory name for one source: ``<host>-<hash of its location>``."""
-    if source.kind == "hf":
-        host = "hf"
-    else:
-        parts = urlsplit(str(source.url))
-        host = parts.hostname or parts.scheme
+    """A stable, readable directory name for one source: ``<host>-<hash of its location>`` (the host of a URL,
+    else the scheme of the location: ``file``, ``hf``)."""
+    parts = urlsplit(source.label)
+    host = parts.hostname or parts.scheme
     host = re.sub(r"[^A-Za-z0-9.-]", "_", host)[:40] or "src"
     return f"{host}-{hashlib.sha256(source.label.encode()).hexdigest()[:10]}"
 

@@ -9,7 +9,7 @@ import shlex
 import sys
 from typing import Any
 
-from zoo.cli._common import manifest_dirs, progress, registry_from_args
+from zoo.cli._common import Subcommands, command, manifest_dirs, progress, registry_from_args
 from zoo.errors import Interrupted
 
 _PRETRAIN_EPILOG = """\
@@ -28,16 +28,18 @@ docs/pretraining.md describes the corpus format, the objectives and every option
 _GROUPS = {"data": "data", "task": "task", "optimization": "optimization", "model": "model", "run": "run"}
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+_PRETRAIN = ("Continue pretraining MODEL (a registry name, or a path to a zoo, transformers or upstream TF "
+             "directory) with the original objectives — masked LM plus sentence order (ALBERT) or next sentence "
+             "(BERT) — and LAMB (ALBERT) or AdamWeightDecay (BERT). The result in --out is a zoo model directory. "
+             "Prints its path.")
+
+
+def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     """Add ``pretrain`` to the parser."""
     from zoo.training.settings import PretrainSettings
 
-    p = sub.add_parser("pretrain", parents=[common], help="continue pretraining a model on your own corpus",
-                       description="Continue pretraining MODEL (a registry name, or a path to a zoo, transformers or "
-                                   "upstream TF directory) with the original objectives — masked LM plus sentence "
-                                   "order (ALBERT) or next sentence (BERT) — and LAMB (ALBERT) or AdamWeightDecay "
-                                   "(BERT). The result in --out is a zoo model directory. Prints its path.",
-                       epilog=_PRETRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command(sub, "pretrain", _pretrain, parents=[common], help="continue pretraining a model on your own corpus",
+                description=_PRETRAIN, epilog=_PRETRAIN_EPILOG)
     p.add_argument("model", metavar="MODEL")
     groups = _groups(p)
     groups["data"].add_argument("--corpus", nargs="+", metavar="FILE", default=[],
@@ -47,7 +49,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     groups["data"].add_argument("--eval-corpus", nargs="+", metavar="FILE", default=[],
                                 help="held-out text: masked-LM loss/accuracy and SOP/NSP accuracy at every checkpoint")
     _add_run_options(p, groups, PretrainSettings)
-    p.set_defaults(func=_pretrain)
 
 
 def _groups(p: argparse.ArgumentParser) -> dict[str, argparse._ArgumentGroup]:
