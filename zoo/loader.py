@@ -333,64 +333,16 @@ def load_model(weights: Path, config: ModelConfig, *, device: str | torch.device
     from zoo.models.encoder import Encoder
 
     dev, dt = pick_device(device), torch_dtype(dtype)
-    if position_init not in POSITION_INITS:
-        raise UsageError(f"position_init={position_init!r} is not supported", hint="use 'copy' or 'random'")
-    learned_positions = config.max_position_embeddings
-    if max_position_embeddings is not None and max_position_embeddings != learned_positions:
-        if max_position_embeddings < learned_positions:
-            raise UsageError(f"max_position_embeddings={max_position_embeddings} is smaller than the "
-                             f"checkpoint's {learned_positions}", hint="truncate inputs instead")
-        try:
-            config = dataclasses.replace(config, max_position_embeddings=max_position_embeddings)
-        except InvalidConfig as exc:
-            raise UsageError(f"max_position_embeddings={max_position_embeddings!r}: {exc.problems[0][1]}") from None
+    config, learned_positions = _with_positions(config, max_position_embeddings, position_init)
     if not weights.is_file():
         raise missing_file(weights.parent, weights.name)
 
     with torch.device("meta"):
         model = Encoder(config, heads=heads, num_labels=num_labels)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-
-    state: dict[str, torch.Tensor] = {}
     with _open_weights(weights, config, dev, layout) as f:
-        available = set(f.keys())
-        # a task head comes from a fine-tuned checkpoint, else it is initialised fresh (to be fine-tuned)
-        fresh = {name for name in expected if name.split(".")[0] in TASK_HEAD_NAMES and name not in available}
-        pooler = {name for name in expected if name.startswith("pooler.")}
-        if pooler and not pooler & available:
-            # transformers' *ForMaskedLM checkpoints have no pooler (e.g. UER's RoBERTa releases): like transformers'
-            # BertModel, initialise it fresh, and say that pooler_output is then untrained
-            log.warning("%s has no pooler (it was saved without one): pooler_output is randomly initialised and "
-                        "means nothing until trained; embed() does not use it", weights)
-            fresh |= pooler
-        unused_heads = {k for k in available - set(expected)
-                        if k.split(".")[0] in (*CHECKPOINT_HEADS, *TASK_HEAD_NAMES)}
-        missing = sorted(set(expected) - fresh - available)
-        unexpected = sorted(available - set(expected) - unused_heads)
-        missing_heads = {m.split(".")[0] for m in missing if m.split(".")[0] in CHECKPOINT_HEADS}
-        if missing and heads in PRETRAINING_HEADS and not unexpected \
-                and all(m.split(".")[0] in CHECKPOINT_HEADS for m in missing):
-            if not init_missing_heads:
-                raise CheckpointError(f"{weights} has no {' or '.join(sorted(missing_heads))} head "
-                                      f"(missing {', '.join(missing[:3])} …)",
-                                      hint="this checkpoint was released without its pretraining heads; only the "
-                                           "encoder (embeddings, pooled vectors) can be used")
-            log.warning("%s has no %s head: initialising it fresh", weights, " or ".join(sorted(missing_heads)))
-            fresh |= set(missing)
-            missing = []
-        if missing or unexpected:
-            raise CheckpointError(_mismatch(weights, missing, unexpected),
-                                  hint="the weights do not match config.json; convert the checkpoint again")
-        for name, shape in expected.items():
-            if name in fresh:
-                continue
-            got = f.shape(name)
-            extending = name == "embeddings.position.weight" and got == (learned_positions, *shape[1:])
-            if got != shape and not extending:
-                raise CheckpointError(f"{weights}: {name} has shape {list(got)}, config.json implies {list(shape)}",
-                                      hint="config.json and the weights disagree; convert the checkpoint again")
-            tensor = f.get(name)
-            state[name] = tensor.to(dt) if tensor.is_floating_point() else tensor
+        fresh = _fresh_parameters(weights, expected, f.keys(), heads, init_missing_heads)
+        state = _read_tensors(weights, f, expected, fresh, dt, learned_positions)
 
     if config.max_position_embeddings != learned_positions:
         state["embeddings.position.weight"] = _extend_positions(
@@ -403,6 +355,74 @@ def load_model(weights: Path, config: ModelConfig, *, device: str | torch.device
     if leftover:  # a bug, not a user error: every tensor is either loaded or initialised fresh
         raise RuntimeError(f"parameters left on the meta device: {leftover}")
     return model.eval().requires_grad_(False)
+
+
+def _with_positions(config: ModelConfig, max_position_embeddings: int | None,
+                    position_init: str) -> tuple[ModelConfig, int]:
+    """``(config with the positions asked for, the positions the checkpoint learned)``: more positions than learned
+    extend the table (:func:`_extend_positions`), fewer are refused."""
+    if position_init not in POSITION_INITS:
+        raise UsageError(f"position_init={position_init!r} is not supported", hint="use 'copy' or 'random'")
+    learned = config.max_position_embeddings
+    if max_position_embeddings is None or max_position_embeddings == learned:
+        return config, learned
+    if max_position_embeddings < learned:
+        raise UsageError(f"max_position_embeddings={max_position_embeddings} is smaller than the "
+                         f"checkpoint's {learned}", hint="truncate inputs instead")
+    try:
+        return dataclasses.replace(config, max_position_embeddings=max_position_embeddings), learned
+    except InvalidConfig as exc:
+        raise UsageError(f"max_position_embeddings={max_position_embeddings!r}: {exc.problems[0][1]}") from None
+
+
+def _fresh_parameters(weights: Path, expected: dict[str, tuple[int, ...]], available: set[str], heads: str | None,
+                      init_missing_heads: bool) -> set[str]:
+    """The parameters the model expects that the checkpoint does not provide and that are initialised fresh: a task
+    head (fine-tuning starts there), a pooler saved without one, and — with ``init_missing_heads`` — pretraining
+    heads a release lacks. Any other missing or unexpected weight is a :class:`CheckpointError`."""
+    fresh = {name for name in expected if name.split(".")[0] in TASK_HEAD_NAMES and name not in available}
+    pooler = {name for name in expected if name.startswith("pooler.")}
+    if pooler and not pooler & available:
+        # transformers' *ForMaskedLM checkpoints have no pooler (e.g. UER's RoBERTa releases): like transformers'
+        # BertModel, initialise it fresh, and say that pooler_output is then untrained
+        log.warning("%s has no pooler (it was saved without one): pooler_output is randomly initialised and "
+                    "means nothing until trained; embed() does not use it", weights)
+        fresh |= pooler
+    unused_heads = {k for k in available - set(expected) if k.split(".")[0] in (*CHECKPOINT_HEADS, *TASK_HEAD_NAMES)}
+    missing = sorted(set(expected) - fresh - available)
+    unexpected = sorted(available - set(expected) - unused_heads)
+    missing_heads = {m.split(".")[0] for m in missing if m.split(".")[0] in CHECKPOINT_HEADS}
+    if missing and heads in PRETRAINING_HEADS and not unexpected \
+            and all(m.split(".")[0] in CHECKPOINT_HEADS for m in missing):
+        if not init_missing_heads:
+            raise CheckpointError(f"{weights} has no {' or '.join(sorted(missing_heads))} head "
+                                  f"(missing {', '.join(missing[:3])} …)",
+                                  hint="this checkpoint was released without its pretraining heads; only the "
+                                       "encoder (embeddings, pooled vectors) can be used")
+        log.warning("%s has no %s head: initialising it fresh", weights, " or ".join(sorted(missing_heads)))
+        return fresh | set(missing)
+    if missing or unexpected:
+        raise CheckpointError(_mismatch(weights, missing, unexpected),
+                              hint="the weights do not match config.json; convert the checkpoint again")
+    return fresh
+
+
+def _read_tensors(weights: Path, f: _Weights, expected: dict[str, tuple[int, ...]], fresh: set[str],
+                  dtype: torch.dtype, learned_positions: int) -> dict[str, torch.Tensor]:
+    """Every expected tensor the checkpoint provides, its shape checked (the position table may be the learned
+    one, about to be extended), floats cast to ``dtype``."""
+    state: dict[str, torch.Tensor] = {}
+    for name, shape in expected.items():
+        if name in fresh:
+            continue
+        got = f.shape(name)
+        extending = name == "embeddings.position.weight" and got == (learned_positions, *shape[1:])
+        if got != shape and not extending:
+            raise CheckpointError(f"{weights}: {name} has shape {list(got)}, config.json implies {list(shape)}",
+                                  hint="config.json and the weights disagree; convert the checkpoint again")
+        tensor = f.get(name)
+        state[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+    return state
 
 
 def _init_fresh(model: Encoder, fresh: set[str], device: torch.device) -> None:

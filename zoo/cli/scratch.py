@@ -20,10 +20,11 @@ config.json, or a registry name (its architecture only: nothing is downloaded). 
 vocab's size. docs/cli.md#zoo-init describes the output and the initialisation."""
 
 
-_DESCRIPTION = ("Write a new model into --out: the architecture of CONFIG, a vocab (a file, another model's, or "
-                "WordPiece learned from your text), weights initialised as the upstream TF code does (truncated "
-                "normal with initializer_range, zero biases, unit LayerNorm), MLM and SOP/NSP heads included. The "
-                "result is a zoo model directory (zoo pretrain, zoo run, zoo export take it). Prints --out.")
+_DESCRIPTION = """\
+Write a new model into --out: the architecture of CONFIG, a vocab (a file, another model's, or WordPiece learned
+from your text), weights initialised as the upstream TF code does (truncated normal with initializer_range, zero
+biases, unit LayerNorm), MLM and SOP/NSP heads included. The result is a zoo model directory (zoo pretrain,
+zoo run, zoo export take it). Prints --out."""
 
 
 def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:

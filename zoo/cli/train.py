@@ -28,10 +28,10 @@ docs/pretraining.md describes the corpus format, the objectives and every option
 _GROUPS = {"data": "data", "task": "task", "optimization": "optimization", "model": "model", "run": "run"}
 
 
-_PRETRAIN = ("Continue pretraining MODEL (a registry name, or a path to a zoo, transformers or upstream TF "
-             "directory) with the original objectives — masked LM plus sentence order (ALBERT) or next sentence "
-             "(BERT) — and LAMB (ALBERT) or AdamWeightDecay (BERT). The result in --out is a zoo model directory. "
-             "Prints its path.")
+_PRETRAIN = """\
+Continue pretraining MODEL (a registry name, or a path to a zoo, transformers or upstream TF directory) with the
+original objectives — masked LM plus sentence order (ALBERT) or next sentence (BERT) — and LAMB (ALBERT) or
+AdamWeightDecay (BERT). The result in --out is a zoo model directory. Prints its path."""
 
 
 def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:

@@ -180,12 +180,7 @@ def from_transformers(state_dict: Mapping[str, torch.Tensor], config: ModelConfi
     keys = set(state_dict)
     prefix = "albert." if config.is_albert else "bert."
     prefixed = any(k.startswith(prefix) for k in keys)
-    if any(k.startswith(("sop_classifier.", "cls.seq_relationship.")) for k in keys):
-        head = "pretraining"
-    elif any(k.startswith(("predictions.", "cls.predictions.")) for k in keys):
-        head = "mlm"
-    else:
-        head = None
+    head = _head_of(keys)
     names = name_map(config, head, prefixed=prefixed)
     if head == "mlm" and any(k.startswith(f"{prefix}pooler.") for k in keys):
         names.update({k: v for k, v in name_map(config, None, prefixed=True).items() if k.startswith("pooler.")})
@@ -199,17 +194,7 @@ def from_transformers(state_dict: Mapping[str, torch.Tensor], config: ModelConfi
         identity = {"weight": f"{p}encoder.embedding_hidden_mapping_in.weight",
                     "bias": f"{p}encoder.embedding_hidden_mapping_in.bias"}
         ignored |= set(identity.values())
-    missing = sorted(expected - keys)
-    unexpected = sorted(keys - expected - ignored)
-    if missing or unexpected:
-        problems = []
-        if missing:
-            problems.append(f"missing {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
-        if unexpected:
-            problems.append(f"unexpected {', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}")
-        raise CheckpointError(
-            f"transformers state dict does not match the {config.architecture} config: " + "; ".join(problems),
-            hint="check hidden_size/num_hidden_layers/num_hidden_groups/inner_group_num against config.json")
+    _check_names(config, sorted(expected - keys), sorted(keys - expected - ignored))
     if identity and identity["weight"] in keys:
         w, b = state_dict[identity["weight"]].float(), state_dict[identity["bias"]].float()
         if not (torch.equal(w, torch.eye(w.shape[0])) and not b.any()):
@@ -228,6 +213,27 @@ def from_transformers(state_dict: Mapping[str, torch.Tensor], config: ModelConfi
                     tied[0], config.architecture)
         out = {name: t for name, t in out.items() if not name.startswith("mlm.")}
     return out
+
+
+def _head_of(keys: set[str]) -> str | None:
+    """Which transformers head a state dict holds, by its keys: ``"pretraining"``, ``"mlm"`` or None."""
+    if any(k.startswith(("sop_classifier.", "cls.seq_relationship.")) for k in keys):
+        return "pretraining"
+    if any(k.startswith(("predictions.", "cls.predictions.")) for k in keys):
+        return "mlm"
+    return None
+
+
+def _check_names(config: ModelConfig, missing: list[str], unexpected: list[str]) -> None:
+    if missing or unexpected:
+        problems = []
+        if missing:
+            problems.append(f"missing {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+        if unexpected:
+            problems.append(f"unexpected {', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}")
+        raise CheckpointError(
+            f"transformers state dict does not match the {config.architecture} config: " + "; ".join(problems),
+            hint="check hidden_size/num_hidden_layers/num_hidden_groups/inner_group_num against config.json")
 
 
 def _decoder_is_tied(state_dict: Mapping[str, torch.Tensor], names: Mapping[str, str], tied: tuple[str, str]) -> bool:

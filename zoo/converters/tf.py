@@ -192,58 +192,33 @@ def _write_weights(staged: Staged, bundle: TensorBundle, the_plan: Plan, dtype: 
 
     Four threads share the work: a :class:`~zoo.tf.bundle.ShardReader` goes through the memory-mapped shards
     front to back, hashing them and checking each tensor's CRC32C; this thread transposes kernels (tiled, from the
-    mapping straight into three recycled band buffers) and casts — a kernel as soon as the reader reaches it,
-    while the reader hashes it; :class:`_Output`'s two threads write the output and hash it. Untransposed tensors
-    go from the mapping to the output without a copy. A tensor's mapped pages are dropped once it is written, and
-    the reader keeps at most :data:`_AHEAD` bytes of tensors in flight, so memory stays below the output's size.
-    No torch: numpy views."""
+    mapping straight into recycled band buffers: :class:`_Bands`) and casts — a kernel as soon as the reader
+    reaches it, while the reader hashes it; :class:`_Output`'s two threads write the output and hash it.
+    Untransposed tensors go from the mapping to the output without a copy. A tensor's mapped pages are dropped once
+    it is written, and the reader keeps at most :data:`_AHEAD` bytes of tensors in flight, so memory stays below
+    the output's size. No torch: numpy views."""
     by_name = {t.tf_name: t for t in the_plan.targets}
     flipped = {name for name, t in by_name.items() if t.transpose}
     reader = ShardReader(bundle, by_name, whole=flipped, sha256=hash_data, chunk=_READ_CHUNK, ahead=_AHEAD)
     specs = [Spec(by_name[v.name].name, dtype or v.dtype, by_name[v.name].shape) for v in reader.order]
-    row_bytes = max((v.shape[0] * 8 for v in reader.order if v.name in flipped), default=0)
-    free: queue.Queue[np.ndarray] = queue.Queue()
-    for _ in range(_BANDS if flipped else 0):
-        free.put(np.empty(_BAND_BYTES + row_bytes, dtype=np.uint8))
-    taken: list[np.ndarray] = []
-
-    def buffers(of: np.dtype[Any]) -> Iterator[np.ndarray]:
-        while True:
-            raw = free.get()
-            taken.append(raw)
-            yield raw.view(of)
-
-    params, done, total = 0, 0, sum(spec.nbytes for spec in specs)
+    bands = _Bands(_BANDS if flipped else 0, max((v.shape[0] * 8 for v in reader.order if v.name in flipped),
+                                                 default=0))
+    params, done, total, received = 0, 0, sum(spec.nbytes for spec in specs), 0
     with staged.raw_file(WEIGHTS) as fh:
         writer = _Output(fh)
         try:
             writer.put(header(specs, metadata))
-            received = 0
             with reader:
                 for var, chunk in reader:
                     out_dtype = dtype or var.dtype
-                    if var.name in flipped:
-                        x = view(chunk, var.dtype, var.shape)
-                        for band in transposed_bands(x, buffers(x.dtype), _BAND_BYTES):
-                            raw = taken.pop()
-                            if out_dtype == var.dtype:
-                                writer.put(band, functools.partial(free.put, raw))
-                            else:
-                                converted = cast(band, var.dtype, out_dtype)
-                                free.put(raw)
-                                writer.put(converted)
-                        del x, chunk
+                    if var.name in flipped:  # one view of the whole kernel
+                        bands.put_transposed(writer, view(chunk, var.dtype, var.shape), var.dtype, out_dtype)
+                        del chunk  # no reference left to the mapping: its pages can go
                         reader.release(var)
-                    else:
+                    else:  # chunks, the last one completing the tensor
                         received += len(chunk)
                         last = received == var.size
-                        if out_dtype == var.dtype:
-                            writer.put(chunk, functools.partial(reader.release, var) if last else None)
-                        else:
-                            writer.put(cast(view(chunk, var.dtype, (len(chunk) // ITEMSIZE[var.dtype],)),
-                                            var.dtype, out_dtype))
-                            if last:
-                                reader.release(var)
+                        _put_chunk(writer, reader, var, chunk, out_dtype, last=last)
                         del chunk
                         if not last:
                             continue
@@ -257,6 +232,46 @@ def _write_weights(staged: Staged, bundle: TensorBundle, the_plan: Plan, dtype: 
             raise
     staged.record(WEIGHTS, "weights", sha, size)
     return params, reader.digests
+
+
+class _Bands:
+    """The band buffers transposed kernels are written through: ``count`` of them, recycled once the output
+    threads are done with one, so a kernel of any size costs a few bands of memory."""
+
+    def __init__(self, count: int, row_bytes: int) -> None:
+        self._free: queue.Queue[np.ndarray] = queue.Queue()
+        for _ in range(count):
+            self._free.put(np.empty(_BAND_BYTES + row_bytes, dtype=np.uint8))
+        self._taken: list[np.ndarray] = []
+
+    def _buffers(self, of: np.dtype[Any]) -> Iterator[np.ndarray]:
+        while True:
+            raw = self._free.get()
+            self._taken.append(raw)
+            yield raw.view(of)
+
+    def put_transposed(self, writer: _Output, x: np.ndarray, dtype: str, out_dtype: str) -> None:
+        """Queue the transpose of the kernel ``x`` (storage bits of ``dtype``), cast to ``out_dtype``, for the
+        output, a band at a time."""
+        for band in transposed_bands(x, self._buffers(x.dtype), _BAND_BYTES):
+            raw = self._taken.pop()
+            if out_dtype == dtype:
+                writer.put(band, functools.partial(self._free.put, raw))
+            else:
+                converted = cast(band, dtype, out_dtype)
+                self._free.put(raw)
+                writer.put(converted)
+
+
+def _put_chunk(writer: _Output, reader: ShardReader, var: Any, chunk: Any, out_dtype: str, *, last: bool) -> None:
+    """Queue a chunk of an untransposed tensor (cast to ``out_dtype``); after its ``last`` chunk the reader may drop
+    the tensor's pages (once the output threads are done with it, when it is not cast)."""
+    if out_dtype == var.dtype:
+        writer.put(chunk, functools.partial(reader.release, var) if last else None)
+        return
+    writer.put(cast(view(chunk, var.dtype, (len(chunk) // ITEMSIZE[var.dtype],)), var.dtype, out_dtype))
+    if last:
+        reader.release(var)
 
 
 def _hash_inputs(bundle: TensorBundle, release: Release, digests: list[FileDigest],

@@ -39,7 +39,7 @@ import numpy as np
 from zoo.config import SCHEME_ARCHITECTURE, SCHEMES, ModelConfig
 from zoo.converters.arrays import FLOAT_DTYPES, cast, transposed_bands
 from zoo.converters.canonical import encoder_shapes, head_shapes, shape_problems
-from zoo.converters.modeldir import VOCAB, WEIGHTS, missing_file, read_directory_vocab, staged_output
+from zoo.converters.modeldir import VOCAB, WEIGHTS, Staged, missing_file, read_directory_vocab, staged_output
 from zoo.converters.names import transposed
 from zoo.converters.schemes import name_map
 from zoo.errors import CheckpointError, UnsupportedError, UsageError
@@ -228,7 +228,6 @@ def export_tf(directory: Path, out: Path, *, config: ModelConfig, layout: str = 
     upstream, notes = upstream_config(config, scheme)
     for note in notes:
         log.warning("%s: the upstream TF code approximates this model: %s", directory, note)
-    prefix, config_name = RELEASE_FILES[scheme]
     tensors, release = canonical_tensors(directory, config, layout)
     try:
         heads, dropped, has_pooler = _check(tensors, config, str(directory / WEIGHTS))
@@ -241,41 +240,17 @@ def export_tf(directory: Path, out: Path, *, config: ModelConfig, layout: str = 
                         "upstream code initialises it fresh, as zoo.load does", directory)
             names = {tf: c for tf, c in names.items() if not c.startswith("pooler.")}
         assert set(names.values()) == set(tensors) - set(dropped), "name map and weights disagree"
-        variables: list[dict[str, Any]] = []
+        prefix, config_name = RELEASE_FILES[scheme]
         with staged_output(out, kind="export") as staged:
-            with staged.open(data_file_name(prefix), "checkpoint-data") as fh:
-                writer = BundleWriter([fh])
-                for tf_name in sorted([*names, *(["global_step"] if global_step is not None else [])]):
-                    if tf_name == "global_step":
-                        writer.add_array(tf_name, np.array(global_step, dtype=np.int64))
-                        variables.append({"name": tf_name, "dtype": "int64", "shape": []})
-                        continue
-                    tensor = tensors[names[tf_name]]
-                    flip = transposed(tf_name)
-                    shape = tuple(reversed(tensor.shape)) if flip else tensor.shape
-                    writer.add(tf_name, "float32", shape, _float32_chunks(tensor.load(), tensor.dtype, flip))
-                    tensor.release()
-                    variables.append({"name": tf_name, "dtype": "float32", "shape": list(shape)})
-            staged.write_bytes(f"{prefix}.index", writer.index(), "checkpoint-index")
-            staged.write_text("checkpoint", checkpoint_state(prefix), "checkpoint-state")
+            variables = _write_checkpoint(staged, prefix, tensors, names, global_step)
             staged.write_text(config_name, json.dumps(upstream, indent=2) + "\n", "config")
             staged.write_bytes(VOCAB, vocab.read_bytes(), "vocab")
             staged.receipt.update({
-                "format": "tf",
-                "scheme": scheme,
-                "architecture": config.architecture,
-                "checkpoint": prefix,
-                "config_file": config_name,
-                "dtype": "float32",
-                "source_dtypes": sorted({tensors[n].dtype for n in names.values()}),
-                "heads": heads,
-                "pooler": has_pooler,
-                "global_step": global_step,
-                "left_out": dropped,
-                "approximations": notes,
-                "variables": variables,
-                "source": source,
-                "source_sha256": source_sha256,
+                "format": "tf", "scheme": scheme, "architecture": config.architecture, "checkpoint": prefix,
+                "config_file": config_name, "dtype": "float32",
+                "source_dtypes": sorted({tensors[n].dtype for n in names.values()}), "heads": heads,
+                "pooler": has_pooler, "global_step": global_step, "left_out": dropped, "approximations": notes,
+                "variables": variables, "source": source, "source_sha256": source_sha256,
                 "source_weights_sha256": _weights_sha256(receipt),
             })
             files = {name: item["sha256"] for name, item in staged.outputs.items()}
@@ -283,6 +258,29 @@ def export_tf(directory: Path, out: Path, *, config: ModelConfig, layout: str = 
         release()
     log.info("exported %s as a %s TF checkpoint (%d variables) to %s", directory, scheme, len(variables), out)
     return files
+
+
+def _write_checkpoint(staged: Staged, prefix: str, tensors: Mapping[str, Tensor], names: Mapping[str, str],
+                      global_step: int | None) -> list[dict[str, Any]]:
+    """``PREFIX.data-00000-of-00001`` (the tensors ``names`` maps TF names to, float32, streamed a band at a time,
+    and ``global_step`` if given), ``PREFIX.index`` and the ``checkpoint`` state file; the variables written."""
+    variables: list[dict[str, Any]] = []
+    with staged.open(data_file_name(prefix), "checkpoint-data") as fh:
+        writer = BundleWriter([fh])
+        for tf_name in sorted([*names, *(["global_step"] if global_step is not None else [])]):
+            if tf_name == "global_step":
+                writer.add_array(tf_name, np.array(global_step, dtype=np.int64))
+                variables.append({"name": tf_name, "dtype": "int64", "shape": []})
+                continue
+            tensor = tensors[names[tf_name]]
+            flip = transposed(tf_name)
+            shape = tuple(reversed(tensor.shape)) if flip else tensor.shape
+            writer.add(tf_name, "float32", shape, _float32_chunks(tensor.load(), tensor.dtype, flip))
+            tensor.release()
+            variables.append({"name": tf_name, "dtype": "float32", "shape": list(shape)})
+    staged.write_bytes(f"{prefix}.index", writer.index(), "checkpoint-index")
+    staged.write_text("checkpoint", checkpoint_state(prefix), "checkpoint-state")
+    return variables
 
 
 def _weights_sha256(receipt: Mapping[str, Any] | None) -> str | None:
