@@ -170,8 +170,10 @@ def test_loading_a_training_run_without_its_model_says_how_to_finish_it(tmp_path
     with pytest.raises(NotFoundError, match=r"incomplete pretraining run \(last checkpoint step 40\)") as info:
         zoo.load(out)
     assert "zoo pretrain" in str(info.value.hint) and "--resume" in str(info.value.hint)
-    code, _, err = run(capsys, "embed", str(out), "你好")
-    assert code == NotFoundError.exit_code and "--resume" in err and "TensorFlow" not in err
+    for argv in (("embed", str(out), "你好"), ("verify", str(out)), ("export", str(out), str(tmp_path / "x"))):
+        code, _, err = run(capsys, *argv)
+        assert code == NotFoundError.exit_code and "incomplete pretraining run" in err and "--resume" in err, argv
+        assert "TensorFlow" not in err and "receipt" not in err
 
 
 def test_a_final_write_killed_midway_is_an_incomplete_run_and_the_next_run_removes_its_leftovers(

@@ -1,7 +1,7 @@
 """File-system helpers every layer uses: one way to hash a file, to write a file or a directory atomically, to
 check free space, to remove trees and to print sizes.
 
-Nothing here knows about models or the cache layout; it is the floor the rest of zoo stands on.
+Nothing here knows about models or where the cache keeps things; it is the floor the rest of zoo stands on.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import shutil
 import socket
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -186,16 +186,10 @@ def staged_directory(target: Path, *, replace: bool = False, mode: int | None = 
     Staging a killed process left for the same target is removed first (:func:`remove_stale_staging`)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = _new_staging(target, target.parent if staging_in is None else Path(staging_in), mode, exclusive)
-    try:
+    where = target.parent if staging_in is None else Path(staging_in)
+    with _staged(target, where, mode, exclusive, lambda staging: _rename_into_place(staging, target, replace),
+                 target.parent) as staging:
         yield staging
-        with _parent_locked(target) if exclusive else contextlib.nullcontext():
-            if exclusive:
-                _require_new_or_empty(target)
-            move_into_place(staging, target, replace=replace)
-    except BaseException:
-        rmtree(staging)
-        raise
 
 
 def move_into_place(staging: Path, target: Path, *, replace: bool = False) -> None:
@@ -204,6 +198,11 @@ def move_into_place(staging: Path, target: Path, *, replace: bool = False) -> No
     is renamed aside first and removed after — and the parent is fsynced. Fails (``ENOTEMPTY``/``EEXIST``) when
     ``target`` is anything else."""
     fsync_tree(staging)
+    _rename_into_place(staging, target, replace)
+    fsync_path(target.parent)
+
+
+def _rename_into_place(staging: Path, target: Path, replace: bool) -> None:
     if target.exists() and (replace or _empty_dir(target)):
         doomed = staging_path(target, staging.parent)
         os.rename(target, doomed)
@@ -211,7 +210,6 @@ def move_into_place(staging: Path, target: Path, *, replace: bool = False) -> No
         rmtree(doomed)
     else:
         os.rename(staging, target)
-    fsync_path(target.parent)
 
 
 @contextlib.contextmanager
@@ -228,21 +226,34 @@ def staged_files(directory: Path, *, last: str | None = None, mode: int | None =
     empty."""
     directory = Path(directory)
     directory.mkdir(0o777 if mode is None else mode, parents=True, exist_ok=True)
-    staging = _new_staging(directory, directory, 0o700, exclusive)
+
+    def move_files(staging: Path) -> None:
+        if last is not None:
+            (directory / last).unlink(missing_ok=True)
+        for name in sorted((p.name for p in staging.iterdir()), key=lambda n: (n == last, n)):
+            os.replace(staging / name, directory / name)
+
+    with _staged(directory, directory, 0o700, exclusive, move_files, directory) as staging:
+        yield staging
+
+
+@contextlib.contextmanager
+def _staged(target: Path, where: Path, mode: int | None, exclusive: bool, put: Callable[[Path], None],
+            receiver: Path) -> Iterator[Path]:
+    """What both ways of staging share: a new staging directory for ``target`` in ``where``; when the block
+    succeeds, its files fsynced, ``put(staging)`` (under the claim, with ``exclusive``), then ``receiver`` — the
+    directory whose entries changed — fsynced; the staging is removed whatever happens."""
+    staging = _new_staging(target, where, mode, exclusive)
     try:
         yield staging
         fsync_tree(staging)
-        with _parent_locked(directory) if exclusive else contextlib.nullcontext():
+        with _parent_locked(target) if exclusive else contextlib.nullcontext():
             if exclusive:
-                _require_new_or_empty(directory)
-            names = sorted(p.name for p in staging.iterdir())
-            if last is not None:
-                (directory / last).unlink(missing_ok=True)
-            for name in sorted(names, key=lambda n: n == last):
-                os.replace(staging / name, directory / name)
-        fsync_path(directory)
+                _require_new_or_empty(target)
+            put(staging)
+        fsync_path(receiver)
     finally:
-        rmtree(staging)
+        rmtree(staging)  # gone already once it was renamed into place
 
 
 def _new_staging(target: Path, where: Path, mode: int | None, exclusive: bool) -> Path:

@@ -3,8 +3,8 @@
 Every entry appears by an atomic rename of something complete, then a marker written last that records each
 file's sha256, size and stat stamp. A hit compares stamps (one ``stat`` per file) and re-hashes what changed;
 ``zoo verify`` re-hashes everything. Locks save bandwidth and CPU and keep housekeeping away from entries in
-use; correctness never depends on them. Modules: :mod:`~zoo.cache.paths` (the
-layout), :mod:`~zoo.cache.records` (stamps and checks), :mod:`~zoo.cache.snapshots`,
+use; correctness never depends on them. Modules: :mod:`~zoo.cache.paths`
+(where everything lives), :mod:`~zoo.cache.records` (stamps and checks), :mod:`~zoo.cache.snapshots`,
 :mod:`~zoo.cache.conversions`, :mod:`~zoo.cache.folders` (stamps of verified folders outside the cache),
 :mod:`~zoo.cache.blobs`, :mod:`~zoo.cache.pins`, :mod:`~zoo.cache.locks`,
 :mod:`~zoo.cache.housekeeping` (ls, rm, prune, verify).

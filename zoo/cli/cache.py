@@ -154,11 +154,14 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _verify_folder(path: Path) -> int:
     """``zoo verify ./folder``: re-hash every file its receipt lists."""
-    from zoo.converters.modeldir import check_outputs
+    from zoo.converters.modeldir import check_outputs, incomplete_run_error, training_run
 
     if not path.is_dir():
         raise NotFoundError(f"{path}: no such directory", hint="check the path (`zoo verify` with no argument checks "
                                                                "the whole cache)")
+    run = training_run(path)
+    if run is not None:
+        raise incomplete_run_error(path, *run)
     hashed: list[Path] = []
     problems = check_outputs(path, rehash=True, on_file=hashed.append)
     if problems is None:

@@ -42,7 +42,7 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     p.add_argument("name", metavar="NAME_OR_PATH")
     p.add_argument("out", metavar="DIR", help="output directory: new or empty, outside zoo's cache")
     p.add_argument("--format", default="hf", choices=("hf", "tf"),
-                   help="output layout: hf (default; transformers) or tf (an upstream TensorFlow release)")
+                   help="output format: hf (default; transformers) or tf (an upstream TensorFlow release)")
     from zoo.config import SCHEMES  # pure Python, no torch
 
     p.add_argument("--scheme", choices=SCHEMES, help="--format tf: the upstream naming scheme (default: the one the "

@@ -226,7 +226,7 @@ def staged_into(out: Path, *, kind: str) -> Iterator[Staged]:
 
 # --------------------------------------------------------------------------------------------- reading
 def read_receipt(directory: Path) -> dict[str, Any] | None:
-    """The directory's receipt, or None when it has none (a bare transformers folder, an older layout)."""
+    """The directory's receipt, or None when it has none (a bare transformers folder, an older format)."""
     path = directory / RECEIPT
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -1,4 +1,4 @@
-"""``zoo mirror``: put exported models on the Hugging Face Hub or into a self-hosted mirror's git layout.
+"""``zoo mirror``: put exported models on the Hugging Face Hub or into a self-hosted mirror's git repositories.
 
 Two targets:
 
@@ -8,7 +8,7 @@ Two targets:
     up in **one commit per model** whose message names zoo's version and the source hash.
 a directory ``DIR``
     a git repository per model at ``DIR/models/<org>/<name>`` on branch ``main``, weights stored as git-lfs
-    objects (``.git/lfs/objects/``) behind pointer files, like a clone of a Hub repo. This is the layout
+    objects (``.git/lfs/objects/``) behind pointer files, like a clone of a Hub repo. This is what
     olah serves in local-mirror mode (``mirrors-path = ["DIR"]``). One commit per update; none when nothing
     changed.
 
