@@ -133,8 +133,8 @@ def is_staging(path: Path) -> bool:
 
 
 def staging_owner(path: Path) -> str | None:
-    """The owner token in a staging name (:func:`staging_path`), or a bare token (the cache's ``tmp/`` folders);
-    None for any other name."""
+    """The owner token in a staging name (:func:`staging_path`), or a bare token (how the cache's ``tmp/`` work
+    folders were named before); None for any other name."""
     m = _STAGING.fullmatch(path.name)
     if m is not None:
         return m.group("owner")
