@@ -114,7 +114,7 @@ def _save_task_model(loaded, folder: Path) -> None:
     """A zoo directory of the starting model with its fresh tagging head, for the transformers side."""
     import dataclasses
 
-    from zoo.converters.layout import staged_output
+    from zoo.converters.modeldir import staged_output
     from zoo.converters.safetensors_out import write_state
 
     config = dataclasses.replace(loaded.config, task="token-classification", labels=("O", "B-DISH", "I-DISH"),

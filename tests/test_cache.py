@@ -102,7 +102,7 @@ def test_cache_ls_piped_never_cuts_a_column(two_models, capsys, monkeypatch) -> 
     row = next(line for line in lines if line.startswith("download "))
     assert row.split()[:3] == ["download", "beta", url] and "…" not in out and "\x1b[" not in out
     assert next(line for line in lines if line.startswith("snapshot ")).split()[2] == cache.snapshots("alpha")[0].source
-    monkeypatch.setattr("zoo.cli.fetch.stdout_is_tty", lambda: True)  # a terminal: a table that fits it
+    monkeypatch.setattr("zoo.cli.cache.stdout_is_tty", lambda: True)  # a terminal: a table that fits it
     code, out, _ = run(capsys, "cache", "ls")
     assert code == 0 and "kind" in out.splitlines()[0] and "download" in out
 
@@ -122,7 +122,7 @@ def test_cache_prune_removes_least_recently_used(two_models, capsys) -> None:
 
 
 def test_cache_prune_clears_leftovers_but_not_what_is_in_use(two_models, capsys) -> None:
-    from zoo.converters.layout import CONVERTER_VERSION
+    from zoo.converters.modeldir import CONVERTER_VERSION
 
     run(capsys, "pull", "alpha", "-q")
     half = cache.converted_path("ab" * 32, CONVERTER_VERSION)  # a conversion whose marker was never written

@@ -19,7 +19,7 @@ from support.tuned import LABELS, write_fine_tuned
 
 import zoo
 from zoo.converters.hf_names import from_transformers
-from zoo.converters.layout import read_config
+from zoo.converters.modeldir import read_config
 from zoo.training.optim import clip_by_global_norm
 
 transformers = pytest.importorskip("transformers")

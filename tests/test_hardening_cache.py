@@ -361,7 +361,7 @@ def test_release_directory_conversions_are_listed_removed_and_pruned(tmp_path: P
 
 def test_ls_accounts_for_every_file_and_prune_to_zero_keeps_only_pins(zoo_env: Path, tmp_path: Path, capsys,
                                                                      monkeypatch) -> None:
-    from zoo.converters.layout import CONVERTER_VERSION
+    from zoo.converters.modeldir import CONVERTER_VERSION
 
     register_tiny(zoo_env, tmp_path)
     zoo.load("tiny", device="cpu", progress=False)  # snapshot, blob, conversion, pin, lock files
@@ -407,7 +407,7 @@ def test_ls_accounts_for_every_file_and_prune_to_zero_keeps_only_pins(zoo_env: P
 
 def _leftovers(zoo_env: Path, tmp_path: Path) -> tuple[dict[str, Path], dict[str, Path]]:
     """A cache holding one of everything: (what a plain `zoo cache prune` must remove, what it must keep)."""
-    from zoo.converters.layout import CONVERTER_VERSION
+    from zoo.converters.modeldir import CONVERTER_VERSION
 
     done = tmp_path / "done.zip"
     done.write_bytes(OTHER)
@@ -565,7 +565,7 @@ def test_the_disk_filling_up_during_a_conversion(small_disk, tmp_path: Path, mon
 def test_a_snapshot_without_its_marker_is_removed_with_its_model(tiny: Path, capsys) -> None:
     zoo.pull("tiny", progress=False)
     [snap] = cache.snapshots("tiny")
-    cache.invalidate(snap)  # damaged: its marker went; the directory stays until the next pull or rm
+    snap.invalidate()  # damaged: its marker went; the directory stays until the next pull or rm
     half = [row for row in json.loads(run(capsys, "cache", "ls", "--json")[1]) if row["kind"] == "staging"]
     assert [(row["name"], row["source"]) for row in half] == [("tiny", "incomplete snapshot")]
     code, _, _ = run(capsys, "cache", "rm", "tiny")

@@ -21,7 +21,7 @@ from support.models import register_tiny
 
 import zoo
 from zoo.config import SCHEME_ARCHITECTURE, ModelConfig
-from zoo.converters.layout import check_outputs, read_receipt
+from zoo.converters.modeldir import check_outputs, read_receipt
 from zoo.converters.tf import load_config
 from zoo.converters.transformers import expected_shapes
 from zoo.errors import CheckpointError, DataError, NotFoundError, UsageError

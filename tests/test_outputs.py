@@ -28,7 +28,7 @@ import zoo
 from zoo.cli import main
 from zoo.config import InvalidConfig, ModelConfig
 from zoo.converters import convert
-from zoo.converters.layout import read_config, read_receipt, staged_output
+from zoo.converters.modeldir import read_config, read_receipt, staged_output
 from zoo.tf import read_tf_checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures"

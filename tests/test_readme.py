@@ -18,7 +18,7 @@ import yaml
 
 import zoo
 from zoo.cli import main
-from zoo.converters.layout import read_receipt
+from zoo.converters.modeldir import read_receipt
 from zoo.registry import clear_cache
 
 ROOT = Path(__file__).resolve().parents[1]

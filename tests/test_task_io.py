@@ -22,7 +22,7 @@ transformers = pytest.importorskip("transformers")
 
 import zoo
 from zoo.converters import convert
-from zoo.converters.layout import read_config, read_receipt
+from zoo.converters.modeldir import read_config, read_receipt
 from zoo.errors import CheckpointError, UsageError
 from zoo.tagging import decode_tags
 from zoo.tf import list_variables, read_tf_checkpoint

@@ -1,7 +1,7 @@
 """File-system helpers every layer uses: one way to hash a file, to write a file or a directory atomically, to
 check free space, to remove trees and to print sizes.
 
-Nothing here knows about models or the cache layout; it is the floor the rest of zoo stands on.
+Nothing here knows about models or where the cache keeps things; it is the floor the rest of zoo stands on.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import shutil
 import socket
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from zoo.errors import DiskSpaceError
+from zoo.errors import DiskSpaceError, UsageError
 
 #: Bytes read per call when hashing or copying.
 BLOCK = 4 << 20
@@ -98,6 +98,7 @@ def dir_mode() -> int:
 # ---------------------------------------------------------------------------------- staged directories
 #: This machine, as it appears in staging names (so a process can tell whether their owner still runs).
 HOST = re.sub(r"[^A-Za-z0-9.-]", "_", socket.gethostname())[:40] or "host"
+_TOKEN = r"(?P<host>.+)-(?P<pid>\d+)-[0-9a-f]{12}"
 _STAGING = re.compile(r"\.(?P<name>.+)\.staging-(?P<owner>.+-\d+-[0-9a-f]{12})")
 
 
@@ -108,13 +109,13 @@ def owner_token() -> str:
 
 def owner_alive(token: str) -> bool:
     """Whether the process named by an :func:`owner_token` may still be running (another host: assume so)."""
-    m = re.fullmatch(r"(.+)-(\d+)-[0-9a-f]{12}", token)
+    m = re.fullmatch(_TOKEN, token)
     if m is None:
         return False
-    if m.group(1) != HOST:
+    if m.group("host") != HOST:
         return True  # another machine sharing the folder: never guess
     try:
-        os.kill(int(m.group(2)), 0)
+        os.kill(int(m.group("pid")), 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -122,9 +123,34 @@ def owner_alive(token: str) -> bool:
     return True
 
 
-def staging_path(target: Path) -> Path:
-    """A fresh staging sibling of ``target``: ``.NAME.staging-HOST-PID-RANDOM``."""
-    return target.with_name(f".{target.name}.staging-{owner_token()}")
+def staging_path(target: Path, where: Path | None = None) -> Path:
+    """A fresh staging name for ``target``: ``.NAME.staging-HOST-PID-RANDOM`` in ``where`` (default: beside it)."""
+    return (target.parent if where is None else where) / f".{target.name}.staging-{owner_token()}"
+
+
+def is_staging(path: Path) -> bool:
+    return _STAGING.fullmatch(path.name) is not None
+
+
+def staging_owner(path: Path) -> str | None:
+    """The owner token in a staging name (:func:`staging_path`), or a bare token (how the cache's ``tmp/`` work
+    folders were named before); None for any other name."""
+    m = _STAGING.fullmatch(path.name)
+    if m is not None:
+        return m.group("owner")
+    return path.name if re.fullmatch(_TOKEN, path.name) else None
+
+
+def remove_stale_staging(parent: Path, *, of: str | None = None) -> list[Path]:
+    """Remove the staging entries in ``parent`` (of the target named ``of`` only, when given) whose owner process
+    is gone; returns what was removed."""
+    removed = []
+    for path in parent.iterdir() if parent.is_dir() else ():
+        m = _STAGING.fullmatch(path.name)
+        if m is not None and (of is None or m.group("name") == of) and not owner_alive(m.group("owner")):
+            rmtree(path)
+            removed.append(path)
+    return removed
 
 
 def fsync_tree(path: Path) -> None:
@@ -148,46 +174,145 @@ def fsync_path(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_directory(target: Path, *, replace: bool = False, mode: int | None = None) -> Iterator[Path]:
-    """Write the directory ``target`` atomically. Yields an empty staging sibling (:func:`staging_path`); when
-    the block succeeds its files are fsynced and it is renamed to ``target`` — which must not exist, or be an
-    empty directory (replaced), or anything when ``replace`` — and the parent is fsynced. On any error the
-    staging is removed and ``target`` is as it was. ``mode``: the staging directory's mode (default: the umask's).
-    A killed process leaves only a staging sibling, which :func:`remove_stale_staging` clears later."""
+def staged_directory(target: Path, *, replace: bool = False, mode: int | None = None,
+                     staging_in: Path | None = None, exclusive: bool = False) -> Iterator[Path]:
+    """Write the directory ``target`` atomically.
+
+    Yields an empty staging directory (:func:`staging_path`: beside ``target``, or in ``staging_in``); when the
+    block succeeds its files are fsynced and it is renamed to ``target`` — which must not exist, or be an empty
+    directory (replaced), or anything when ``replace`` — and the parent is fsynced. On any error the staging is
+    removed and ``target`` is as it was. ``mode``: the staging directory's mode (default: the umask's).
+    ``exclusive`` claims the target (:func:`_new_staging`): a second writer is refused instead of racing this one.
+    Staging a killed process left for the same target is removed first (:func:`remove_stale_staging`)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_path(target)
-    staging.mkdir() if mode is None else staging.mkdir(mode)
+    where = target.parent if staging_in is None else Path(staging_in)
+    with _staged(target, where, mode, exclusive, lambda staging: _rename_into_place(staging, target, replace),
+                 target.parent) as staging:
+        yield staging
+
+
+def move_into_place(staging: Path, target: Path, *, replace: bool = False) -> None:
+    """Put the complete directory ``staging`` at ``target`` for good: every file and directory in it is fsynced,
+    then one rename puts it in place — an existing ``target`` (an empty directory, or anything with ``replace``)
+    is renamed aside first and removed after — and the parent is fsynced. Fails (``ENOTEMPTY``/``EEXIST``) when
+    ``target`` is anything else."""
+    fsync_tree(staging)
+    _rename_into_place(staging, target, replace)
+    fsync_path(target.parent)
+
+
+def _rename_into_place(staging: Path, target: Path, replace: bool) -> None:
+    if target.exists() and (replace or _empty_dir(target)):
+        doomed = staging_path(target, staging.parent)
+        os.rename(target, doomed)
+        os.rename(staging, target)
+        rmtree(doomed)
+    else:
+        os.rename(staging, target)
+
+
+@contextlib.contextmanager
+def staged_files(directory: Path, *, last: str | None = None, mode: int | None = None,
+                 exclusive: bool = False) -> Iterator[Path]:
+    """Add files to ``directory`` (created with ``mode`` if missing; kept when it exists: it may be a working
+    directory, or hold other things), each appearing whole.
+
+    Yields an empty staging directory inside ``directory``; when the block succeeds its files are fsynced and
+    renamed into ``directory`` — ``last`` (say, a receipt that vouches for the others) last, after an older
+    ``last`` was removed first, so the directory never looks complete with a mix of old and new files — and the
+    directory is fsynced. The staging is removed whatever happens (a killed process leaves it for
+    :func:`remove_stale_staging`). ``exclusive``: as for :func:`staged_directory`; the directory must then be
+    empty."""
+    directory = Path(directory)
+    directory.mkdir(0o777 if mode is None else mode, parents=True, exist_ok=True)
+
+    def move_files(staging: Path) -> None:
+        if last is not None:
+            (directory / last).unlink(missing_ok=True)
+        for name in sorted((p.name for p in staging.iterdir()), key=lambda n: (n == last, n)):
+            os.replace(staging / name, directory / name)
+
+    with _staged(directory, directory, 0o700, exclusive, move_files, directory) as staging:
+        yield staging
+
+
+@contextlib.contextmanager
+def _staged(target: Path, where: Path, mode: int | None, exclusive: bool, put: Callable[[Path], None],
+            receiver: Path) -> Iterator[Path]:
+    """What both ways of staging share: a new staging directory for ``target`` in ``where``; when the block
+    succeeds, its files fsynced, ``put(staging)`` (under the claim, with ``exclusive``), then ``receiver`` — the
+    directory whose entries changed — fsynced; the staging is removed whatever happens."""
+    staging = _new_staging(target, where, mode, exclusive)
     try:
         yield staging
         fsync_tree(staging)
-        if target.exists() and (replace or (target.is_dir() and not any(target.iterdir()))):
-            doomed = staging_path(target)
-            os.rename(target, doomed)
-            os.rename(staging, target)
-            rmtree(doomed)
-        else:
-            os.rename(staging, target)  # fails (ENOTEMPTY/EEXIST) when something else appeared meanwhile
-        fsync_path(target.parent)
-    except BaseException:
-        rmtree(staging)
-        raise
+        with _parent_locked(target) if exclusive else contextlib.nullcontext():
+            if exclusive:
+                _require_new_or_empty(target)
+            put(staging)
+        fsync_path(receiver)
+    finally:
+        rmtree(staging)  # gone already once it was renamed into place
 
 
-def remove_stale_staging(parent: Path) -> list[Path]:
-    """Remove the staging siblings (:func:`staged_directory`, :func:`staging_path`) in ``parent`` whose owner
-    process is gone; returns what was removed."""
-    removed = []
-    for path in parent.iterdir() if parent.is_dir() else ():
-        m = _STAGING.fullmatch(path.name)
-        if m is not None and not owner_alive(m.group("owner")):
-            rmtree(path)
-            removed.append(path)
-    return removed
+def _new_staging(target: Path, where: Path, mode: int | None, exclusive: bool) -> Path:
+    """A new staging directory for ``target`` in ``where``, after removing what dead processes left there for it.
+    ``exclusive`` claims ``target`` under a lock on its parent: refused (:class:`UsageError`) while another
+    process's staging for it exists (beside it or inside it), or when it is not new or an empty directory."""
+    where.mkdir(parents=True, exist_ok=True)
+    with _parent_locked(target) if exclusive else contextlib.nullcontext():
+        remove_stale_staging(where, of=target.name)
+        if exclusive:
+            _refuse_busy(target)
+            _require_new_or_empty(target)
+        staging = staging_path(target, where)
+        staging.mkdir() if mode is None else staging.mkdir(mode)
+    return staging
 
 
-def is_staging(path: Path) -> bool:
-    return _STAGING.fullmatch(path.name) is not None
+def _refuse_busy(target: Path) -> None:
+    for folder in (target.parent, target):
+        remove_stale_staging(folder, of=target.name)
+        for path in folder.iterdir() if folder.is_dir() else ():
+            m = _STAGING.fullmatch(path.name)
+            if m is not None and m.group("name") == target.name:
+                raise UsageError(f"{target}: another zoo process is writing it ({m.group('owner')})",
+                                 hint="wait for it to finish, or choose another directory")
+
+
+def _require_new_or_empty(target: Path) -> None:
+    if target.exists() and not _empty_dir(target):
+        raise UsageError(f"{target}: already exists and is not empty (written meanwhile by another process?)",
+                         hint="remove it or choose another directory")
+
+
+def _empty_dir(path: Path) -> bool:
+    """A directory with nothing in it but zoo's staging."""
+    return path.is_dir() and not path.is_symlink() and all(is_staging(p) for p in path.iterdir())
+
+
+@contextlib.contextmanager
+def _parent_locked(target: Path) -> Iterator[None]:
+    """Hold an OS lock on ``target``'s parent directory for a moment (a claim, a final rename), so two processes
+    never decide about the same target at once. Released by the kernel if the holder dies; where the file system
+    cannot lock, the claim falls back to the staging names alone."""
+    import fcntl
+
+    try:
+        fd = os.open(target.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+                raise
+        yield
+    finally:
+        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------- disk space

@@ -5,8 +5,8 @@ supported Pythons). Each member is checked before any byte of it is written: onl
 directories with relative, ``..``-free names are accepted; links, devices and fifos are refused; declared sizes
 are bounded per file, in total and by compression ratio (zip bombs); and the bytes actually written are
 counted against the declared sizes. Files are created with ``O_EXCL | O_NOFOLLOW`` inside a fresh staging
-directory that is renamed into place only when everything succeeded, and each file's sha256 is computed while
-it is written.
+directory that is fsynced and renamed into place only when everything succeeded (:func:`zoo._fs.staged_directory`),
+and each file's sha256 is computed while it is written.
 """
 
 from __future__ import annotations
@@ -16,17 +16,15 @@ import gzip
 import hashlib
 import os
 import re
-import shutil
 import stat
 import tarfile
-import uuid
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from zoo._fs import file_mode, is_disk_full, require_free_space
-from zoo.errors import DiskSpaceError, UnsafeArchiveError, UnsupportedError
+from zoo._fs import disk_full_is_an_error, file_mode, require_free_space, staged_directory
+from zoo.errors import UnsafeArchiveError, UnsupportedError
 
 GiB = 1 << 30
 _COPY_BLOCK = 1 << 20
@@ -62,26 +60,13 @@ def extract(archive: Path, dest: Path, kind: str, *, limits: Limits = Limits()) 
     archive, dest = Path(archive), Path(dest)
     if dest.exists():
         raise FileExistsError(f"{dest} already exists")
-    staging = dest.with_name(f".{dest.name}.extract-{uuid.uuid4().hex[:8]}")
-    staging.mkdir(parents=True)
-    try:
-        if kind == "zip":
-            files = _extract_zip(archive, staging, limits)
-        elif kind == "tar.gz":
-            files = _extract_tar(archive, staging, limits)
-        else:
-            raise UnsupportedError(f"unknown archive type {kind!r}", hint="expected zip, tar.gz or none")
-        os.replace(staging, dest)
-        return files
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise DiskSpaceError(f"the disk filled up while extracting {archive.name} into {dest.parent}",
-                                 hint="free some space (`zoo cache prune`) and pull again: the verified download "
-                                      "is kept, so only the extraction is repeated") from None
-        raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    if kind not in ("zip", "tar.gz"):
+        raise UnsupportedError(f"unknown archive type {kind!r}", hint="expected zip, tar.gz or none")
+    with disk_full_is_an_error(f"extracting {archive.name} into {dest.parent}",
+                               hint="free some space (`zoo cache prune`) and pull again: the verified download is "
+                                    "kept, so only the extraction is repeated"), \
+            staged_directory(dest) as staging:
+        return (_extract_zip if kind == "zip" else _extract_tar)(archive, staging, limits)
 
 
 # ------------------------------------------------------------------------------------------------ checks

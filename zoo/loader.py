@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,11 +31,11 @@ from zoo.config import (
     ModelConfig,
     normalize_dtype,
 )
-from zoo.converters.layout import VOCAB, WEIGHTS, missing_file, read_config, read_directory_vocab
+from zoo.converters.modeldir import VOCAB, WEIGHTS, missing_file, read_config, read_directory_vocab
 from zoo.errors import CheckpointError, UsageError, ZooError
 from zoo.progress import Progress, ProgressCallback, ProgressEvent, reporting
 from zoo.tokenizer import Tokenizer
-from zoo.weights import Model, Prepared, after_load_failure, prepare
+from zoo.weights import Model, Prepared, use
 
 if TYPE_CHECKING:
     import torch
@@ -233,7 +233,7 @@ class Loaded:
     def _windows(self, max_seq_length: int | None, stride: int | None) -> tuple[int, int]:
         """The window length and overlap: given, else the fine-tuning run's (its receipt), else the model's
         positions (at most 512) and a quarter of them."""
-        from zoo.converters.layout import read_receipt
+        from zoo.converters.modeldir import read_receipt
 
         settings: dict[str, Any] = {}
         with contextlib.suppress(ZooError):
@@ -343,16 +343,11 @@ def load(model: Model, *, device: str | torch.device = "auto", dtype: str | torc
     """
     dev = pick_device(device)
     with reporting(progress) as emit:
-        prepared = prepare(model, source=source, offline=offline, manifests=manifests, progress=emit)
-        try:
+        def load_prepared(prepared: Prepared) -> Loaded:
             return _load_prepared(prepared, dev, dtype, heads, num_labels, max_position_embeddings, position_init,
                                   emit)
-        except ZooError as exc:
-            if not after_load_failure(prepared, exc):
-                raise
-            prepared = prepare(model, source=source, offline=offline, manifests=manifests, progress=emit)
-            return _load_prepared(prepared, dev, dtype, heads, num_labels, max_position_embeddings, position_init,
-                                  emit)
+
+        return use(model, load_prepared, source=source, offline=offline, manifests=manifests, progress=emit)
 
 
 def _load_prepared(prepared: Prepared, device: torch.device, dtype: str | torch.dtype | None, heads: str | None,
@@ -360,9 +355,8 @@ def _load_prepared(prepared: Prepared, device: torch.device, dtype: str | torch.
                    emit: ProgressCallback) -> Loaded:
     directory, manifest = prepared.path, prepared.manifest
     emit(ProgressEvent("note", prepared.name, message=f"loading on {device}"))
-    lowercase, strip_accents = prepared.tokenizer_options()
     config, layout = read_config(directory)
-    tokens = read_directory_vocab(directory, config)
+    tokenizer = build_tokenizer(prepared, config, max_length=max_position_embeddings)
     if heads is None and config.task is not None:  # a fine-tuned model: its task head is what it is for
         heads = config.task
     if manifest is not None and heads in PRETRAINING_HEADS:
@@ -370,10 +364,20 @@ def _load_prepared(prepared: Prepared, device: torch.device, dtype: str | torch.
     model = load_model(directory / WEIGHTS, config, device=device, dtype=dtype, heads=heads,
                        num_labels=num_labels, max_position_embeddings=max_position_embeddings,
                        position_init=position_init, layout=layout)
-    tokenizer = Tokenizer(tokens, lowercase=lowercase, strip_accents=strip_accents,
-                          model_max_length=model.config.max_position_embeddings, source=str(directory / VOCAB))
     return Loaded(model=model, tokenizer=tokenizer, config=model.config, manifest=manifest, path=directory,
                   layout=layout)
+
+
+def build_tokenizer(prepared: Prepared, config: ModelConfig, *, receipt: Mapping[str, object] | None = None,
+                    max_length: int | None = None) -> Tokenizer:
+    """The tokenizer of a prepared directory: its ``vocab.txt``, one line per embedding row
+    (:func:`~zoo.converters.modeldir.read_directory_vocab`), cased as its manifest or the directory says
+    (:meth:`Prepared.tokenizer_options`; ``receipt``: the directory's, when already read), for inputs of at most
+    ``max_length`` tokens (default: the config's positions)."""
+    lowercase, strip_accents = prepared.tokenizer_options(receipt)
+    return Tokenizer(read_directory_vocab(prepared.path, config), lowercase=lowercase, strip_accents=strip_accents,
+                     model_max_length=max_length or config.max_position_embeddings,
+                     source=str(prepared.path / VOCAB))
 
 
 def _warn_untrained_heads(manifest: Manifest, heads: str) -> None:
@@ -442,67 +446,17 @@ def load_model(weights: Path, config: ModelConfig, *, device: str | torch.device
     from zoo.models.encoder import Encoder
 
     dev, dt = pick_device(device), torch_dtype(dtype)
-    if position_init not in POSITION_INITS:
-        raise UsageError(f"position_init={position_init!r} is not supported", hint="use 'copy' or 'random'")
-    learned_positions = config.max_position_embeddings
-    if max_position_embeddings is not None and max_position_embeddings != learned_positions:
-        if max_position_embeddings < learned_positions:
-            raise UsageError(f"max_position_embeddings={max_position_embeddings} is smaller than the "
-                             f"checkpoint's {learned_positions}", hint="truncate inputs instead")
-        try:
-            config = dataclasses.replace(config, max_position_embeddings=max_position_embeddings)
-        except InvalidConfig as exc:
-            raise UsageError(f"max_position_embeddings={max_position_embeddings!r}: {exc.problems[0][1]}") from None
+    config, learned_positions = _with_positions(config, max_position_embeddings, position_init)
     if not weights.is_file():
         raise missing_file(weights.parent, weights.name)
 
     with torch.device("meta"):
         model = Encoder(config, heads=heads, num_labels=num_labels)
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-
-    state: dict[str, torch.Tensor] = {}
     with _open_weights(weights, config, dev, layout) as f:
-        available = set(f.keys())
-        # a task head comes from a fine-tuned checkpoint, else it is initialised fresh (to be fine-tuned)
-        fresh = {name for name in expected if name.split(".")[0] in TASK_HEAD_NAMES
-                 and (fresh_task_head or name not in available)}
-        pooler = {name for name in expected if name.startswith("pooler.")}
-        if pooler and not pooler & available:
-            # transformers' *ForMaskedLM and *ForTokenClassification checkpoints have no pooler (e.g. UER's RoBERTa
-            # releases): like transformers' BertModel, initialise it fresh, and say that pooler_output is then
-            # untrained (a tagger, whose head reads every token, never uses it)
-            (log.info if config.task == "token-classification" else log.warning)(
-                "%s has no pooler (it was saved without one): pooler_output is randomly initialised and means nothing "
-                "until trained; embed() does not use it", weights)
-            fresh |= pooler
-        unused_heads = {k for k in available - set(expected)
-                        if k.split(".")[0] in (*CHECKPOINT_HEADS, *TASK_HEAD_NAMES)}
-        missing = sorted(set(expected) - fresh - available)
-        unexpected = sorted(available - set(expected) - unused_heads)
-        missing_heads = {m.split(".")[0] for m in missing if m.split(".")[0] in CHECKPOINT_HEADS}
-        if missing and heads in PRETRAINING_HEADS and not unexpected \
-                and all(m.split(".")[0] in CHECKPOINT_HEADS for m in missing):
-            if not init_missing_heads:
-                raise CheckpointError(f"{weights} has no {' or '.join(sorted(missing_heads))} head "
-                                      f"(missing {', '.join(missing[:3])} …)",
-                                      hint="this checkpoint was released without its pretraining heads; only the "
-                                           "encoder (embeddings, pooled vectors) can be used")
-            log.warning("%s has no %s head: initialising it fresh", weights, " or ".join(sorted(missing_heads)))
-            fresh |= set(missing)
-            missing = []
-        if missing or unexpected:
-            raise CheckpointError(_mismatch(weights, missing, unexpected),
-                                  hint="the weights do not match config.json; convert the checkpoint again")
-        for name, shape in expected.items():
-            if name in fresh:
-                continue
-            got = f.shape(name)
-            extending = name == "embeddings.position.weight" and got == (learned_positions, *shape[1:])
-            if got != shape and not extending:
-                raise CheckpointError(f"{weights}: {name} has shape {list(got)}, config.json implies {list(shape)}",
-                                      hint="config.json and the weights disagree; convert the checkpoint again")
-            tensor = f.get(name)
-            state[name] = tensor.to(dt) if tensor.is_floating_point() else tensor
+        fresh = _fresh_parameters(weights, expected, f.keys(), heads, init_missing_heads, fresh_task_head,
+                                  config.task)
+        state = _read_tensors(weights, f, expected, fresh, dt, learned_positions)
 
     if config.max_position_embeddings != learned_positions:
         state["embeddings.position.weight"] = _extend_positions(
@@ -515,6 +469,78 @@ def load_model(weights: Path, config: ModelConfig, *, device: str | torch.device
     if leftover:  # a bug, not a user error: every tensor is either loaded or initialised fresh
         raise RuntimeError(f"parameters left on the meta device: {leftover}")
     return model.eval().requires_grad_(False)
+
+
+def _with_positions(config: ModelConfig, max_position_embeddings: int | None,
+                    position_init: str) -> tuple[ModelConfig, int]:
+    """``(config with the positions asked for, the positions the checkpoint learned)``: more positions than learned
+    extend the table (:func:`_extend_positions`), fewer are refused."""
+    if position_init not in POSITION_INITS:
+        raise UsageError(f"position_init={position_init!r} is not supported", hint="use 'copy' or 'random'")
+    learned = config.max_position_embeddings
+    if max_position_embeddings is None or max_position_embeddings == learned:
+        return config, learned
+    if max_position_embeddings < learned:
+        raise UsageError(f"max_position_embeddings={max_position_embeddings} is smaller than the "
+                         f"checkpoint's {learned}", hint="truncate inputs instead")
+    try:
+        return dataclasses.replace(config, max_position_embeddings=max_position_embeddings), learned
+    except InvalidConfig as exc:
+        raise UsageError(f"max_position_embeddings={max_position_embeddings!r}: {exc.problems[0][1]}") from None
+
+
+def _fresh_parameters(weights: Path, expected: dict[str, tuple[int, ...]], available: set[str], heads: str | None,
+                      init_missing_heads: bool, fresh_task_head: bool, task: str | None) -> set[str]:
+    """The parameters the model expects that the checkpoint does not provide and that are initialised fresh: a task
+    head (fine-tuning starts there; with ``fresh_task_head`` also where the checkpoint has one), a pooler saved
+    without one, and — with ``init_missing_heads`` — pretraining heads a release lacks. Any other missing or
+    unexpected weight is a :class:`CheckpointError`."""
+    fresh = {name for name in expected if name.split(".")[0] in TASK_HEAD_NAMES
+             and (fresh_task_head or name not in available)}
+    pooler = {name for name in expected if name.startswith("pooler.")}
+    if pooler and not pooler & available:
+        # transformers' *ForMaskedLM and *ForTokenClassification checkpoints have no pooler (e.g. UER's RoBERTa
+        # releases): like transformers' BertModel, initialise it fresh, and say that pooler_output is then
+        # untrained (a tagger, whose head reads every token, never uses it)
+        (log.info if task == "token-classification" else log.warning)(
+            "%s has no pooler (it was saved without one): pooler_output is randomly initialised and means nothing "
+            "until trained; embed() does not use it", weights)
+        fresh |= pooler
+    unused_heads = {k for k in available - set(expected) if k.split(".")[0] in (*CHECKPOINT_HEADS, *TASK_HEAD_NAMES)}
+    missing = sorted(set(expected) - fresh - available)
+    unexpected = sorted(available - set(expected) - unused_heads)
+    missing_heads = {m.split(".")[0] for m in missing if m.split(".")[0] in CHECKPOINT_HEADS}
+    if missing and heads in PRETRAINING_HEADS and not unexpected \
+            and all(m.split(".")[0] in CHECKPOINT_HEADS for m in missing):
+        if not init_missing_heads:
+            raise CheckpointError(f"{weights} has no {' or '.join(sorted(missing_heads))} head "
+                                  f"(missing {', '.join(missing[:3])} …)",
+                                  hint="this checkpoint was released without its pretraining heads; only the "
+                                       "encoder (embeddings, pooled vectors) can be used")
+        log.warning("%s has no %s head: initialising it fresh", weights, " or ".join(sorted(missing_heads)))
+        return fresh | set(missing)
+    if missing or unexpected:
+        raise CheckpointError(_mismatch(weights, missing, unexpected),
+                              hint="the weights do not match config.json; convert the checkpoint again")
+    return fresh
+
+
+def _read_tensors(weights: Path, f: _Weights, expected: dict[str, tuple[int, ...]], fresh: set[str],
+                  dtype: torch.dtype, learned_positions: int) -> dict[str, torch.Tensor]:
+    """Every expected tensor the checkpoint provides, its shape checked (the position table may be the learned
+    one, about to be extended), floats cast to ``dtype``."""
+    state: dict[str, torch.Tensor] = {}
+    for name, shape in expected.items():
+        if name in fresh:
+            continue
+        got = f.shape(name)
+        extending = name == "embeddings.position.weight" and got == (learned_positions, *shape[1:])
+        if got != shape and not extending:
+            raise CheckpointError(f"{weights}: {name} has shape {list(got)}, config.json implies {list(shape)}",
+                                  hint="config.json and the weights disagree; convert the checkpoint again")
+        tensor = f.get(name)
+        state[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+    return state
 
 
 def _init_fresh(model: Encoder, fresh: set[str], device: torch.device) -> None:
@@ -592,4 +618,5 @@ def _extend_positions(table: torch.Tensor, size: int, init: str, std: float) -> 
     return torch.cat([table, extra])
 
 
-__all__ = ["POSITION_INITS", "Loaded", "check_fill_mask", "load", "load_model", "pick_device", "torch_dtype"]
+__all__ = ["POSITION_INITS", "Loaded", "build_tokenizer", "check_fill_mask", "load", "load_model", "pick_device",
+           "torch_dtype"]

@@ -40,6 +40,7 @@ from zoo.fetch import DATA, FetchOptions, fetch
 from zoo.fetch.hf import combined_sha256
 from zoo.progress import Progress, ProgressCallback, ProgressEvent, reporting, waiting
 from zoo.registry import Manifest, Source, get_manifest
+from zoo.registry.schema import FilePin
 
 log = logging.getLogger("zoo.resolver")
 
@@ -158,33 +159,34 @@ def _cached(manifest: Manifest, src: Source) -> Pulled | None:
                 pin.size is not None and pin.size != record.size):
             return None
     _check_tofu_still_agrees(src, snap)
-    check = cache.check_snapshot(snap)
+    check = snap.check()
     if check.problem is not None:
         log.warning("%s: %s; rebuilding the snapshot", manifest.name, check.problem)
-        cache.invalidate(snap)
+        snap.invalidate()
         return None
-    cache.touch(snap)
+    snap.touch()
     return Pulled(snap.path, src, snap.sha256, manifest, snap)
 
 
 def _check_tofu_still_agrees(src: Source, snap: cache.Snapshot) -> None:
     """A snapshot made on first use must agree with the pins; a pin lost to a crash is recorded again."""
-    if src.kind == "url" and src.sha256 is None:
-        pin = cache.get_pin(src.label)
+    for name, (sha256, size) in _fetched_files(src, snap).items():
+        if src.pins.get(name, FilePin()).sha256:
+            continue
+        label = src.pin_label(name)
+        pin = cache.get_pin(label)
         if pin is None:
-            cache.record_pin(src.label, snap.sha256, snap.size)
-        elif pin.sha256 != snap.sha256:
-            raise _pin_mismatch(src.label, f"sha256 {snap.sha256}, expected {pin.sha256}", pin, where=None)
-    elif src.kind == "hf":
-        for rel, record in snap.files.items():
-            if src.files.get(rel) and src.files[rel].sha256:
-                continue
-            label = cache.file_pin_label(src, rel)
-            pin = cache.get_pin(label)
-            if pin is None:
-                cache.record_pin(label, record.sha256, record.size)
-            elif pin.sha256 != record.sha256:
-                raise _pin_mismatch(label, f"sha256 {record.sha256}, expected {pin.sha256}", pin, where=None)
+            cache.record_pin(label, sha256, size)
+        elif pin.sha256 != sha256:
+            raise _pin_mismatch(label, f"sha256 {sha256}, expected {pin.sha256}", pin, where=None)
+
+
+def _fetched_files(src: Source, snap: cache.Snapshot) -> dict[str, tuple[str, int]]:
+    """What the fetch that made ``snap`` brought, as it brought it (:attr:`Source.pins` names the same files): a URL
+    source's one download, or a repo's files."""
+    if src.kind == "url":
+        return {DATA: (snap.sha256, snap.size)}
+    return {rel: (record.sha256, record.size) for rel, record in snap.files.items()}
 
 
 # --------------------------------------------------------------------------------------------- one source
@@ -370,7 +372,7 @@ def _pull_hf(manifest: Manifest, src: Source, key: str, opts: FetchOptions, emit
                                          hint="the repo serves different bytes than the manifest pins: a tampered "
                                               "mirror, or the manifest names a moving revision")
                 continue
-            label = cache.file_pin_label(src, rel)
+            label = src.pin_label(rel)
             recorded = cache.get_pin(label)
             if recorded is not None and (recorded.sha256, recorded.size) != (sha, size):
                 where = cache.quarantine(target / rel, f"{src.label}: {rel}: changed upstream")
@@ -385,8 +387,8 @@ def _pull_hf(manifest: Manifest, src: Source, key: str, opts: FetchOptions, emit
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for rel, (sha, size) in tofu.items():  # only once everything verified and stored
-        cache.record_pin(cache.file_pin_label(src, rel), sha, size)
-        log.info("recorded trust-on-first-use pin for %s: sha256 %s", cache.file_pin_label(src, rel), sha)
+        cache.record_pin(src.pin_label(rel), sha, size)
+        log.info("recorded trust-on-first-use pin for %s: sha256 %s", src.pin_label(rel), sha)
     log.info("%s: %d files verified (combined sha256 %s)", src.label, len(got.files), combined)
     return Pulled(snap.path, src, combined, manifest, snap)
 

@@ -7,7 +7,7 @@ directory), or is learned from the user's text (``train_vocab``: WordPiece with 
 :func:`zoo.tokenizer.train_wordpiece`); the config's ``vocab_size`` is set from it.
 
 The weights are drawn as the TF code draws them (:meth:`zoo.models.encoder.Encoder.init_weights`), with the MLM
-and SOP/NSP heads, and the directory is what ``zoo convert`` writes (:mod:`zoo.converters.layout`; receipt kind
+and SOP/NSP heads, and the directory is what ``zoo convert`` writes (:mod:`zoo.converters.modeldir`; receipt kind
 ``init``), so ``zoo.load``, ``zoo pretrain``, ``zoo run`` and ``zoo export`` take it — no network, no
 hand-made manifest.
 """
@@ -23,7 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from zoo._fs import sha256_file
 from zoo.config import PRETRAINING_HEADS, ModelConfig, present_heads
-from zoo.converters.layout import CONFIG, VOCAB, WEIGHTS, missing_file, read_json, require_new_dir, staged_output
+from zoo.converters.modeldir import (
+    CONFIG,
+    VOCAB,
+    WEIGHTS,
+    check_output_dir,
+    missing_file,
+    read_json,
+    staged_output,
+)
 from zoo.converters.safetensors_out import write_state
 from zoo.converters.tf import parse_config
 from zoo.converters.vocab import looks_cased, read_vocab
@@ -67,8 +75,8 @@ def init_model(config: ConfigInput, *, out: str | os.PathLike[str], vocab: str |
                vocab_size: int | None = None, seed: int = DEFAULT_SEED, heads: str | None = "pretraining",
                source: int | None = None, offline: bool | None = None,
                manifests: Sequence[str | os.PathLike[str]] = (), progress: Progress = None) -> Path:
-    """Write a new, randomly initialised model into ``out`` (which must not exist, or be empty); returns ``out``
-    as an absolute path (what every zoo command accepts as a path).
+    """Write a new, randomly initialised model into ``out`` (a new or empty directory outside zoo's cache); returns
+    ``out`` as an absolute path (what every zoo command accepts as a path).
 
     ``config``: a :class:`~zoo.config.ModelConfig`, a :class:`~zoo.registry.Manifest`, a registry name (its
     architecture), or a path — a string ending in ``.json`` or following the names-vs-paths rule — to an upstream
@@ -82,7 +90,7 @@ def init_model(config: ConfigInput, *, out: str | os.PathLike[str], vocab: str |
     if isinstance(train_vocab, (str, os.PathLike)):  # one file
         train_vocab = [train_vocab]
     _check_options(vocab, vocab_from, train_vocab, vocab_size, heads)
-    require_new_dir(out_path)
+    check_output_dir(out_path)
     label = out_path.name or str(out_path)
     with reporting(progress) as emit:
         model_config, config_source = read_model_config(config, manifests=manifests)

@@ -9,15 +9,21 @@
   ``~``, or is absolute): a converted directory (``zoo convert``, ``zoo pretrain`` output) is used as is; an
   upstream TF release directory or a transformers folder (``zoo export``, ``save_pretrained``) is converted
   once into the cache, keyed by its path and its files' stamps (size, mtime, ctime, inode). A folder with a
-  receipt (anything zoo wrote) is first checked against it (:func:`zoo.converters.layout.check_outputs`):
+  receipt (anything zoo wrote) is first checked against it (:func:`zoo.converters.modeldir.check_outputs`):
   a file that changed since it was written is a :class:`~zoo.errors.CheckpointError`, never a silent load.
 
 The rule is deliberate: a folder ``albert_base_zh/`` in the current directory (what unzipping a release gives)
 never shadows the registry name; write ``./albert_base_zh`` to mean the folder.
 
-A cached snapshot or conversion whose bytes rotted since they were verified is detected (stamps on every use,
-CRC32C while converting), rebuilt from what is still intact — the verified download, then the network — and the
-work continues, with a warning.
+The load path reads top to bottom in :func:`use`: the name becomes a manifest or a path (:func:`target_of`); a
+manifest is resolved to a verified snapshot (:func:`zoo.resolver.resolve`), a folder is checked against its
+receipt; a snapshot, a TF release or a transformers folder is converted once into the cache
+(:func:`cached_conversion`, which owns the conversion cache: a lock, stamps checked on every use, a damaged entry
+made again); then the caller's work runs on the directory. When a cached entry behind it turns out damaged or gone
+on the way — a snapshot failing its CRC32C while it is converted, a conversion failing to load, an entry another
+process pruned meanwhile — :func:`repair` re-hashes it and invalidates what changed, and the path runs once more:
+the snapshot is rebuilt from what is still intact (the verified download, then the network), the conversion from
+the snapshot.
 """
 
 from __future__ import annotations
@@ -27,20 +33,22 @@ import dataclasses
 import hashlib
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from zoo import cache
-from zoo.cache.records import rehash_files
-from zoo.converters.layout import (
+from zoo._fs import rmtree, sha256_file
+from zoo.converters.modeldir import (
     CONVERTER_VERSION,
+    RECEIPT,
     check_outputs,
-    convert_once,
+    incomplete_run_error,
     is_converted_dir,
     output_records,
     read_receipt,
-    rebuild_if_damaged,
     tokenizer_options,
+    training_run,
 )
 from zoo.converters.transformers import is_transformers_dir
 from zoo.errors import CheckpointError, IntegrityError, NotFoundError, UsageError, ZooError
@@ -51,6 +59,7 @@ from zoo.resolver import Pulled, resolve
 log = logging.getLogger("zoo.weights")
 
 Model = str | os.PathLike[str] | Manifest
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,9 +79,9 @@ class Prepared:
         """What to call it: the manifest's name, else the name of the directory the user gave."""
         return self.manifest.name if self.manifest is not None else (self.release or self.path).name
 
-    def tokenizer_options(self, receipt: dict[str, object] | None = None) -> tuple[bool, bool | None]:
+    def tokenizer_options(self, receipt: Mapping[str, object] | None = None) -> tuple[bool, bool | None]:
         """``(lowercase, strip_accents)`` for its tokenizer: the manifest's, else the directory's
-        (:func:`zoo.converters.layout.tokenizer_options`; ``receipt``: the directory's, when already read)."""
+        (:func:`zoo.converters.modeldir.tokenizer_options`; ``receipt``: the directory's, when already read)."""
         if self.manifest is not None:
             return self.manifest.tokenizer.lowercase, self.manifest.tokenizer.strip_accents
         return tokenizer_options(self.path, receipt=receipt)
@@ -104,24 +113,82 @@ def target_of(model: Model, manifests: Sequence[str | os.PathLike[str]] = ()) ->
 def prepare(model: Model, *, source: int | None = None, offline: bool | None = None,
             manifests: Sequence[str | os.PathLike[str]] = (), progress: ProgressCallback | None = None) -> Prepared:
     """The converted directory behind ``model`` (see the module docstring), converting on first use."""
+    return use(model, lambda prepared: prepared, source=source, offline=offline, manifests=manifests,
+               progress=progress)
+
+
+def use(model: Model, work: Callable[[Prepared], T], *, source: int | None = None, offline: bool | None = None,
+        manifests: Sequence[str | os.PathLike[str]] = (), progress: ProgressCallback | None = None) -> T:
+    """``work(prepared)`` on the directory behind ``model``: the load path of the module docstring, with its one
+    repair — a cached entry found damaged or gone on the way is repaired (:func:`repair`) and the path runs once
+    more."""
     emit = progress or (lambda event: None)
     target = target_of(model, manifests)
-    if isinstance(target, Path):
-        if source is not None:
-            raise UsageError("--source applies to registry names, not to paths")
-        return _from_path(target, emit)
-    return _from_registry(target, source=source, offline=offline, emit=emit)
+    if isinstance(target, Path) and source is not None:
+        raise UsageError("--source applies to registry names, not to paths")
+    for last in (False, True):
+        try:
+            prepared = _from_path(target, emit) if isinstance(target, Path) else \
+                _from_registry(target, source=source, offline=offline, emit=emit)
+            return _work(prepared, work)
+        except _Damaged as damage:
+            if last or not repair(damage.entry, damage.error):
+                raise damage.final() from None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def after_load_failure(prepared: Prepared, error: ZooError) -> bool:
-    """A load of ``prepared`` failed with ``error``: when it is a cached conversion whose bytes are damaged,
-    invalidate it (the caller prepares again, which rebuilds it) and return True."""
-    if not prepared.cached or not isinstance(error, (CheckpointError, IntegrityError, NotFoundError)):
-        return False
-    if cache.read_conversion(prepared.path) is None:  # removed meanwhile (`zoo cache prune` elsewhere)
-        log.warning("the cached conversion %s was removed while it was being loaded; making it again", prepared.path)
+class _Damaged(Exception):
+    """A cached entry behind the directory turned out damaged or gone (``error`` None) while it was used."""
+
+    def __init__(self, entry: Pulled | Prepared, error: ZooError | None) -> None:
+        super().__init__(entry)
+        self.entry, self.error = entry, error
+
+    def final(self) -> ZooError:
+        """What to report when repairing cannot help."""
+        if isinstance(self.entry, Pulled):
+            if self.error is None:
+                return NotFoundError(f"{self.entry.manifest.name}: the cached snapshot was removed while it was "
+                                     "being converted", hint="another zoo process pruned the cache; run it again")
+            return _published_damage(self.error, self.entry)
+        assert self.error is not None  # a conversion is reported gone by the error of its use
+        return self.error
+
+
+def _work(prepared: Prepared, work: Callable[[Prepared], T]) -> T:
+    try:
+        return work(prepared)
+    except (CheckpointError, IntegrityError, NotFoundError) as exc:
+        if prepared.cached:  # the conversion may be what is damaged: repair() re-hashes it
+            raise _Damaged(prepared, exc) from exc
+        raise
+
+
+def repair(entry: Pulled | Prepared, error: ZooError | None) -> bool:
+    """The one repair of the load path: ``entry`` — a snapshot a conversion read, or a cached conversion — failed
+    with ``error`` (None: it was removed meanwhile). Re-hash it; when its bytes changed since they were verified or
+    written, invalidate it (and quarantine a damaged download), so that running the path again rebuilds it from what
+    is intact. Returns whether running the path again can help."""
+    if isinstance(entry, Pulled):
+        name = entry.manifest.name
+        if error is None:
+            log.info("%s: the snapshot was removed before it could be converted; pulling it again", name)
+            return True
+        if not entry.snapshot.rehash():
+            return False  # the snapshot is what was verified: the published files themselves are bad
+        cache.recheck_blob(entry.snapshot.sha256)  # a damaged download is quarantined: the network has it
+        log.warning("%s: the cached download was damaged after it was verified (%s); rebuilding it", name,
+                    error.message)
         return True
-    return rebuild_if_damaged(prepared.path)
+    conv = cache.read_conversion(entry.path)
+    if conv is None:  # removed meanwhile (`zoo cache prune` elsewhere)
+        log.warning("the cached conversion %s was removed while it was being loaded; making it again", entry.path)
+        return True
+    problems = conv.rehash()
+    if problems:
+        log.warning("the cached conversion %s is damaged (%s); rebuilding it from the cached download", entry.path,
+                    "; ".join(f"{p}: {what}" for p, what in problems))
+    return bool(problems)
 
 
 # ------------------------------------------------------------------------------------------------ paths
@@ -132,6 +199,9 @@ def _from_path(path: Path, emit: ProgressCallback) -> Prepared:
     if not path.is_dir():
         raise NotFoundError(f"{path} is not a directory",
                             hint="pass a directory made by zoo convert/export/pretrain, or a TF release directory")
+    run = training_run(path)
+    if run is not None:
+        raise incomplete_run_error(path, *run)
     verified = _check_receipt(path)
     if is_converted_dir(path) and not is_transformers_dir(path):
         return Prepared(path.resolve())
@@ -172,49 +242,27 @@ def convert_release_dir(directory: Path, emit: ProgressCallback | None = None,
                 emit(ProgressEvent("note", directory.name, message="converting the transformers folder"))
             return convert_transformers_dir(directory, out, known_sha256=known_sha256)
     else:
-        from zoo.converters.tf import convert
+        from zoo.converters.tf import convert_release, find_release
 
         def make(out: Path) -> object:
-            return convert(directory, out, progress=emit)
-    return convert_once(target, make, origin=str(directory), source=str(directory),
-                        on_wait=waiting(emit, directory.name))
+            return convert_release(find_release(directory), out, progress=emit)
+    return cached_conversion(target, make, origin=str(directory), source=str(directory),
+                             on_wait=waiting(emit, directory.name))
 
 
 # --------------------------------------------------------------------------------------------- registry
 def _from_registry(manifest: Manifest, *, source: int | None, offline: bool | None,
                    emit: ProgressCallback) -> Prepared:
     pulled = resolve(manifest, source=source, offline=offline, progress=emit)
-    try:
-        path = _convert_held(pulled, emit, offline)
-    except (IntegrityError, CheckpointError) as exc:
-        if not _snapshot_rotted(pulled):
-            raise _published_damage(exc, pulled) from None
-        log.warning("%s: the cached download was damaged after it was verified (%s); rebuilding it",
-                    manifest.name, exc.message)
-        pulled = resolve(manifest, source=pulled.source.index, offline=offline, progress=emit)
-        path = _convert_held(pulled, emit, offline)
-    return Prepared(path, manifest, pulled, cached=True)
+    return Prepared(_convert_snapshot(pulled, emit), manifest, pulled, cached=True)
 
 
-class _SnapshotGone(Exception):
-    """The snapshot a conversion was about to read was removed (``zoo cache prune`` in another process)."""
-
-
-def _convert_held(pulled: Pulled, emit: ProgressCallback | None, offline: bool | None) -> Path:
-    """:func:`convert_snapshot`, pulling the snapshot again if it vanished before its lock was taken."""
-    try:
-        return convert_snapshot(pulled, emit)
-    except _SnapshotGone:
-        log.info("%s: the snapshot was removed before it could be converted; pulling it again", pulled.manifest.name)
-        again = resolve(pulled.manifest, source=pulled.source.index, offline=offline, progress=emit)
-        return convert_snapshot(again, emit)
-
-
-def convert_snapshot(pulled: Pulled, emit: ProgressCallback | None = None) -> Path:
+def _convert_snapshot(pulled: Pulled, emit: ProgressCallback | None = None) -> Path:
     """The converted directory of a verified snapshot, made once: a TF checkpoint or transformers weights.
 
     While a conversion is made the snapshot's lock is held, so ``zoo cache prune`` in another process skips the
-    snapshot being read (and waits for nothing: it just leaves it)."""
+    snapshot being read (and waits for nothing: it just leaves it). A conversion that fails on the snapshot's bytes,
+    or a snapshot removed before its lock was taken, is a :class:`_Damaged` for :func:`repair`."""
     root, src, manifest = pulled.path, pulled.source, pulled.manifest
     target = cache.converted_path(pulled.sha256, CONVERTER_VERSION)
     if src.format == "tf-checkpoint":
@@ -244,24 +292,71 @@ def convert_snapshot(pulled: Pulled, emit: ProgressCallback | None = None) -> Pa
     def snapshot_in_use() -> Iterator[None]:
         with cache.lock(cache.snapshot_lock(manifest.name, key), on_wait=waiting(emit, manifest.name)):
             if cache.read_snapshot(manifest.name, key) is None:
-                raise _SnapshotGone()
+                raise _Damaged(pulled, None)  # removed meanwhile (`zoo cache prune` in another process)
             yield
 
-    return convert_once(target, make, origin=manifest.name, source=src.label,
-                        on_wait=waiting(emit, manifest.name), hold=snapshot_in_use)
+    try:
+        return cached_conversion(target, make, origin=manifest.name, source=src.label,
+                                 on_wait=waiting(emit, manifest.name), hold=snapshot_in_use)
+    except (IntegrityError, CheckpointError) as exc:
+        raise _Damaged(pulled, exc) from exc
 
 
-def _snapshot_rotted(pulled: Pulled) -> bool:
-    """Re-hash the snapshot a conversion failed on; when its bytes changed since they were verified, invalidate
-    it (and quarantine a damaged download) so the next resolve rebuilds it."""
-    snap = pulled.snapshot
-    problems, _ = rehash_files(snap.path, snap.files)
-    if not problems:
+# ------------------------------------------------------------------------------------ cached conversions
+def cached_conversion(target: Path, make: Callable[[Path], object], *, origin: str, source: str,
+                      on_wait: Callable[[str], None] | None = None,
+                      hold: Callable[[], contextlib.AbstractContextManager[object]] | None = None) -> Path:
+    """The conversion at ``target`` in the cache, made by ``make(out)`` once.
+
+    A complete conversion whose files still match their stamps is reused without hashing. One that is damaged
+    or incomplete is made again, with a warning. ``make`` writes a zoo model directory at ``out``
+    (:func:`zoo.converters.modeldir.staged_output`); concurrent callers wait on the lock and reuse the result.
+    ``hold``, when given, is entered (before the conversion's own lock) for as long as a conversion is made: the
+    caller locks what ``make`` reads, such as the cached snapshot, so ``zoo cache prune`` leaves it alone meanwhile.
+    """
+    if _usable(target):
+        return target
+    with hold() if hold is not None else contextlib.nullcontext(), \
+            cache.lock(cache.conversion_lock(target), on_wait=on_wait):
+        if _usable(target):  # another process made it while we waited
+            return target
+        rmtree(target)  # what a damaged or half-made conversion holds: its space is needed now
+        staging = cache.staging_dir()
+        try:
+            out = staging / "out"
+            log.info("converting %s once into %s", source, target)
+            make(out)
+            cache.commit_conversion(out, target, origin=origin, source=source, files=_written(out))
+        finally:
+            rmtree(staging)
+    return target
+
+
+def _usable(target: Path) -> bool:
+    """Whether the conversion at ``target`` is complete and its files match their stamps (a use is recorded);
+    a damaged one is invalidated."""
+    conv = cache.read_conversion(target)
+    if conv is None:
+        if target.exists():
+            log.warning("%s is an incomplete conversion; converting again", target)
         return False
-    cache.invalidate(snap)
-    if pulled.source.kind == "url":  # an hf source has no download blob (its archive is always "none")
-        cache.verified_blob(snap.sha256)
+    check = conv.check()
+    if check.problem is not None:
+        log.warning("the cached conversion is damaged (%s); rebuilding it from the cached download", check.problem)
+        conv.invalidate()
+        return False
+    conv.touch()
     return True
+
+
+def _written(out: Path) -> dict[str, cache.FileRecord]:
+    """Every file of a directory a converter just wrote, as its receipt records them (and the receipt itself)."""
+    receipt = read_receipt(out)
+    if receipt is None:
+        raise AssertionError(f"{out}: a converter wrote no receipt")  # a bug, not a user error
+    files = output_records(receipt)
+    files[RECEIPT] = cache.FileRecord(*sha256_file(out / RECEIPT))
+    return files
 
 
 def _published_damage(exc: ZooError, pulled: Pulled) -> ZooError:
@@ -271,5 +366,5 @@ def _published_damage(exc: ZooError, pulled: Pulled) -> ZooError:
     return type(exc)(exc.message, hint=hint)
 
 
-__all__ = ["Model", "Prepared", "after_load_failure", "convert_release_dir", "convert_snapshot", "looks_like_path",
-           "prepare", "target_of"]
+__all__ = ["Model", "Prepared", "cached_conversion", "convert_release_dir", "looks_like_path", "prepare", "repair",
+           "target_of", "use"]

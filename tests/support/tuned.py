@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.converters.layout import read_config, staged_output
+from zoo.converters.modeldir import read_config, staged_output
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "tf"
 #: The labels of each task in the tests: BIO tags of two entity types, three classes.

@@ -25,8 +25,8 @@ def add_blob(path: Path, sha256: str) -> Path:
 
 
 def verified_blob(sha256: str | None) -> tuple[Path, int] | None:
-    """The blob with this hash, re-hashed first (this path is rare: a snapshot is being rebuilt); a blob whose
-    bytes no longer match its name is quarantined."""
+    """The blob with this hash and its size, re-hashed first (this path is rare: a snapshot is being rebuilt); a
+    blob whose bytes no longer match its name is quarantined, and None returned."""
     if sha256 is None:
         return None
     path = blob_path(sha256)
@@ -34,6 +34,12 @@ def verified_blob(sha256: str | None) -> tuple[Path, int] | None:
         return None
     got, size = rehash_blob(path, sha256, lambda got: f"blob named {sha256} hashes to {got}")
     return (path, size) if got == sha256 else None
+
+
+def recheck_blob(sha256: str) -> bool:
+    """Re-hash the blob with this hash, if there is one, and quarantine it when its bytes changed (so the next
+    pull downloads it again); whether it was damaged."""
+    return blob_path(sha256).is_file() and verified_blob(sha256) is None
 
 
 def rehash_blob(path: Path, expected: str, reason: Callable[[str], str]) -> tuple[str, int]:

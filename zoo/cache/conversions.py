@@ -7,25 +7,22 @@ size and stamp, exactly as it does for snapshots, so every load checks stamps an
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
 import re
 import time
 from pathlib import Path
 from typing import Any
 
-from zoo._fs import mtime, rmtree, write_json_atomic
 from zoo.cache.paths import conversion_marker_path, home
-from zoo.cache.records import Check, FileRecord, check_files, files_from_json, files_to_json, stamped
+from zoo.cache.records import FileRecord, Marked, commit, files_from_json, files_to_json
 
 MARKER_VERSION = 1
 _NAME = re.compile(r"(?P<key>[0-9a-f]{64})-c(?P<version>\d+)")
 
 
 @dataclasses.dataclass(frozen=True)
-class Conversion:
+class Conversion(Marked):
     path: Path
     origin: str  # the registry model it belongs to, or the absolute path of the release directory
     source: str  # the source label (URL / hf repo) or the release directory
@@ -40,10 +37,6 @@ class Conversion:
     def version(self) -> int:
         m = _NAME.fullmatch(self.path.name)
         return int(m.group("version")) if m else -1
-
-    @property
-    def last_used(self) -> float:
-        return mtime(self.marker, default=self.created)
 
     def to_json(self) -> dict[str, Any]:
         return {"version": MARKER_VERSION, "origin": self.origin, "source": self.source, "created": self.created,
@@ -76,32 +69,4 @@ def conversions() -> list[Conversion]:
 def commit_conversion(staged: Path, final: Path, *, origin: str, source: str,
                       files: dict[str, FileRecord]) -> Conversion:
     """Move a complete conversion into place, then write its marker (last)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    conversion_marker_path(final).unlink(missing_ok=True)
-    if final.exists():
-        rmtree(final)
-    os.replace(staged, final)
-    conv = Conversion(final, origin, source, stamped(final, files), time.time())
-    write_conversion_marker(conv)
-    return conv
-
-
-def check_conversion(conv: Conversion) -> Check:
-    """Stat every file (re-hash only changed stamps); refresh stamps of identical files."""
-    check = check_files(conv.path, conv.files)
-    if check.problem is None and check.refreshed:
-        write_conversion_marker(dataclasses.replace(conv, files={**conv.files, **check.refreshed}))
-    return check
-
-
-def touch_conversion(conv: Conversion) -> None:
-    with contextlib.suppress(OSError):
-        os.utime(conv.marker)
-
-
-def invalidate_conversion(conv: Conversion) -> None:
-    conv.marker.unlink(missing_ok=True)
-
-
-def write_conversion_marker(conv: Conversion) -> None:
-    write_json_atomic(conv.marker, conv.to_json())
+    return commit(staged, Conversion(final, origin, source, files, time.time()))

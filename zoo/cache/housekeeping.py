@@ -15,9 +15,9 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from zoo._fs import disk_usage, mtime, owner_alive, rmtree
+from zoo._fs import disk_usage, mtime, owner_alive, rmtree, staging_owner
 from zoo.cache.blobs import rehash_blob
-from zoo.cache.conversions import Conversion, conversions, invalidate_conversion, write_conversion_marker
+from zoo.cache.conversions import Conversion, conversions
 from zoo.cache.locks import remove_lock_file, try_lock
 from zoo.cache.paths import (
     blob_path,
@@ -28,8 +28,8 @@ from zoo.cache.paths import (
     snapshot_lock,
     snapshot_marker_path,
 )
-from zoo.cache.records import rehash_files
-from zoo.cache.snapshots import Snapshot, invalidate, read_snapshot, snapshots, write_marker
+from zoo.cache.records import Marked
+from zoo.cache.snapshots import Snapshot, read_snapshot, snapshots
 
 log = logging.getLogger("zoo.cache")
 
@@ -180,7 +180,7 @@ def _remove_snapshot(snap: Snapshot) -> list[Entry] | None:
         if not mine:
             log.warning("skipped %s (%s): another zoo process is using it", snap.model, snap.source)
             return None
-        invalidate(snap)  # first: the entry stops being valid before its files go
+        snap.invalidate()  # first: the entry stops being valid before its files go
         rmtree(snap.path)
     gone = []
     if not any(s.sha256 == snap.sha256 for s in snapshots()):
@@ -202,7 +202,7 @@ def _remove_conversion(conv: Conversion) -> bool:
         if not mine:
             log.warning("skipped conversion %s: another zoo process is using it", conv.path)
             return False
-        invalidate_conversion(conv)
+        conv.invalidate()
         rmtree(conv.path)
     return True
 
@@ -276,7 +276,8 @@ def _remove_staging(entry: Entry) -> bool:
         return _remove_half_conversion(path)
     if entry.detail == "incomplete snapshot":
         return _remove_half_snapshot(path)
-    if owner_alive(path.name):
+    owner = staging_owner(path)
+    if owner is not None and owner_alive(owner):
         return False
     rmtree(path)
     return True
@@ -361,26 +362,15 @@ def verify(model: str | None = None, *, on_file: Callable[[Path], None] | None =
     """
     problems: list[Problem] = []
     checked: set[str] = set()
-    for snap in snapshots(model):
+    snaps = snapshots(model)
+    for snap in snaps:
         blob = blob_path(snap.sha256)
         if blob.exists() and snap.sha256 not in checked:
             checked.add(snap.sha256)
             problems += _verify_blob(blob, snap.sha256, on_file)
-        bad, fresh = rehash_files(snap.path, snap.files, on_file)
-        if bad:
-            problems += [Problem(path, what) for path, what in bad]
-            invalidate(snap)
-        else:
-            write_marker(dataclasses.replace(snap, files=fresh))
-    for conv in conversions():
-        if model is not None and conv.origin != model:
-            continue
-        bad, fresh = rehash_files(conv.path, conv.files, on_file)
-        if bad:
-            problems += [Problem(path, what) for path, what in bad]
-            invalidate_conversion(conv)
-        else:
-            write_conversion_marker(dataclasses.replace(conv, files=fresh))
+    entries: list[Marked] = [*snaps, *(c for c in conversions() if model is None or c.origin == model)]
+    for entry in entries:
+        problems += [Problem(path, what) for path, what in entry.rehash(on_file)]
     if model is None:  # blobs no snapshot refers to are still named by their hash
         blobs = home() / "blobs" / "sha256"
         for blob in sorted(blobs.iterdir()) if blobs.is_dir() else []:

@@ -11,7 +11,7 @@
       quarantine/                              files that failed verification, kept for inspection
       folders/<path-key>.json                  stamps of verified folders outside the cache (zoo outputs)
       locks/<name>.lock                        inter-process locks
-      tmp/<host>-<pid>-<id>/                   staging directories (same file system: renames out are atomic)
+      tmp/.work.staging-<host>-<pid>-<id>/     staging directories (same file system: renames out are atomic)
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from zoo._fs import dir_mode, owner_token
+from zoo._fs import dir_mode, staging_path
 
 if TYPE_CHECKING:
     from zoo.registry.schema import Source
@@ -101,22 +101,21 @@ def lock_path(name: str) -> Path:
 
 
 def source_key(source: Source) -> str:
-    """A stable, readable directory name for one source: ``<host>-<hash of its location>``."""
-    if source.kind == "hf":
-        host = "hf"
-    else:
-        parts = urlsplit(str(source.url))
-        host = parts.hostname or parts.scheme
+    """A stable, readable directory name for one source: ``<host>-<hash of its location>`` (the host of a URL,
+    else the scheme of the location: ``file``, ``hf``)."""
+    parts = urlsplit(source.label)
+    host = parts.hostname or parts.scheme
     host = re.sub(r"[^A-Za-z0-9.-]", "_", host)[:40] or "src"
     return f"{host}-{hashlib.sha256(source.label.encode()).hexdigest()[:10]}"
 
 
 def staging_dir() -> Path:
-    """A fresh directory under ``tmp/`` named by an owner token (:func:`zoo._fs.owner_token`), so ``prune`` can
-    tell whether its owner is still running (:func:`zoo._fs.owner_alive`)."""
+    """A fresh work directory under ``tmp/``, named as all staging is (:func:`zoo._fs.staging_path`:
+    ``.work.staging-HOST-PID-RANDOM``), so ``prune`` can tell whether its owner is still running."""
     ensure_home()
-    path = home() / "tmp" / owner_token()
-    path.mkdir(parents=True)
+    (home() / "tmp").mkdir(exist_ok=True)
+    path = staging_path(home() / "tmp" / "work")
+    path.mkdir()
     return path
 
 

@@ -75,11 +75,6 @@ def record_pin(label: str, sha256: str, size: int) -> Pin:
     return pin
 
 
-def file_pin_label(source: Source, rel: str) -> str:
-    """The pin-store key of one file of an hf source."""
-    return f"{source.label}/{rel}"
-
-
 def download_size(manifest: Manifest) -> int | None:
     """The bytes the manifest's download takes, for the first source whose size is known: from the manifest's
     pins, completed by those recorded on first use (which outlive ``zoo cache rm``)."""
@@ -91,10 +86,8 @@ def download_size(manifest: Manifest) -> int | None:
 
 
 def _recorded_size(source: Source) -> int | None:
-    if source.kind == "url":
-        return _pin_size(source.label)
-    sizes = [pin.size if (pin := source.files.get(rel)) is not None and pin.size is not None
-             else _pin_size(file_pin_label(source, rel)) for rel in source.repo_files]
+    sizes = [pin.size if pin.size is not None else _pin_size(source.pin_label(name))
+             for name, pin in source.pins.items()]
     return None if None in sizes else sum(s for s in sizes if s is not None)
 
 

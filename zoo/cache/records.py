@@ -1,4 +1,5 @@
-"""What the cache remembers about each file it trusts: sha256, size and a stat *stamp*.
+"""What the cache remembers about each file it trusts: sha256, size and a stat *stamp*; and what snapshots and
+conversions share (:class:`Marked`): a directory that is complete exactly when its marker exists.
 
 A stamp (size, mtime_ns, inode) that is unchanged means unchanged content, by convention; a hit therefore costs
 one ``stat`` per file. A changed stamp is not trusted: the file is re-hashed, and only its sha256 decides.
@@ -6,12 +7,14 @@ one ``stat`` per file. A changed stamp is not trusted: the file is re-hashed, an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from zoo._fs import sha256_file
+from zoo._fs import move_into_place, mtime, sha256_file, write_json_atomic
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,3 +109,71 @@ def rehash_files(root: Path, files: Mapping[str, FileRecord],
         else:
             fresh[rel] = dataclasses.replace(record, stamp=Stamp.of(path))
     return problems, fresh
+
+
+M = TypeVar("M", bound="Marked")
+
+
+class Marked:
+    """A directory in the cache (a snapshot, a conversion) that is complete exactly when its marker exists: the
+    directory is put in place first, then the marker — each file's sha256, size and stamp — is written. The
+    marker's mtime is the entry's last use (for LRU pruning)."""
+
+    files: dict[str, FileRecord]
+    created: float
+    if TYPE_CHECKING:  # a field of a conversion, a property of a snapshot (never a default of a dataclass field)
+        @property
+        def path(self) -> Path: ...
+
+    @property
+    def marker(self) -> Path:
+        raise NotImplementedError
+
+    def to_json(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def last_used(self) -> float:
+        return mtime(self.marker, default=self.created)
+
+    def write_marker(self) -> None:
+        write_json_atomic(self.marker, self.to_json())
+
+    def invalidate(self) -> None:
+        """Make the entry incomplete (its marker goes first); the next pull or load rebuilds it."""
+        self.marker.unlink(missing_ok=True)
+
+    def touch(self) -> None:
+        """Record a use."""
+        with contextlib.suppress(OSError):
+            os.utime(self.marker)
+
+    def check(self) -> Check:
+        """Whether every file is still what was recorded (stat; re-hash only changed stamps). Identical files with
+        new stamps are recorded again, so the next check is free again."""
+        check = check_files(self.path, self.files)
+        if check.problem is None and check.refreshed:
+            dataclasses.replace(self, files={**self.files, **check.refreshed}).write_marker()  # type: ignore[type-var]
+        return check
+
+    def rehash(self, on_file: Callable[[Path], None] | None = None) -> list[tuple[Path, str]]:
+        """Re-hash every file: a damaged entry is invalidated (its problems returned), an intact one gets fresh
+        stamps."""
+        problems, fresh = rehash_files(self.path, self.files, on_file)
+        if problems:
+            self.invalidate()
+        else:
+            dataclasses.replace(self, files=fresh).write_marker()  # type: ignore[type-var]
+        return problems
+
+
+def commit(staged: Path, entry: M) -> M:
+    """Move the complete directory ``staged`` into place as ``entry`` (its old marker goes first, a half-made
+    directory there is replaced), then write the marker, last; the entry as its marker records it (with the
+    files' stamps)."""
+    entry.path.parent.mkdir(parents=True, exist_ok=True)
+    entry.invalidate()
+    move_into_place(staged, entry.path, replace=True)
+    committed = dataclasses.replace(entry, files=stamped(entry.path, entry.files))  # type: ignore[type-var]
+    committed.write_marker()
+    return committed

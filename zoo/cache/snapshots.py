@@ -6,17 +6,14 @@ then the marker (the downloaded file's sha256, and every extracted file's sha256
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo._fs import mtime, rmtree, write_json_atomic
 from zoo.cache.paths import home, model_snapshots, snapshot_marker_path, snapshot_path, source_key
-from zoo.cache.records import Check, FileRecord, check_files, files_from_json, files_to_json, stamped
+from zoo.cache.records import FileRecord, Marked, commit, files_from_json, files_to_json
 
 if TYPE_CHECKING:
     from zoo.registry.schema import Manifest
@@ -25,7 +22,7 @@ MARKER_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
-class Snapshot:
+class Snapshot(Marked):
     """A completed snapshot, as its marker records it."""
 
     model: str
@@ -44,10 +41,6 @@ class Snapshot:
     @property
     def marker(self) -> Path:
         return snapshot_marker_path(self.model, self.key)
-
-    @property
-    def last_used(self) -> float:
-        return mtime(self.marker, default=self.created)
 
     def to_json(self) -> dict[str, Any]:
         return {"version": MARKER_VERSION, "model": self.model, "key": self.key, "source": self.source,
@@ -72,42 +65,10 @@ def read_snapshot(model: str, key: str) -> Snapshot | None:
         return None
 
 
-def check_snapshot(snap: Snapshot) -> Check:
-    """Whether every file is still what was extracted (stat; re-hash only changed stamps). Identical files
-    with new stamps are re-recorded, so the next hit is free again."""
-    check = check_files(snap.path, snap.files)
-    if check.problem is None and check.refreshed:
-        write_marker(dataclasses.replace(snap, files={**snap.files, **check.refreshed}))
-    return check
-
-
-def touch(snap: Snapshot) -> None:
-    """Record a use (the marker's mtime is the entry's last-used time, for LRU pruning)."""
-    with contextlib.suppress(OSError):
-        os.utime(snap.marker)
-
-
 def commit_snapshot(staged: Path, snap: Snapshot) -> Snapshot:
     """Move a fully extracted and verified directory into place, then write the marker (last); the snapshot
     as its marker records it (with the files' stamps)."""
-    final = snap.path
-    final.parent.mkdir(parents=True, exist_ok=True)
-    invalidate(snap)
-    if final.exists():  # a half-made entry from a crashed run
-        rmtree(final)
-    os.replace(staged, final)
-    committed = dataclasses.replace(snap, files=stamped(final, snap.files))
-    write_marker(committed)
-    return committed
-
-
-def invalidate(snap: Snapshot) -> None:
-    """Make the snapshot incomplete (its marker goes first); the next pull rebuilds it."""
-    snap.marker.unlink(missing_ok=True)
-
-
-def write_marker(snap: Snapshot) -> None:
-    write_json_atomic(snap.marker, snap.to_json())
+    return commit(staged, snap)
 
 
 def snapshots(model: str | None = None) -> list[Snapshot]:

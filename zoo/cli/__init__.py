@@ -14,11 +14,11 @@ import sys
 from collections.abc import Sequence
 
 from zoo._version import __version__
-from zoo.cli import ckpt, fetch, hub, models, plot, registry, scratch, train
+from zoo.cli import cache, ckpt, hub, models, plot, registry, scratch, train
 from zoo.cli._common import err_console
 from zoo.errors import ZooError
 
-_COMMAND_MODULES = (registry, fetch, ckpt, models, hub, scratch, train, plot)
+_COMMAND_MODULES = (registry, cache, ckpt, models, hub, scratch, train, plot)
 
 #: what zoo is, in one line (pyproject.toml's description says the same; a test keeps them together)
 DESCRIPTION = ("Registry, verified downloader, TensorFlow-free converter and trainer (continued pretraining) for "

@@ -5,15 +5,47 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from zoo.registry import Registry
+
+
+#: what ``add_subparsers`` returns (generic only for type checkers)
+Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def command(sub: Subcommands, name: str, run: Callable[[argparse.Namespace], int] | None, *,
+            parents: Sequence[argparse.ArgumentParser], help: str, description: str | None = None,
+            epilog: str | None = None) -> argparse.ArgumentParser:
+    """The subcommand ``name``, which calls ``run(args)``: ``parents`` give the options it shares (the common ones
+    first), ``help`` its line in the parent's help, ``description`` the text of its own, and ``epilog`` examples,
+    printed with their line breaks."""
+    p: argparse.ArgumentParser = sub.add_parser(
+        name, parents=list(parents), help=help, description=description, epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter if epilog else argparse.HelpFormatter)
+    if run is not None:
+        p.set_defaults(func=run)
+    return p
+
+
+def command_group(sub: Subcommands, name: str, *, parents: Sequence[argparse.ArgumentParser], help: str,
+                  description: str | None = None) -> Subcommands:
+    """A command made of subcommands (``zoo cache``, ``zoo ckpt``); given alone it prints its help on stderr and
+    exits 2."""
+    group = command(sub, name, None, parents=parents, help=help, description=description)
+
+    def usage(args: argparse.Namespace) -> int:
+        group.print_help(sys.stderr)
+        return 2
+
+    group.set_defaults(func=usage)
+    return group.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
 
 
 @lru_cache(maxsize=1)

@@ -5,36 +5,29 @@ from __future__ import annotations
 
 import argparse
 
-from zoo.cli._common import emit_json, err_console, progress
+from zoo.cli._common import Subcommands, command, command_group, emit_json, err_console, progress
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     """Add this group's commands to the parser."""
-    ckpt = sub.add_parser("ckpt", parents=[common], help="inspect TensorFlow checkpoints",
-                          description="Inspect TensorFlow checkpoints without TensorFlow.")
-    ckpt_sub = ckpt.add_subparsers(dest="ckpt_command", metavar="COMMAND")
-    ls = ckpt_sub.add_parser("ls", parents=[common], help="list variables (name, dtype, shape)",
-                             description="List a checkpoint's variables like tf.train.list_variables.")
+    ckpt_sub = command_group(sub, "ckpt", parents=[common], help="inspect TensorFlow checkpoints",
+                             description="Inspect TensorFlow checkpoints without TensorFlow.")
+    ls = command(ckpt_sub, "ls", _ls, parents=[common], help="list variables (name, dtype, shape)",
+                 description="List a checkpoint's variables like tf.train.list_variables.")
     ls.add_argument("path", metavar="PATH",
                     help="checkpoint prefix, one of its files, or a directory with one checkpoint")
     ls.add_argument("--json", action="store_true", help='print a JSON list of {"name", "dtype", "shape"}')
-    ls.set_defaults(func=_ls)
-    def ckpt_help(args: argparse.Namespace) -> int:
-        ckpt.print_help()
-        return 2
-
-    ckpt.set_defaults(func=ckpt_help)
 
     from zoo.config import DTYPES, SCHEMES  # pure Python, no torch
 
-    convert = sub.add_parser(
-        "convert", parents=[common], help="convert a TensorFlow checkpoint to safetensors (no TensorFlow needed)",
-        description="Convert an upstream TF release (google-research/bert, google-research/albert, "
-                    "brightmart/albert_zh), or a transformers folder, into model.safetensors + config.json + "
-                    "vocab.txt + receipt.json.")
+    convert = command(sub, "convert", _convert, parents=[common],
+                      help="convert a TensorFlow checkpoint to safetensors (no TensorFlow needed)",
+                      description="Convert an upstream TF release (google-research/bert, google-research/albert, "
+                                  "brightmart/albert_zh), or a transformers folder, into model.safetensors + "
+                                  "config.json + vocab.txt + receipt.json.")
     convert.add_argument("src", metavar="SRC", help="release directory (checkpoint + *config*.json + vocab*.txt), "
                                                     "a checkpoint prefix, or a transformers folder")
-    convert.add_argument("out", metavar="OUT", help="output directory (must not exist, or be empty)")
+    convert.add_argument("out", metavar="OUT", help="output directory: new or empty, outside zoo's cache")
     convert.add_argument("--scheme", choices=("auto", *SCHEMES), default="auto",
                          help="TF naming scheme (default: detect from the variable names)")
     convert.add_argument("--config", metavar="CONFIG.json", help="model config (upstream or zoo format); "
@@ -45,7 +38,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     convert.add_argument("--labels", nargs="+", metavar="LABEL",
                          help="a checkpoint fine-tuned by run_classifier.py (output_weights): its labels in id order "
                               "(default: the labels.txt next to it, else LABEL_0 … LABEL_{n-1})")
-    convert.set_defaults(func=_convert)
 
 
 def _ls(args: argparse.Namespace) -> int:
@@ -68,7 +60,7 @@ def _convert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from zoo.converters import convert
-    from zoo.converters.layout import read_receipt
+    from zoo.converters.modeldir import read_receipt
 
     with progress(args) as emit:
         out = convert(args.src, Path(args.out), scheme=args.scheme, config=args.config, vocab=args.vocab,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from zoo.cli._common import emit_json, err_console, manifest_dirs, progress, registry_from_args
+from zoo.cli._common import Subcommands, command, emit_json, err_console, manifest_dirs, progress, registry_from_args
 from zoo.errors import UsageError
 
 if TYPE_CHECKING:
@@ -26,37 +26,34 @@ examples:
   zoo mirror --all --to /srv/hf-mirror --dry-run      list what would change"""
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+_EXPORT = ("Export NAME_OR_PATH (a registry name, a `zoo convert` output or an upstream TF release directory) as a "
+           "folder that transformers' Auto* classes load: config.json, model.safetensors, vocab.txt, tokenizer files "
+           "and a README.md model card; a fine-tuned model as its task class (*ForTokenClassification, "
+           "*ForSequenceClassification, with id2label). With --format tf: what an upstream TensorFlow release holds "
+           "(checkpoint, bert_config.json/albert_config.json, vocab.txt; a sequence classifier's "
+           "output_weights/output_bias and labels.txt), written without TensorFlow. Prints the folder.")
+_MIRROR = ("Export each NAME and mirror it: to a Hugging Face Hub repo (one commit per model; unchanged files are "
+           "skipped), or into git repositories at DIR/models/ORG/NAME that a self-hosted Hub mirror such as olah "
+           "serves. Prints one line per model.")
+
+
+def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     """Add this group's commands to the parser."""
-    p = sub.add_parser("export", parents=[common],
-                       help="write a folder transformers loads, or an upstream TF release (--format tf)",
-                       description="Export NAME_OR_PATH (a registry name, a `zoo convert` output or an upstream TF "
-                                   "release directory) as a folder that transformers' Auto* classes load: "
-                                   "config.json, model.safetensors, vocab.txt, tokenizer files and a README.md "
-                                   "model card; a fine-tuned model as its task class (*ForTokenClassification, "
-                                   "*ForSequenceClassification, with id2label). With --format tf: what an upstream "
-                                   "TensorFlow release holds (checkpoint, bert_config.json/albert_config.json, "
-                                   "vocab.txt; a sequence classifier's output_weights/output_bias and labels.txt), "
-                                   "written without TensorFlow. Prints the folder.",
-                       epilog=_EXPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command(sub, "export", _export, parents=[common], description=_EXPORT, epilog=_EXPORT_EPILOG,
+                help="write a folder transformers loads, or an upstream TF release (--format tf)")
     p.add_argument("name", metavar="NAME_OR_PATH")
-    p.add_argument("out", metavar="DIR", help="output directory (new or empty)")
+    p.add_argument("out", metavar="DIR", help="output directory: new or empty, outside zoo's cache")
     p.add_argument("--format", default="hf", choices=("hf", "tf"),
-                   help="output layout: hf (default; transformers) or tf (an upstream TensorFlow release)")
+                   help="output format: hf (default; transformers) or tf (an upstream TensorFlow release)")
     from zoo.config import SCHEMES  # pure Python, no torch
 
     p.add_argument("--scheme", choices=SCHEMES, help="--format tf: the upstream naming scheme (default: the one the "
                                                      "model came from; only schemes of its architecture)")
     p.add_argument("--global-step", type=int, metavar="N", help="--format tf: also write global_step = N")
     _source_options(p)
-    p.set_defaults(func=_export)
 
-    p = sub.add_parser("mirror", parents=[common], help="upload exports to the Hugging Face Hub or a mirror directory",
-                       description="Export each NAME and mirror it: to a Hugging Face Hub repo (one commit per "
-                                   "model; unchanged files are skipped), or into git repositories at "
-                                   "DIR/models/ORG/NAME that a self-hosted Hub mirror such as olah serves. "
-                                   "Prints one line per model.",
-                       epilog=_MIRROR_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command(sub, "mirror", _mirror, parents=[common], description=_MIRROR, epilog=_MIRROR_EPILOG,
+                help="upload exports to the Hugging Face Hub or a mirror directory")
     p.add_argument("names", metavar="NAME_OR_PATH", nargs="*")
     p.add_argument("--all", action="store_true", help="every registered model")
     p.add_argument("--to", metavar="TARGET", help="hf://org/repo (one model) or a directory")
@@ -66,7 +63,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     p.add_argument("--dry-run", action="store_true", help="export and compare, but send nothing")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _source_options(p)
-    p.set_defaults(func=_mirror)
 
 
 def _source_options(p: argparse.ArgumentParser) -> None:

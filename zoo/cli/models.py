@@ -6,13 +6,22 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from zoo.cli._common import emit_json, err_console, manifest_dirs, out_console, progress, registry_from_args
+from zoo.cli._common import (
+    Subcommands,
+    command,
+    emit_json,
+    err_console,
+    manifest_dirs,
+    out_console,
+    progress,
+    registry_from_args,
+)
 
 if TYPE_CHECKING:
     from zoo.loader import Loaded
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     model_opts = argparse.ArgumentParser(add_help=False)
     from zoo.config import DTYPES
 
@@ -27,34 +36,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
     model_opts.add_argument("--offline", action="store_true", default=None, help="never touch the network")
     model_opts.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser(
-        "run", parents=[common, model_opts], help="fill in [MASK] tokens, or tag or classify with a fine-tuned model",
-        description="Run the model on the text(s): a fine-tuned tagger lists the entities of each text (with "
-                    "character offsets), a fine-tuned classifier gives each text a label and its probability; any "
-                    "other model predicts the most likely tokens for each [MASK].",
-        epilog='examples:\n  zoo run albert_base_zh "今天天气很[MASK]。"\n'
-               '  zoo run ./converted "北京是中国的[MASK][MASK]。" --top-k 3 --json\n'
-               '  zoo run ./dish_tagger "我很喜欢这家的麻辣香锅和酸菜鱼"\n'
-               '  zoo run ./sentiment "服务太慢了" "菜很好吃" --json\n'
-               '  zoo run ./matcher "今天天气怎么样" "今天天气如何" --pairs',
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command(sub, "run", _run, parents=[common, model_opts],
+                help="fill in [MASK] tokens, or tag or classify with a fine-tuned model",
+                description="Run the model on the text(s): a fine-tuned tagger lists the entities of each text (with "
+                            "character offsets), a fine-tuned classifier gives each text a label and its probability; "
+                            "any other model predicts the most likely tokens for each [MASK].",
+                epilog='examples:\n  zoo run albert_base_zh "今天天气很[MASK]。"\n'
+                       '  zoo run ./converted "北京是中国的[MASK][MASK]。" --top-k 3 --json\n'
+                       '  zoo run ./dish_tagger "我很喜欢这家的麻辣香锅和酸菜鱼"\n'
+                       '  zoo run ./sentiment "服务太慢了" "菜很好吃" --json\n'
+                       '  zoo run ./matcher "今天天气怎么样" "今天天气如何" --pairs')
     p.add_argument("texts", nargs="+", metavar="TEXT", help="texts (with [MASK] tokens, for fill-mask)")
     p.add_argument("--top-k", type=int, default=5, help="fill-mask: candidates per [MASK] (default 5)")
     p.add_argument("--pairs", action="store_true",
                    help="a classifier of text pairs: the texts are read two by two (text, pair)")
-    p.set_defaults(func=_run)
 
-    p = sub.add_parser(
-        "embed", parents=[common, model_opts], help="sentence vectors",
-        description="Encode texts into vectors: the last layer's [CLS] state or the mean over tokens.",
-        epilog='examples:\n  zoo embed bert_base_zh "你好" "今天天气很好" --json\n'
-               '  zoo embed ./converted "你好" --pooling mean',
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command(sub, "embed", _embed, parents=[common, model_opts], help="sentence vectors",
+                description="Encode texts into vectors: the last layer's [CLS] state or the mean over tokens.",
+                epilog='examples:\n  zoo embed bert_base_zh "你好" "今天天气很好" --json\n'
+                       '  zoo embed ./converted "你好" --pooling mean')
     p.add_argument("texts", nargs="+", metavar="TEXT")
     p.add_argument("--pooling", choices=["cls", "mean"], default="cls", help="cls (default) or mean")
-    p.set_defaults(func=_embed)
 
 
 def _load(args: argparse.Namespace) -> Loaded:

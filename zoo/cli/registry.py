@@ -5,32 +5,34 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from zoo.cli._common import emit_json, out_console, print_columns, registry_from_args, stdout_is_tty
+from zoo.cli._common import (
+    Subcommands,
+    command,
+    emit_json,
+    out_console,
+    print_columns,
+    registry_from_args,
+    stdout_is_tty,
+)
 
 if TYPE_CHECKING:
     from zoo.registry import Manifest
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
-    p = sub.add_parser(
-        "list", parents=[common], help="list registered checkpoints",
-        description="List registered checkpoints: a table on a terminal, plain columns when piped, JSON with --json.",
-        epilog="examples:\n  zoo list\n  zoo list --family albert --lang zh\n  zoo list --json | jq '.[].name'",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
+    p = command(sub, "list", _list, parents=[common], help="list registered checkpoints",
+                description="List registered checkpoints: a table on a terminal, plain columns when piped, JSON "
+                            "with --json.",
+                epilog="examples:\n  zoo list\n  zoo list --family albert --lang zh\n  zoo list --json | jq '.[].name'")
     p.add_argument("--family", choices=["albert", "bert"])
     p.add_argument("--language", "--lang", dest="lang", choices=["zh", "en", "multi"])
     p.add_argument("--json", action="store_true", help="print a JSON list")
-    p.set_defaults(func=_list)
 
-    p = sub.add_parser(
-        "info", parents=[common], help="show one checkpoint's config, sources, pins, license and cache state",
-        epilog="examples:\n  zoo info albert_base_zh\n  zoo info albert-base-zh --json",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command(sub, "info", _info, parents=[common],
+                help="show one checkpoint's config, sources, pins, license and cache state",
+                epilog="examples:\n  zoo info albert_base_zh\n  zoo info albert-base-zh --json")
     p.add_argument("name", help="registered name or alias")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=_info)
 
 
 def _human_size(n: int | None) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from zoo.cli._common import err_console, manifest_dirs, progress, registry_from_args
+from zoo.cli._common import Subcommands, command, err_console, manifest_dirs, progress, registry_from_args
 
 _EPILOG = """\
 examples:
@@ -20,18 +20,20 @@ config.json, or a registry name (its architecture only: nothing is downloaded). 
 vocab's size. docs/cli.md#zoo-init describes the output and the initialisation."""
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+_DESCRIPTION = """\
+Write a new model into --out: the architecture of CONFIG, a vocab (a file, another model's, or WordPiece learned
+from your text), weights initialised as the upstream TF code does (truncated normal with initializer_range, zero
+biases, unit LayerNorm), MLM and SOP/NSP heads included. The result is a zoo model directory (zoo pretrain,
+zoo run, zoo export take it). Prints --out."""
+
+
+def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     """Add ``init`` to the parser."""
-    p = sub.add_parser("init", parents=[common], help="a new, randomly initialised model to pretrain",
-                       description="Write a new model into --out: the architecture of CONFIG, a vocab (a file, "
-                                   "another model's, or WordPiece learned from your text), weights initialised as "
-                                   "the upstream TF code does (truncated normal with initializer_range, zero biases, "
-                                   "unit LayerNorm), MLM and SOP/NSP heads included. The result is a zoo model "
-                                   "directory (zoo pretrain, zoo run, zoo export take it). Prints --out.",
-                       epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command(sub, "init", _init, parents=[common], help="a new, randomly initialised model to pretrain",
+                description=_DESCRIPTION, epilog=_EPILOG)
     p.add_argument("--config", required=True, metavar="CONFIG",
                    help="albert_config.json / bert_config.json / zoo config.json, or a registry name")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (must not exist, or be empty)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory: new or empty, outside zoo's cache")
     vocab = p.add_argument_group("vocab (exactly one)")
     vocab.add_argument("--vocab", metavar="FILE", help="a vocab file: one token per line, line number = id")
     vocab.add_argument("--vocab-from", metavar="MODEL",
@@ -44,11 +46,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: a
                    help="heads to initialise: MLM + SOP/NSP (default), MLM only, or none")
     p.add_argument("--source", type=int, metavar="N", help="--vocab-from a registry model: use only its source N")
     p.add_argument("--offline", action="store_true", default=None, help="never touch the network")
-    p.set_defaults(func=_init)
 
 
 def _init(args: argparse.Namespace) -> int:
-    from zoo.converters.layout import read_receipt
+    from zoo.converters.modeldir import read_receipt
     from zoo.scratch import init_model
 
     registry_from_args(args)  # notes about user manifests that override built-ins

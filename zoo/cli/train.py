@@ -9,7 +9,7 @@ import shlex
 import sys
 from typing import Any
 
-from zoo.cli._common import manifest_dirs, progress, registry_from_args
+from zoo.cli._common import Subcommands, command, manifest_dirs, progress, registry_from_args
 from zoo.errors import Interrupted
 
 _PRETRAIN_EPILOG = """\
@@ -28,23 +28,24 @@ docs/pretraining.md describes the corpus format, the objectives and every option
 _GROUPS = {"data": "data", "task": "task", "optimization": "optimization", "model": "model", "run": "run"}
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+_PRETRAIN = """\
+Continue pretraining MODEL (a registry name, or a path to a zoo, transformers or upstream TF directory) with the
+original objectives — masked LM plus sentence order (ALBERT) or next sentence (BERT) — and LAMB (ALBERT) or
+AdamWeightDecay (BERT). The result in --out is a zoo model directory. Prints its path."""
+
+
+def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     """Add ``pretrain`` and ``finetune`` to the parser."""
     register_pretrain(sub, common)
     register_finetune(sub, common)
 
 
-def register_pretrain(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-                      common: argparse.ArgumentParser) -> None:
+def register_pretrain(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     """Add ``pretrain`` to the parser."""
     from zoo.training.settings import PretrainSettings
 
-    p = sub.add_parser("pretrain", parents=[common], help="continue pretraining a model on your own corpus",
-                       description="Continue pretraining MODEL (a registry name, or a path to a zoo, transformers or "
-                                   "upstream TF directory) with the original objectives — masked LM plus sentence "
-                                   "order (ALBERT) or next sentence (BERT) — and LAMB (ALBERT) or AdamWeightDecay "
-                                   "(BERT). The result in --out is a zoo model directory. Prints its path.",
-                       epilog=_PRETRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command(sub, "pretrain", _pretrain, parents=[common], help="continue pretraining a model on your own corpus",
+                description=_PRETRAIN, epilog=_PRETRAIN_EPILOG)
     p.add_argument("model", metavar="MODEL")
     groups = _groups(p)
     groups["data"].add_argument("--corpus", nargs="+", metavar="FILE", default=[],
@@ -54,7 +55,6 @@ def register_pretrain(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     groups["data"].add_argument("--eval-corpus", nargs="+", metavar="FILE", default=[],
                                 help="held-out text: masked-LM loss/accuracy and SOP/NSP accuracy at every checkpoint")
     _add_run_options(p, groups, PretrainSettings)
-    p.set_defaults(func=_pretrain)
 
 
 _FINETUNE_EPILOG = """\
@@ -70,19 +70,20 @@ examples:
 docs/finetuning.md describes the data formats, the metrics and every option."""
 
 
-def register_finetune(sub: argparse._SubParsersAction[argparse.ArgumentParser],
-                      common: argparse.ArgumentParser) -> None:
+_FINETUNE = """\
+Fine-tune MODEL (a registry name, a zoo pretrain/init output, a transformers or upstream TF directory) on labelled
+data: token classification (tags per character: CoNLL, JSON lines, CSV with entity strings) or sequence
+classification (TSV/CSV label,text_a[,text_b], JSON lines). Evaluates on --dev after every epoch, keeps the best
+checkpoint, evaluates it on --test. The result in --out is a zoo model directory that tags or classifies. Prints
+its path."""
+
+
+def register_finetune(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     """Add ``finetune`` to the parser."""
     from zoo.training.settings import FinetuneSettings
 
-    p = sub.add_parser("finetune", parents=[common], help="fine-tune a model on your labelled data",
-                       description="Fine-tune MODEL (a registry name, a zoo pretrain/init output, a transformers or "
-                                   "upstream TF directory) on labelled data: token classification (tags per "
-                                   "character: CoNLL, JSON lines, CSV with entity strings) or sequence "
-                                   "classification (TSV/CSV label,text_a[,text_b], JSON lines). Evaluates on --dev "
-                                   "after every epoch, keeps the best checkpoint, evaluates it on --test. The result "
-                                   "in --out is a zoo model directory that tags or classifies. Prints its path.",
-                       epilog=_FINETUNE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command(sub, "finetune", _finetune, parents=[common], help="fine-tune a model on your labelled data",
+                description=_FINETUNE, epilog=_FINETUNE_EPILOG)
     p.add_argument("model", metavar="MODEL")
     groups = _groups(p)
     data = groups["data"]
@@ -90,7 +91,6 @@ def register_finetune(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     data.add_argument("--dev", metavar="FILE", help="evaluated after every epoch; picks the best checkpoint")
     data.add_argument("--test", metavar="FILE", help="evaluated once, with the best checkpoint")
     _add_run_options(p, groups, FinetuneSettings)
-    p.set_defaults(func=_finetune)
 
 
 def _finetune(args: argparse.Namespace) -> int:

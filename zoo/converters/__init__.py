@@ -1,4 +1,4 @@
-"""Converters turn released weights into zoo's converted directory (:mod:`zoo.converters.layout`); they only
+"""Converters turn released weights into zoo's converted directory (:mod:`zoo.converters.modeldir`); they only
 convert — finding, downloading and caching are :mod:`zoo.weights`' and :mod:`zoo.resolver`'s business.
 
 - :mod:`~zoo.converters.tf`: TensorFlow checkpoints of the three upstream naming schemes (no TensorFlow needed)
@@ -14,7 +14,7 @@ Importing this package does not import torch, and neither does converting a TF c
 transformers weights and transformers-layout exports do.
 """
 
-from zoo.converters.layout import CONVERTER_VERSION
+from zoo.converters.modeldir import CONVERTER_VERSION
 from zoo.converters.schemes import detect_scheme, plan
 from zoo.converters.tf import convert
 

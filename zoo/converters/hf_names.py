@@ -207,17 +207,7 @@ def from_transformers(state_dict: Mapping[str, torch.Tensor], config: ModelConfi
         identity = {"weight": f"{p}encoder.embedding_hidden_mapping_in.weight",
                     "bias": f"{p}encoder.embedding_hidden_mapping_in.bias"}
         ignored |= set(identity.values())
-    missing = sorted(expected - keys)
-    unexpected = sorted(keys - expected - ignored)
-    if missing or unexpected:
-        problems = []
-        if missing:
-            problems.append(f"missing {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
-        if unexpected:
-            problems.append(f"unexpected {', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}")
-        raise CheckpointError(
-            f"transformers state dict does not match the {config.architecture} config: " + "; ".join(problems),
-            hint="check hidden_size/num_hidden_layers/num_hidden_groups/inner_group_num against config.json")
+    _check_names(config, sorted(expected - keys), sorted(keys - expected - ignored))
     if identity and identity["weight"] in keys:
         w, b = state_dict[identity["weight"]].float(), state_dict[identity["bias"]].float()
         if not (torch.equal(w, torch.eye(w.shape[0])) and not b.any()):
@@ -248,6 +238,18 @@ def _head_of(keys: set[str], config: ModelConfig) -> str | None:
     if any(k.startswith(("predictions.", "cls.predictions.")) for k in keys):
         return "mlm"
     return None
+
+
+def _check_names(config: ModelConfig, missing: list[str], unexpected: list[str]) -> None:
+    if missing or unexpected:
+        problems = []
+        if missing:
+            problems.append(f"missing {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+        if unexpected:
+            problems.append(f"unexpected {', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}")
+        raise CheckpointError(
+            f"transformers state dict does not match the {config.architecture} config: " + "; ".join(problems),
+            hint="check hidden_size/num_hidden_layers/num_hidden_groups/inner_group_num against config.json")
 
 
 def _decoder_is_tied(state_dict: Mapping[str, torch.Tensor], names: Mapping[str, str], tied: tuple[str, str]) -> bool:

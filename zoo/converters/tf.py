@@ -2,7 +2,7 @@
 
 Reads the checkpoint with zoo's TensorBundle reader (no TensorFlow, no torch: numpy views of the bytes), maps
 names through the scheme's plan (:mod:`zoo.converters.schemes`), streams every tensor into ``model.safetensors``
-and writes ``config.json``, the normalized ``vocab.txt`` and a receipt through :mod:`zoo.converters.layout`.
+and writes ``config.json``, the normalized ``vocab.txt`` and a receipt through :mod:`zoo.converters.modeldir`.
 Each file is read once and written once: the input shards are sha256-hashed in the same pass that checks the
 tensors' CRC32C (or not at all when their verified digests are passed in), the output is hashed while it is
 written, and reading, transposing, writing and hashing run on their own threads (see :func:`_write_weights`).
@@ -33,7 +33,16 @@ from zoo.config import (
     upstream_architecture,
 )
 from zoo.converters.arrays import FLOAT_DTYPES, cast, transposed_bands, view
-from zoo.converters.layout import CONFIG, CONVERTER_VERSION, VOCAB, WEIGHTS, Staged, read_json, staged_output
+from zoo.converters.modeldir import (
+    CONFIG,
+    CONVERTER_VERSION,
+    VOCAB,
+    WEIGHTS,
+    Staged,
+    check_output_dir,
+    read_json,
+    staged_output,
+)
 from zoo.converters.names import CLASSIFIER_WEIGHTS, TASK_NAME_MAPS
 from zoo.converters.safetensors_out import Spec, header
 from zoo.converters.schemes import Plan, check_scheme, detect_scheme, plan
@@ -216,58 +225,33 @@ def _write_weights(staged: Staged, bundle: TensorBundle, the_plan: Plan, dtype: 
 
     Four threads share the work: a :class:`~zoo.tf.bundle.ShardReader` goes through the memory-mapped shards
     front to back, hashing them and checking each tensor's CRC32C; this thread transposes kernels (tiled, from the
-    mapping straight into three recycled band buffers) and casts — a kernel as soon as the reader reaches it,
-    while the reader hashes it; :class:`_Output`'s two threads write the output and hash it. Untransposed tensors
-    go from the mapping to the output without a copy. A tensor's mapped pages are dropped once it is written, and
-    the reader keeps at most :data:`_AHEAD` bytes of tensors in flight, so memory stays below the output's size.
-    No torch: numpy views."""
+    mapping straight into recycled band buffers: :class:`_Bands`) and casts — a kernel as soon as the reader
+    reaches it, while the reader hashes it; :class:`_Output`'s two threads write the output and hash it.
+    Untransposed tensors go from the mapping to the output without a copy. A tensor's mapped pages are dropped once
+    it is written, and the reader keeps at most :data:`_AHEAD` bytes of tensors in flight, so memory stays below
+    the output's size. No torch: numpy views."""
     by_name = {t.tf_name: t for t in the_plan.targets}
     flipped = {name for name, t in by_name.items() if t.transpose}
     reader = ShardReader(bundle, by_name, whole=flipped, sha256=hash_data, chunk=_READ_CHUNK, ahead=_AHEAD)
     specs = [Spec(by_name[v.name].name, dtype or v.dtype, by_name[v.name].shape) for v in reader.order]
-    row_bytes = max((v.shape[0] * 8 for v in reader.order if v.name in flipped), default=0)
-    free: queue.Queue[np.ndarray] = queue.Queue()
-    for _ in range(_BANDS if flipped else 0):
-        free.put(np.empty(_BAND_BYTES + row_bytes, dtype=np.uint8))
-    taken: list[np.ndarray] = []
-
-    def buffers(of: np.dtype[Any]) -> Iterator[np.ndarray]:
-        while True:
-            raw = free.get()
-            taken.append(raw)
-            yield raw.view(of)
-
-    params, done, total = 0, 0, sum(spec.nbytes for spec in specs)
+    bands = _Bands(_BANDS if flipped else 0, max((v.shape[0] * 8 for v in reader.order if v.name in flipped),
+                                                 default=0))
+    params, done, total, received = 0, 0, sum(spec.nbytes for spec in specs), 0
     with staged.raw_file(WEIGHTS) as fh:
         writer = _Output(fh)
         try:
             writer.put(header(specs, metadata))
-            received = 0
             with reader:
                 for var, chunk in reader:
                     out_dtype = dtype or var.dtype
-                    if var.name in flipped:
-                        x = view(chunk, var.dtype, var.shape)
-                        for band in transposed_bands(x, buffers(x.dtype), _BAND_BYTES):
-                            raw = taken.pop()
-                            if out_dtype == var.dtype:
-                                writer.put(band, functools.partial(free.put, raw))
-                            else:
-                                converted = cast(band, var.dtype, out_dtype)
-                                free.put(raw)
-                                writer.put(converted)
-                        del x, chunk
+                    if var.name in flipped:  # one view of the whole kernel
+                        bands.put_transposed(writer, view(chunk, var.dtype, var.shape), var.dtype, out_dtype)
+                        del chunk  # no reference left to the mapping: its pages can go
                         reader.release(var)
-                    else:
+                    else:  # chunks, the last one completing the tensor
                         received += len(chunk)
                         last = received == var.size
-                        if out_dtype == var.dtype:
-                            writer.put(chunk, functools.partial(reader.release, var) if last else None)
-                        else:
-                            writer.put(cast(view(chunk, var.dtype, (len(chunk) // ITEMSIZE[var.dtype],)),
-                                            var.dtype, out_dtype))
-                            if last:
-                                reader.release(var)
+                        _put_chunk(writer, reader, var, chunk, out_dtype, last=last)
                         del chunk
                         if not last:
                             continue
@@ -281,6 +265,46 @@ def _write_weights(staged: Staged, bundle: TensorBundle, the_plan: Plan, dtype: 
             raise
     staged.record(WEIGHTS, "weights", sha, size)
     return params, reader.digests
+
+
+class _Bands:
+    """The band buffers transposed kernels are written through: ``count`` of them, recycled once the output
+    threads are done with one, so a kernel of any size costs a few bands of memory."""
+
+    def __init__(self, count: int, row_bytes: int) -> None:
+        self._free: queue.Queue[np.ndarray] = queue.Queue()
+        for _ in range(count):
+            self._free.put(np.empty(_BAND_BYTES + row_bytes, dtype=np.uint8))
+        self._taken: list[np.ndarray] = []
+
+    def _buffers(self, of: np.dtype[Any]) -> Iterator[np.ndarray]:
+        while True:
+            raw = self._free.get()
+            self._taken.append(raw)
+            yield raw.view(of)
+
+    def put_transposed(self, writer: _Output, x: np.ndarray, dtype: str, out_dtype: str) -> None:
+        """Queue the transpose of the kernel ``x`` (storage bits of ``dtype``), cast to ``out_dtype``, for the
+        output, a band at a time."""
+        for band in transposed_bands(x, self._buffers(x.dtype), _BAND_BYTES):
+            raw = self._taken.pop()
+            if out_dtype == dtype:
+                writer.put(band, functools.partial(self._free.put, raw))
+            else:
+                converted = cast(band, dtype, out_dtype)
+                self._free.put(raw)
+                writer.put(converted)
+
+
+def _put_chunk(writer: _Output, reader: ShardReader, var: Any, chunk: Any, out_dtype: str, *, last: bool) -> None:
+    """Queue a chunk of an untransposed tensor (cast to ``out_dtype``); after its ``last`` chunk the reader may drop
+    the tensor's pages (once the output threads are done with it, when it is not cast)."""
+    if out_dtype == var.dtype:
+        writer.put(chunk, functools.partial(reader.release, var) if last else None)
+        return
+    writer.put(cast(view(chunk, var.dtype, (len(chunk) // ITEMSIZE[var.dtype],)), var.dtype, out_dtype))
+    if last:
+        reader.release(var)
 
 
 def _hash_inputs(bundle: TensorBundle, release: Release, digests: list[FileDigest],
@@ -332,21 +356,22 @@ def convert(src: str | os.PathLike[str], out: str | os.PathLike[str], *, scheme:
 
     A transformers folder (``config.json`` with ``model_type``, as ``zoo export`` and ``save_pretrained`` write
     it) is converted too, by :func:`zoo.converters.transformers.convert_transformers_dir`: its config describes
-    it (``id2label`` its labels), so ``scheme``, ``config`` and ``labels`` do not apply.
+    it (``id2label`` its labels), so ``scheme``, ``config`` and ``labels`` do not apply. ``out`` must be a new or
+    empty directory outside zoo's cache (:func:`zoo.converters.modeldir.check_output_dir`).
     """
     from zoo.converters.transformers import convert_transformers_dir, is_transformers_dir
 
+    out = check_output_dir(out)
     if is_transformers_dir(Path(src)):
         if scheme != "auto" or config is not None or labels is not None:
             raise UsageError(f"{src} is a transformers folder: --scheme, --config and --labels apply to TensorFlow "
                              "checkpoints", hint="its config.json describes the model (id2label its labels); leave "
                                                  "them out")
-        return convert_transformers_dir(Path(src), Path(out), vocab=vocab, dtype=dtype)
+        return convert_transformers_dir(Path(src), out, vocab=vocab, dtype=dtype)
     given = config if isinstance(config, ModelConfig) else None
     config_file = None if isinstance(config, ModelConfig) else config
     release = find_release(src, config=config_file, vocab=vocab, need_config=given is None)
-    return convert_release(release, Path(out), scheme=scheme, config=given, dtype=dtype, progress=progress,
-                           labels=labels)
+    return convert_release(release, out, scheme=scheme, config=given, dtype=dtype, progress=progress, labels=labels)
 
 
 def with_classifier(config: ModelConfig, shapes: Mapping[str, tuple[int, ...]], release: Release,

@@ -19,7 +19,7 @@ code creates them, kernels transposed back to ``[in, out]`` — the pretraining 
 sequence classifier's head as ``run_classifier.py`` names it (``output_weights``/``output_bias``, with its labels
 in ``labels.txt``), and nothing else: no optimizer slots, and ``global_step`` only when asked for. Token
 classification has no upstream convention: its head is left out, with a warning. It is written by :mod:`zoo.tf.writer`
-(TensorFlow's bytes, streamed: one tensor band at a time) through :func:`zoo.converters.layout.staged_output`.
+(TensorFlow's bytes, streamed: one tensor band at a time) through :func:`zoo.converters.modeldir.staged_output`.
 
 The scheme follows from the architecture (``bert`` → google-bert, ``albert`` → google-albert,
 ``albert-brightmart`` → brightmart-albert); a model's receipt names the one it came from. Google ALBERT and
@@ -41,7 +41,7 @@ import numpy as np
 from zoo.config import SCHEME_ARCHITECTURE, SCHEMES, ModelConfig
 from zoo.converters.arrays import FLOAT_DTYPES, cast, transposed_bands
 from zoo.converters.canonical import encoder_shapes, head_shapes, shape_problems
-from zoo.converters.layout import VOCAB, WEIGHTS, missing_file, read_directory_vocab, staged_output
+from zoo.converters.modeldir import VOCAB, WEIGHTS, Staged, missing_file, read_directory_vocab, staged_output
 from zoo.converters.names import TASK_NAME_MAPS, transposed
 from zoo.converters.schemes import name_map, tf_task_shapes
 from zoo.converters.tf import LABELS_FILE
@@ -233,7 +233,6 @@ def export_tf(directory: Path, out: Path, *, config: ModelConfig, layout: str = 
     upstream, notes = upstream_config(config, scheme)
     for note in notes:
         log.warning("%s: the upstream TF code approximates this model: %s", directory, note)
-    prefix, config_name = RELEASE_FILES[scheme]
     tensors, release = canonical_tensors(directory, config, layout)
     try:
         heads, dropped, has_pooler = _check(tensors, config, str(directory / WEIGHTS))
@@ -246,23 +245,9 @@ def export_tf(directory: Path, out: Path, *, config: ModelConfig, layout: str = 
                         "upstream code initialises it fresh, as zoo.load does", directory)
             names = {tf: c for tf, c in names.items() if not c.startswith("pooler.")}
         assert set(names.values()) == set(tensors) - set(dropped), "name map and weights disagree"
-        variables: list[dict[str, Any]] = []
+        prefix, config_name = RELEASE_FILES[scheme]
         with staged_output(out, kind="export") as staged:
-            with staged.open(data_file_name(prefix), "checkpoint-data") as fh:
-                writer = BundleWriter([fh])
-                for tf_name in sorted([*names, *(["global_step"] if global_step is not None else [])]):
-                    if tf_name == "global_step":
-                        writer.add_array(tf_name, np.array(global_step, dtype=np.int64))
-                        variables.append({"name": tf_name, "dtype": "int64", "shape": []})
-                        continue
-                    tensor = tensors[names[tf_name]]
-                    flip = transposed(tf_name)
-                    shape = tuple(reversed(tensor.shape)) if flip else tensor.shape
-                    writer.add(tf_name, "float32", shape, _float32_chunks(tensor.load(), tensor.dtype, flip))
-                    tensor.release()
-                    variables.append({"name": tf_name, "dtype": "float32", "shape": list(shape)})
-            staged.write_bytes(f"{prefix}.index", writer.index(), "checkpoint-index")
-            staged.write_text("checkpoint", checkpoint_state(prefix), "checkpoint-state")
+            variables = _write_checkpoint(staged, prefix, tensors, names, global_step)
             staged.write_text(config_name, json.dumps(upstream, indent=2) + "\n", "config")
             staged.write_bytes(VOCAB, vocab.read_bytes(), "vocab")
             exported_task = config.task if config.task in TASK_NAME_MAPS else None
@@ -303,6 +288,29 @@ def _left_out(config: ModelConfig, dropped: list[str]) -> str:
                 "convention for a token classifier, so the export holds the encoder only (fine-tune a tagger on it, "
                 "or use the transformers export: zoo export --format hf)")
     return f"left out of the TF export (task heads that are not part of an upstream release): {', '.join(dropped)}"
+
+
+def _write_checkpoint(staged: Staged, prefix: str, tensors: Mapping[str, Tensor], names: Mapping[str, str],
+                      global_step: int | None) -> list[dict[str, Any]]:
+    """``PREFIX.data-00000-of-00001`` (the tensors ``names`` maps TF names to, float32, streamed a band at a time,
+    and ``global_step`` if given), ``PREFIX.index`` and the ``checkpoint`` state file; the variables written."""
+    variables: list[dict[str, Any]] = []
+    with staged.open(data_file_name(prefix), "checkpoint-data") as fh:
+        writer = BundleWriter([fh])
+        for tf_name in sorted([*names, *(["global_step"] if global_step is not None else [])]):
+            if tf_name == "global_step":
+                writer.add_array(tf_name, np.array(global_step, dtype=np.int64))
+                variables.append({"name": tf_name, "dtype": "int64", "shape": []})
+                continue
+            tensor = tensors[names[tf_name]]
+            flip = transposed(tf_name)
+            shape = tuple(reversed(tensor.shape)) if flip else tensor.shape
+            writer.add(tf_name, "float32", shape, _float32_chunks(tensor.load(), tensor.dtype, flip))
+            tensor.release()
+            variables.append({"name": tf_name, "dtype": "float32", "shape": list(shape)})
+    staged.write_bytes(f"{prefix}.index", writer.index(), "checkpoint-index")
+    staged.write_text("checkpoint", checkpoint_state(prefix), "checkpoint-state")
+    return variables
 
 
 def _weights_sha256(receipt: Mapping[str, Any] | None) -> str | None:

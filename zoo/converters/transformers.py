@@ -3,7 +3,7 @@
 ``pytorch_model.bin`` is read with ``torch.load(weights_only=True)`` exactly once (nothing is ever unpickled
 with code execution) and written, like a converted TF checkpoint, as ``model.safetensors`` with canonical names,
 ``config.json`` (the manifest's config, or the folder's), ``vocab.txt`` and ``receipt.json``
-(:mod:`zoo.converters.layout`). A transformers folder on disk (what ``save_pretrained`` or ``zoo export``
+(:mod:`zoo.converters.modeldir`). A transformers folder on disk (what ``save_pretrained`` or ``zoo export``
 writes) is converted by :func:`convert_transformers_dir`.
 """
 
@@ -20,7 +20,7 @@ from zoo._fs import sha256_file
 from zoo.config import ModelConfig, normalize_dtype, present_heads
 from zoo.converters import hf_names
 from zoo.converters.canonical import encoder_shapes, head_shapes, shape_problems, task_shapes
-from zoo.converters.layout import (
+from zoo.converters.modeldir import (
     CONFIG,
     CONVERTER_VERSION,
     VOCAB,

@@ -1,8 +1,10 @@
 """Fetchers move a source's bytes onto local disk, hashing them on the way; they decide nothing.
 
-Every fetcher has the same shape — ``fetch(source, workdir, options=..., progress=...)`` — and returns what it
-brought with each file's sha256 and size. Which hash is expected, what is trusted on first use, what is
-quarantined and whether the network may be used at all is the resolver's business (:mod:`zoo.resolver`).
+Every fetcher is a module with the same function — ``fetch(source, workdir, *, options, progress) -> Fetched`` —
+which returns what it brought with each file's sha256 and size; :func:`fetch` here picks the module the source's
+kind is registered with (:data:`zoo.registry.schema.FETCHERS`). Which hash is expected, what is trusted on first
+use, what is quarantined and whether the network may be used at all is the resolver's business
+(:mod:`zoo.resolver`).
 
 ``http`` (parallel ranged parts, resume, retries, stall and slow-server detection), ``file`` (``file://``
 copies), ``hf`` (files of a Hugging Face repo through huggingface_hub).
@@ -10,10 +12,11 @@ copies), ``hf`` (files of a Hugging Face repo through huggingface_hub).
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from zoo.fetch.base import DATA, Download, Fetched, FetchOptions
+from zoo.fetch.base import DATA, Fetched, FetchOptions
 from zoo.progress import ProgressCallback, ProgressEvent
 
 if TYPE_CHECKING:
@@ -22,19 +25,11 @@ if TYPE_CHECKING:
 
 def fetch(source: Source, workdir: Path, *, options: FetchOptions | None = None,
           progress: ProgressCallback | None = None) -> Fetched:
-    """Download ``source`` into ``workdir``: a URL source's one file as ``workdir/data`` (resuming what an
+    """Bring ``source`` into ``workdir``: a URL source's one file as ``workdir/data`` (resuming what an
     interrupted run left there), an ``hf:`` source's repo files under their repo paths."""
-    if source.kind == "hf":
-        from zoo.fetch import hf
-
-        return hf.fetch(source, workdir, options=options, progress=progress)
-    from zoo.fetch import file, http
-
-    url = str(source.url)
-    label = url.rsplit("/", 1)[-1] or url
-    fetcher = file.download if url.startswith("file://") else http.download
-    got = fetcher(url, workdir, options=options, progress=progress, label=label, expected_size=source.size)
-    return Fetched({DATA: (got.sha256, got.size)}, got.fetched)
+    fetcher = importlib.import_module(f"zoo.fetch.{source.fetcher}")
+    got: Fetched = fetcher.fetch(source, workdir, options=options, progress=progress)
+    return got
 
 
-__all__ = ["DATA", "Download", "FetchOptions", "Fetched", "ProgressCallback", "ProgressEvent", "fetch"]
+__all__ = ["DATA", "FetchOptions", "Fetched", "ProgressCallback", "ProgressEvent", "fetch"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from pathlib import Path
 
 from zoo.errors import UsageError
+from zoo.registry.schema import DOWNLOAD
 
 MiB = 1 << 20
 
@@ -71,18 +71,6 @@ def _env_number(var: str, raw: str, kind: str) -> float | int:
 
 
 @dataclasses.dataclass(frozen=True)
-class Download:
-    """A finished download: a complete file whose sha256 was computed while its bytes arrived."""
-
-    path: Path
-    sha256: str
-    size: int
-    url: str
-    #: Bytes that came over the network in this run (less than ``size`` after a resume).
-    fetched: int
-
-
-@dataclasses.dataclass(frozen=True)
 class Fetched:
     """Files a fetcher wrote under its work directory: ``{relative path: (sha256, size)}``, hashed as they
     arrived."""
@@ -92,5 +80,10 @@ class Fetched:
     fetched: int
 
 
-#: The single file a URL source downloads into, relative to the fetch directory.
-DATA = "data"
+#: The single file a URL source downloads into, relative to the fetch directory (what its manifest pins).
+DATA = DOWNLOAD
+
+
+def url_label(url: str) -> str:
+    """What progress calls a download: the URL's last part."""
+    return url.rsplit("/", 1)[-1] or url

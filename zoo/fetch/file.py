@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
 from zoo._fs import BLOCK, HashingWriter, file_mode, is_disk_full, require_free_space, special_kind
 from zoo.errors import DiskSpaceError, IntegrityError, NetworkError, UnsupportedError
-from zoo.fetch.base import Download, FetchOptions
+from zoo.fetch.base import DATA, Fetched, FetchOptions, url_label
 from zoo.progress import ProgressCallback, ProgressEvent
+
+if TYPE_CHECKING:
+    from zoo.registry.schema import Source
 
 
 def local_path(url: str) -> Path:
@@ -22,12 +26,13 @@ def local_path(url: str) -> Path:
     return Path(url2pathname(unquote(parts.path)))
 
 
-def download(url: str, workdir: Path, *, options: FetchOptions | None = None,
-             progress: ProgressCallback | None = None, label: str | None = None,
-             expected_size: int | None = None) -> Download:
-    """Copy the regular file behind ``url`` to ``workdir/data`` (private to the user, whatever its mode was)."""
+def fetch(source: Source, workdir: Path, *, options: FetchOptions | None = None,
+          progress: ProgressCallback | None = None) -> Fetched:
+    """Copy the regular file behind the source's ``file://`` URL to ``workdir/data`` (private to the user, whatever
+    its mode was), hashing while copying."""
+    url, expected_size = str(source.url), source.size
     src = local_path(url)
-    label = label or src.name
+    label = url_label(url)
     try:
         fd_in = os.open(src, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
@@ -47,7 +52,7 @@ def download(url: str, workdir: Path, *, options: FetchOptions | None = None,
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         require_free_space(workdir, size, f"copying {label}")
-        out_path = workdir / "data"
+        out_path = workdir / DATA
         done = 0
         emit = progress or (lambda event: None)
         try:
@@ -69,4 +74,4 @@ def download(url: str, workdir: Path, *, options: FetchOptions | None = None,
         out_path.unlink(missing_ok=True)
         raise NetworkError(f"{url}: {src} shrank while it was copied ({done} of {size} bytes)",
                            hint="the file is being rewritten; try again when it is complete")
-    return Download(path=out_path, sha256=out.hexdigest(), size=done, url=url, fetched=done)
+    return Fetched({DATA: (out.hexdigest(), done)}, done)

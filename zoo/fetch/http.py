@@ -1,6 +1,6 @@
 """HTTP(S) downloads: parallel ranged parts, cross-run resume, retries and stall detection.
 
-One :func:`download` call fetches one URL into ``workdir/data``, keeping ``workdir/state.json`` (the server's
+One :func:`fetch` call brings one URL source into ``workdir/data``, keeping ``workdir/state.json`` (the server's
 validator and each part's progress) so an interrupted download — Ctrl-C, kill -9, a dropped connection —
 continues where it stopped. Resumed and parallel requests carry ``If-Range`` with the validator recorded at the
 start, so a file that changed upstream is detected (a 200 instead of a 206, or a new ETag) and restarted from
@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -38,10 +38,13 @@ from requests.adapters import HTTPAdapter
 from zoo._fs import file_mode, human_size, is_disk_full, require_free_space
 from zoo._version import __version__
 from zoo.errors import DiskSpaceError, IntegrityError, NetworkError
-from zoo.fetch.base import DATA, Download, FetchOptions
+from zoo.fetch.base import DATA, Fetched, FetchOptions, url_label
 from zoo.fetch.hashing import OrderedHasher
 from zoo.fetch.probe import UNREACHABLE_HINT, exception_chain, why_unreachable
 from zoo.progress import ProgressCallback, ProgressEvent
+
+if TYPE_CHECKING:
+    from zoo.registry.schema import Source
 
 log = logging.getLogger("zoo.fetch")
 
@@ -50,6 +53,18 @@ STATE = "state.json"  # next to DATA: the validator and each part's progress
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _HEADERS = {"Accept-Encoding": "identity", "User-Agent": f"zoo/{__version__}"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Download:
+    """A finished download: a complete file whose sha256 was computed while its bytes arrived."""
+
+    path: Path
+    sha256: str
+    size: int
+    url: str
+    #: Bytes that came over the network in this run (less than ``size`` after a resume).
+    fetched: int
 
 
 class _Retry(Exception):
@@ -129,17 +144,17 @@ def _saved_state(workdir: Path) -> dict[str, Any] | None:
     return state
 
 
-def download(url: str, workdir: Path, *, options: FetchOptions | None = None,
-             progress: ProgressCallback | None = None, label: str | None = None,
-             expected_size: int | None = None) -> Download:
-    """Download ``url`` into ``workdir/data`` (resuming what an earlier run left there) and hash it."""
-    downloader = _Downloader(url, Path(workdir), options or FetchOptions(), progress, label, expected_size)
+def fetch(source: Source, workdir: Path, *, options: FetchOptions | None = None,
+          progress: ProgressCallback | None = None) -> Fetched:
+    """Download the source's URL into ``workdir/data`` (resuming what an earlier run left there) and hash it."""
+    downloader = _Downloader(str(source.url), Path(workdir), options or FetchOptions(), progress, None, source.size)
     try:
-        return downloader.run()
+        got = downloader.run()
     except BaseException:
         if downloader.started and not downloader._resumable():
             downloader._discard()  # bytes no later run can resume from: give the space back
         raise
+    return Fetched({DATA: (got.sha256, got.size)}, got.fetched)
 
 
 class _Downloader:
@@ -149,7 +164,7 @@ class _Downloader:
         self.workdir = workdir
         self.options = options
         self.progress = progress
-        self.label = label or url.rsplit("/", 1)[-1] or url
+        self.label = label or url_label(url)
         self.expected_size = expected_size
         self.data_path = workdir / DATA
         self.state_path = workdir / STATE

@@ -4,7 +4,7 @@ The folder holds ``config.json`` (``model_type`` albert|bert), ``model.safetenso
 parameter names (pretraining heads included, so ``AutoModelForMaskedLM`` works), ``vocab.txt``,
 ``tokenizer_config.json`` + ``special_tokens_map.json`` (``BertTokenizer``, so ``AutoTokenizer`` works for
 Chinese ALBERT too), a ``README.md`` model card and zoo's ``receipt.json``. Renaming and the brightmart → ALBERT
-rewrite live in :mod:`zoo.converters.hf_names`; the folder is written through :mod:`zoo.converters.layout`.
+rewrite live in :mod:`zoo.converters.hf_names`; the folder is written through :mod:`zoo.converters.modeldir`.
 """
 
 from __future__ import annotations
@@ -18,21 +18,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.config import ModelConfig, heads_in, present_heads
-from zoo.converters.layout import (
+from zoo.converters.modeldir import (
     CONFIG,
     VOCAB,
     WEIGHTS,
+    check_output_dir,
     read_config,
     read_directory_vocab,
     read_receipt,
-    require_new_dir,
     staged_output,
     tokenizer_options,
 )
 from zoo.converters.safetensors_out import write_state
 from zoo.errors import CheckpointError, UsageError, ZooError
 from zoo.hub.card import Provenance, made_from, model_card, public, tokenizer_files
-from zoo.progress import Progress, ProgressEvent, reporting
+from zoo.progress import Progress, ProgressCallback, ProgressEvent, reporting
 from zoo.registry import Manifest, get_manifest
 from zoo.weights import Model, Prepared, prepare
 
@@ -112,8 +112,8 @@ def export(model: Model, out_dir: str | os.PathLike[str], *, format: str = "hf",
            offline: bool | None = None, repo_id: str | None = None,
            manifests: Sequence[str | os.PathLike[str]] = (), progress: Progress = None,
            scheme: str | None = None, global_step: int | None = None) -> Exported:
-    """Write a transformers-ready folder for ``model`` into ``out_dir`` (new or empty) — or, with
-    ``format="tf"``, an upstream TensorFlow release (checkpoint, upstream config, vocab; see
+    """Write a transformers-ready folder for ``model`` into ``out_dir`` (a new or empty directory outside zoo's
+    cache) — or, with ``format="tf"``, an upstream TensorFlow release (checkpoint, upstream config, vocab; see
     :mod:`zoo.converters.tf_export`) under ``scheme`` (default: the one the model came from) with TF's
     ``global_step`` variable: ``global_step``, else the steps of a model zoo trained, else 0.
 
@@ -127,21 +127,29 @@ def export(model: Model, out_dir: str | os.PathLike[str], *, format: str = "hf",
         raise UsageError(f"unknown export format {format!r}", hint=f"choose one of {', '.join(FORMATS)}")
     if format != "tf" and (scheme is not None or global_step is not None):
         raise UsageError("scheme and global_step apply to format 'tf'")
-    out = Path(out_dir)
-    require_new_dir(out)
+    out = check_output_dir(out_dir)
     with reporting(progress) as emit:
         prepared = prepare(model, source=source, offline=offline, manifests=manifests, progress=emit)
-        weights = weights_of(prepared, manifests)
-        emit(ProgressEvent("note", weights.provenance.name, message=f"writing {out}"))
-        if format == "tf":
-            from zoo.converters.tf_export import export_tf
+        return write_export(weights_of(prepared, manifests), out, format=format, repo_id=repo_id, scheme=scheme,
+                            global_step=global_step, emit=emit)
 
-            step = global_step if global_step is not None else trained_steps(weights.provenance.made_from)
-            files = export_tf(weights.path, out, config=weights.config, layout=weights.layout, scheme=scheme,
-                              global_step=step, source=weights.provenance.origin,
-                              source_sha256=weights.provenance.source_sha256, receipt=weights.provenance.receipt)
-            return Exported(out, "tf", weights.provenance, files)
-        return write_hf_folder(weights, out, repo_id=repo_id)
+
+def write_export(weights: Weights, out: Path, *, format: str = "hf", repo_id: str | None = None,
+                 scheme: str | None = None, global_step: int | None = None,
+                 emit: ProgressCallback | None = None) -> Exported:
+    """The export of ``weights`` into ``out`` (new or empty; :func:`export` checks a folder the user names, ``zoo
+    mirror`` writes into zoo's own staging)."""
+    if emit is not None:
+        emit(ProgressEvent("note", weights.provenance.name, message=f"writing {out}"))
+    if format == "tf":
+        from zoo.converters.tf_export import export_tf
+
+        step = global_step if global_step is not None else trained_steps(weights.provenance.made_from)
+        files = export_tf(weights.path, out, config=weights.config, layout=weights.layout, scheme=scheme,
+                          global_step=step, source=weights.provenance.origin,
+                          source_sha256=weights.provenance.source_sha256, receipt=weights.provenance.receipt)
+        return Exported(out, "tf", weights.provenance, files)
+    return write_hf_folder(weights, out, repo_id=repo_id)
 
 
 def trained_steps(made: Mapping[str, Any] | None) -> int:
@@ -207,7 +215,7 @@ def _about(manifest: Manifest | None) -> dict[str, Any]:
 def read_weights_dir(path: Path, prov: Provenance, *, casing: tuple[bool, bool | None] | None = None) -> Weights:
     """A directory with ``model.safetensors`` + ``config.json`` + ``vocab.txt``: zoo's layout or transformers'.
     ``casing`` (``lowercase``, ``strip_accents``): the tokenizer's, when known; else the directory's own
-    (:func:`zoo.converters.layout.tokenizer_options`)."""
+    (:func:`zoo.converters.modeldir.tokenizer_options`)."""
     config, layout = read_config(path)
     read_directory_vocab(path, config)  # one line per embedding row, or a CheckpointError before any work
     if prov.receipt is None:
@@ -329,4 +337,4 @@ def _special_ids(tokens: list[str]) -> dict[str, int]:
 
 
 __all__ = ["FORMATS", "Exported", "Weights", "export", "read_weights_dir", "trained_steps", "weights_of",
-           "write_hf_folder"]
+           "write_export", "write_hf_folder"]

@@ -1,4 +1,4 @@
-"""``zoo mirror``: put exported models on the Hugging Face Hub or into a self-hosted mirror's git layout.
+"""``zoo mirror``: put exported models on the Hugging Face Hub or into a self-hosted mirror's git repositories.
 
 Two targets:
 
@@ -8,7 +8,7 @@ Two targets:
     up in **one commit per model** whose message names zoo's version and the source hash.
 a directory ``DIR``
     a git repository per model at ``DIR/models/<org>/<name>`` on branch ``main``, weights stored as git-lfs
-    objects (``.git/lfs/objects/``) behind pointer files, like a clone of a Hub repo. This is the layout
+    objects (``.git/lfs/objects/``) behind pointer files, like a clone of a Hub repo. This is what
     olah serves in local-mirror mode (``mirrors-path = ["DIR"]``). One commit per update; none when nothing
     changed.
 
@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any
 from zoo import cache
 from zoo._fs import sha256_file
 from zoo._version import __version__
-from zoo.converters.layout import RECEIPT, output_records, read_receipt
+from zoo.converters.modeldir import RECEIPT, output_records, read_receipt
 from zoo.errors import NetworkError, UsageError, ZooError, first_line
 from zoo.progress import Progress, ProgressCallback, reporting
 from zoo.registry import Manifest
-from zoo.weights import Model
+from zoo.weights import Model, prepare
 
 if TYPE_CHECKING:
     from zoo.hub.exporting import Exported
@@ -152,14 +152,14 @@ def mirror_one(model: Model, target: str | Path, *, private: bool = False, dry_r
                manifests: Sequence[str | os.PathLike[str]] = (), progress: ProgressCallback | None = None,
                api: Any = None) -> Mirrored:
     """Export one model and send it to ``target`` (see :func:`plan_targets`)."""
-    from zoo.hub.exporting import export
+    from zoo.hub.exporting import weights_of, write_export
 
     name = model_name(model)
     repo_id = str(target)[len(HF_PREFIX):] if str(target).startswith(HF_PREFIX) else _hub_style_id(Path(target))
     scratch = cache.staging_dir()
     try:
-        exported = export(model, scratch / "export", source=source, offline=offline, repo_id=repo_id,
-                          manifests=manifests, progress=progress or False)
+        prepared = prepare(model, source=source, offline=offline, manifests=manifests, progress=progress)
+        exported = write_export(weights_of(prepared, manifests), scratch / "export", repo_id=repo_id)
         message = commit_message(name, exported)
         if str(target).startswith(HF_PREFIX):
             return push_to_hub(exported.path, repo_id, message=message, name=name, private=private,

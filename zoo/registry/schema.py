@@ -23,7 +23,14 @@ FAMILIES = ("albert", "bert")
 LANGUAGES = ("zh", "en", "multi")
 FORMATS = ("tf-checkpoint", "pytorch", "safetensors")
 ARCHIVES = ("zip", "tar.gz", "none")
-URL_SCHEMES = ("http://", "https://", "file://")
+#: The one registration of each kind of place a source can name: how its location starts → the module of
+#: :mod:`zoo.fetch` whose ``fetch(source, workdir, ...)`` brings its bytes. A ``url:`` source is one download
+#: (pinned by ``sha256``/``size``); an ``hf:`` source is files of a repository (each pinned under ``files:``). A new
+#: kind of URL is one fetcher module and one line here.
+FETCHERS = {"http://": "http", "https://": "http", "file://": "file", "hf:": "hf"}
+URL_SCHEMES = tuple(prefix for prefix in FETCHERS if prefix.endswith("://"))
+#: What a URL source's one download is called among the files a fetch brings (:data:`zoo.fetch.DATA`).
+DOWNLOAD = "data"
 #: What the released weights hold beyond the encoder, per head (``heads:`` in a manifest, optional).
 HEAD_KEYS = ("mlm", "seq_relationship", "pooler")
 #: ``trained``: trained with this encoder by the release's pretraining; ``untrained``: in the files but never trained
@@ -77,15 +84,33 @@ class Source:
 
     @property
     def kind(self) -> str:
-        """``"url"`` (http/https/file) or ``"hf"`` (a Hugging Face repo)."""
+        """``"url"`` (one download: http/https/file) or ``"hf"`` (files of a Hugging Face repo)."""
         return "hf" if self.hf else "url"
 
     @property
     def label(self) -> str:
-        """Human-readable location, used in messages."""
+        """Its location, as messages, pins and the cache name it: a URL, or ``hf:repo[@revision]``."""
         if self.hf:
             return f"hf:{self.hf}@{self.revision}" if self.revision else f"hf:{self.hf}"
         return str(self.url)
+
+    @property
+    def fetcher(self) -> str:
+        """The module of :mod:`zoo.fetch` that brings its bytes (:data:`FETCHERS`)."""
+        return next(module for prefix, module in FETCHERS.items() if self.label.startswith(prefix))
+
+    @property
+    def pins(self) -> dict[str, FilePin]:
+        """What the manifest pins of each file a fetch brings (empty pins where it states none): the one download
+        (:data:`DOWNLOAD`) of a URL source, every repo file of an hf source."""
+        if self.kind == "url":
+            return {DOWNLOAD: FilePin(self.sha256, self.size)}
+        return {rel: self.files.get(rel, FilePin()) for rel in self.repo_files}
+
+    def pin_label(self, name: str) -> str:
+        """The key of one fetched file's trust-on-first-use pin: the URL of a URL source's download, ``LABEL/PATH``
+        for a repo file."""
+        return self.label if self.kind == "url" else f"{self.label}/{name}"
 
     def find_checkpoint(self, root: Path) -> Path:
         """The checkpoint inside an extracted snapshot: a TF prefix (``.../model.ckpt-best``) or a file."""
@@ -107,17 +132,13 @@ class Source:
 
     @property
     def pinned(self) -> bool:
-        """Whether the manifest pins the downloaded file (URL sources) or every file (hf sources)."""
-        if self.kind == "url":
-            return self.sha256 is not None
-        return all(self.files.get(rel, FilePin()).sha256 for rel in self.repo_files)
+        """Whether the manifest pins the sha256 of every file a fetch brings."""
+        return all(pin.sha256 for pin in self.pins.values())
 
     @property
     def download_size(self) -> int | None:
-        """The bytes this source downloads, when the manifest pins them (hf sources: every file's size)."""
-        if self.kind == "url":
-            return self.size
-        sizes = [self.files.get(rel, FilePin()).size for rel in self.repo_files]
+        """The bytes this source downloads, when the manifest pins every file's size."""
+        sizes = [pin.size for pin in self.pins.values()]
         return None if None in sizes else sum(s for s in sizes if s is not None)
 
 
@@ -362,6 +383,35 @@ def _parse_source(c: _Checker, item: Any, index: int) -> Source:
     p = f"sources[{index}]"
     item = c.mapping(item, p)
     c.no_unknown(item, _SOURCE_KEYS, p)
+    url, hf, revision = _parse_location(c, item, p)
+    pin = _parse_pin(c, item, p)
+    if hf is not None and (pin.sha256 is not None or pin.size is not None):
+        raise c.fail(f"{p}.{'sha256' if pin.sha256 is not None else 'size'}",
+                     "an hf source is a set of files, not one download: pin each file under 'files' (and the "
+                     "commit under 'revision')")
+    default_archive = _archive_from_url(url) if url else "none"
+    archive = c.choice(item, "archive", ARCHIVES, p, default=default_archive) or default_archive
+    if hf is not None and archive != "none":
+        raise c.fail(f"{p}.archive", "hf sources are files in a repo: expected 'none'")
+    fmt, scheme = _parse_format(c, item, p)
+    checkpoint = c.get(item, "checkpoint", str, p, required=True, limit=MAX_LENGTHS["path"])
+    vocab = c.get(item, "vocab", str, p, required=True, limit=MAX_LENGTHS["path"])
+    for key, rel in (("checkpoint", checkpoint), ("vocab", vocab)):
+        _check_relative(c, f"{p}.{key}", rel)
+    files_data = c.mapping(c.get(item, "files", dict, p, default={}) or {}, f"{p}.files")
+    files: dict[str, FilePin] = {}
+    for rel, file_pin in files_data.items():
+        fp = f"{p}.files.{cut(str(rel), 60)}"
+        _check_relative(c, fp, str(rel))
+        file_pin = c.mapping(file_pin, fp)
+        c.no_unknown(file_pin, {"sha256", "size"}, fp)
+        files[str(rel)] = _parse_pin(c, file_pin, fp)
+    return Source(index=index, url=url, hf=hf, revision=revision, sha256=pin.sha256, size=pin.size, archive=archive,
+                  format=fmt, scheme=scheme, checkpoint=checkpoint, vocab=vocab, files=files)
+
+
+def _parse_location(c: _Checker, item: Mapping[str, Any], p: str) -> tuple[str | None, str | None, str | None]:
+    """``(url, hf, revision)``: exactly one of a URL of a registered kind (:data:`FETCHERS`) or an hf repo id."""
     url = c.get(item, "url", str, p, limit=MAX_LENGTHS["url"])
     hf = c.get(item, "hf", str, p, limit=MAX_LENGTHS["hf"])
     if (url is None) == (hf is None):
@@ -369,7 +419,8 @@ def _parse_source(c: _Checker, item: Any, index: int) -> Source:
     revision = c.get(item, "revision", str, p, limit=MAX_LENGTHS["revision"])
     if url is not None:
         if not url.startswith(URL_SCHEMES):
-            raise c.fail(f"{p}.url", f"expected an http://, https:// or file:// URL, got {show(url)}")
+            kinds = ", ".join(URL_SCHEMES[:-1]) + f" or {URL_SCHEMES[-1]}"
+            raise c.fail(f"{p}.url", f"expected an {kinds} URL, got {show(url)}")
         if revision is not None:
             raise c.fail(f"{p}.revision", "only hf sources have a revision")
     else:
@@ -378,48 +429,29 @@ def _parse_source(c: _Checker, item: Any, index: int) -> Source:
         if revision is not None and not _REF_RE.fullmatch(revision):
             raise c.fail(f"{p}.revision", "expected a 40-hex commit (or a branch or tag name, which is not "
                                           f"reproducible), got {show(revision)}")
-    sha256 = c.get(item, "sha256", str, p)
+    return url, hf, revision
+
+
+def _parse_pin(c: _Checker, data: Mapping[str, Any], p: str) -> FilePin:
+    """``sha256`` (64 lowercase hex digits) and ``size`` (bytes), either may be null."""
+    sha256 = c.get(data, "sha256", str, p)
     if sha256 is not None and not _SHA256_RE.fullmatch(sha256):
-        raise c.fail(f"{p}.sha256", f"expected 64 lowercase hex digits or null, got {show(sha256)}")
-    size = c.get(item, "size", int, p)
+        raise c.fail(_join(p, "sha256"), f"expected 64 lowercase hex digits or null, got {show(sha256)}")
+    size = c.get(data, "size", int, p)
     if size is not None and size < 0:
-        raise c.fail(f"{p}.size", f"expected a size in bytes >= 0, got {size}")
-    if hf is not None:
-        for key, value in (("sha256", sha256), ("size", size)):
-            if value is not None:
-                raise c.fail(f"{p}.{key}", "an hf source is a set of files, not one download: pin each file "
-                                           "under 'files' (and the commit under 'revision')")
-    default_archive = _archive_from_url(url) if url else "none"
-    archive = c.choice(item, "archive", ARCHIVES, p, default=default_archive) or default_archive
-    if hf is not None and archive != "none":
-        raise c.fail(f"{p}.archive", "hf sources are files in a repo: expected 'none'")
+        raise c.fail(_join(p, "size"), f"expected a size in bytes >= 0, got {size}")
+    return FilePin(sha256, size)
+
+
+def _parse_format(c: _Checker, item: Mapping[str, Any], p: str) -> tuple[str, str | None]:
+    """``(format, scheme)``: a tf-checkpoint source has a naming scheme, others none."""
     fmt = c.choice(item, "format", FORMATS, p, required=True)
     scheme = c.choice(item, "scheme", SCHEMES, p)
     if fmt == "tf-checkpoint" and scheme is None:
-        raise c.fail(f"{p}.scheme", "a tf-checkpoint source needs a scheme",
-                     hint=f"one of {', '.join(SCHEMES)}")
+        raise c.fail(f"{p}.scheme", "a tf-checkpoint source needs a scheme", hint=f"one of {', '.join(SCHEMES)}")
     if fmt != "tf-checkpoint" and scheme is not None:
         raise c.fail(f"{p}.scheme", f"only tf-checkpoint sources have a scheme (format is {fmt})")
-    checkpoint = c.get(item, "checkpoint", str, p, required=True, limit=MAX_LENGTHS["path"])
-    vocab = c.get(item, "vocab", str, p, required=True, limit=MAX_LENGTHS["path"])
-    for key, rel in (("checkpoint", checkpoint), ("vocab", vocab)):
-        _check_relative(c, f"{p}.{key}", rel)
-    files_data = c.mapping(c.get(item, "files", dict, p, default={}) or {}, f"{p}.files")
-    files: dict[str, FilePin] = {}
-    for rel, pin in files_data.items():
-        fp = f"{p}.files.{cut(str(rel), 60)}"
-        _check_relative(c, fp, str(rel))
-        pin = c.mapping(pin, fp)
-        c.no_unknown(pin, {"sha256", "size"}, fp)
-        pin_sha = c.get(pin, "sha256", str, fp)
-        if pin_sha is not None and not _SHA256_RE.fullmatch(pin_sha):
-            raise c.fail(f"{fp}.sha256", f"expected 64 lowercase hex digits or null, got {show(pin_sha)}")
-        pin_size = c.get(pin, "size", int, fp)
-        if pin_size is not None and pin_size < 0:
-            raise c.fail(f"{fp}.size", f"expected a size in bytes >= 0, got {pin_size}")
-        files[str(rel)] = FilePin(pin_sha, pin_size)
-    return Source(index=index, url=url, hf=hf, revision=revision, sha256=sha256, size=size, archive=archive,
-                  format=fmt, scheme=scheme, checkpoint=checkpoint, vocab=vocab, files=files)
+    return fmt, scheme
 
 
 def _check_relative(c: _Checker, key: str, rel: str) -> None:

@@ -303,27 +303,11 @@ _DONE = object()
 
 
 class ShardReader:
-    """Goes through a checkpoint's data shards front to back, once, on a background thread.
-
-    Iterating yields ``(variable, view)`` for every variable named in ``wanted``, in ``(shard, offset)`` order
-    (:attr:`order`); views are read-only ``memoryview``s of the memory-mapped shard — nothing is copied:
-
-    * a variable named in ``whole`` comes once, as one view, *before* the thread checks it, so the consumer
-      works on it while the thread hashes it;
-    * any other comes as chunks of at most ``chunk`` bytes, each after the thread went over it (one empty chunk
-      for an empty variable).
-
-    Each wanted variable's CRC32C is checked as the thread goes over it; a mismatch is an :class:`IntegrityError`
-    raised by the iterator before anything of a later variable. With ``sha256=True`` every shard file is hashed
-    whole in the same pass — gaps and the variables not wanted included — and :attr:`digests` holds the results
-    once iteration ends. Pages the thread maps only to hash them are dropped again at once.
-
-    The thread runs at most ``depth`` items ahead; with ``ahead`` it also starts no variable while more than that
-    many bytes of variables it started are still in use (not given back with :meth:`release`; one is always
-    allowed) — that bounds the memory mapped at any time. Hashing and CRCs run on the thread (``hashlib``
-    releases the GIL); ``google_crc32c`` takes ``bytes`` only, so the CRC goes through one 1 MiB copy at a time.
-    Use it as a context manager, or call :meth:`close`.
-    """
+    """Reads a checkpoint's data shards front to back, once, on a background thread, so a conversion reads each
+    input once: the thread checks each wanted variable's CRC32C and (``sha256``) hashes every shard file whole in
+    the same pass, while the consumer gets zero-copy views — a ``whole`` variable before it is checked, so the
+    consumer works on it meanwhile — and gives them back with :meth:`release`, which bounds the memory mapped
+    (``ahead``). How chunks, ordering, errors and limits work: docs/conversion.md, "The shard reader"."""
 
     def __init__(self, bundle: TensorBundle, wanted: Iterable[str], *, whole: Iterable[str] = (),
                  sha256: bool = True, chunk: int = 8 << 20, depth: int = 4, ahead: int | None = None) -> None:

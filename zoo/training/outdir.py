@@ -34,12 +34,13 @@ from zoo._fs import (
     sha256_file,
     write_json_atomic,
 )
+from zoo.converters.modeldir import RUN_MARKER
 from zoo.errors import CheckpointError, DiskSpaceError, NotFoundError, UsageError, ZooError
 from zoo.training import checkpoint as ckpt
 
 log = logging.getLogger("zoo.training")
 
-MARKER, LOCK, METRICS = "run.json", "run.lock", "metrics.jsonl"
+MARKER, LOCK, METRICS = RUN_MARKER, "run.lock", "metrics.jsonl"
 #: Files a user may open for writing new mode bits as ``cp`` would (0666 less the umask).
 USER_MODE = 0o666
 RUN_VERSION = 2

@@ -22,18 +22,17 @@ import torch
 
 from zoo._fs import write_json_atomic
 from zoo.config import ModelConfig, present_heads
-from zoo.converters.layout import (
+from zoo.converters.modeldir import (
     CONFIG,
     VOCAB,
     WEIGHTS,
     read_config,
-    read_directory_vocab,
     read_receipt,
     staged_into,
 )
 from zoo.converters.safetensors_out import write_state
 from zoo.errors import CheckpointError, Interrupted, UsageError
-from zoo.loader import load_model
+from zoo.loader import build_tokenizer, load_model
 from zoo.progress import Progress, ProgressCallback, ProgressEvent, reporting
 from zoo.tokenizer import Tokenizer
 from zoo.training import checkpoint as ckpt
@@ -264,10 +263,7 @@ def _base(model: Model, world: World, *, source: int | None, offline: bool | Non
         prepared = prepare(model, source=source, offline=offline, manifests=manifests)
     config, _ = read_config(prepared.path)  # zoo's layout: zoo.weights.prepare converts every folder it accepts
     receipt = read_receipt(prepared.path) or {}
-    lowercase, strip_accents = prepared.tokenizer_options(receipt)
-    tokenizer = Tokenizer(read_directory_vocab(prepared.path, config), lowercase=lowercase,
-                          strip_accents=strip_accents, model_max_length=config.max_position_embeddings,
-                          source=str(prepared.path / VOCAB))
+    tokenizer = build_tokenizer(prepared, config, receipt=receipt)
     from safetensors import safe_open
 
     with safe_open(str(prepared.path / WEIGHTS), framework="pt") as f:

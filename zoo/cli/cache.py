@@ -1,4 +1,4 @@
-"""CLI commands: ``pull``, ``pin``, ``verify`` and ``cache ls|rm|prune``."""
+"""CLI commands about what zoo downloads and keeps: ``pull``, ``pin``, ``verify`` and ``cache ls|rm|prune``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from zoo.cli._common import (
+    Subcommands,
+    command,
+    command_group,
     emit_json,
     err_console,
     out_console,
@@ -20,66 +23,54 @@ from zoo.cli._common import (
 from zoo.errors import IntegrityError, NotFoundError, UsageError
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
+def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
     """Add this group's commands to the parser."""
-    p = sub.add_parser("pull", parents=[common], help="download, verify and extract a checkpoint",
-                       description="Download, verify and extract NAME; print its local directory (last line of "
-                                   "stdout). Progress goes to stderr.")
+    p = command(sub, "pull", _pull, parents=[common], help="download, verify and extract a checkpoint",
+                description="Download, verify and extract NAME; print its local directory (last line of stdout). "
+                            "Progress goes to stderr.")
     p.add_argument("name", metavar="NAME")
     _source_options(p)
     p.add_argument("--connections", type=int, default=8, metavar="N",
                    help="parallel connections for large files (default 8)")
-    p.set_defaults(func=_pull)
 
-    p = sub.add_parser("pin", parents=[common], help="print the sha256/size lines to pin a source in its manifest",
-                       description="Pull NAME (or use the cache) and print the YAML lines (sha256, size, inner "
-                                   "files) to paste into its manifest's source entry.")
+    p = command(sub, "pin", _pin, parents=[common], help="print the sha256/size lines to pin a source in its manifest",
+                description="Pull NAME (or use the cache) and print the YAML lines (sha256, size, inner files) to "
+                            "paste into its manifest's source entry.")
     p.add_argument("name", metavar="NAME")
     _source_options(p)
-    p.set_defaults(func=_pin)
 
-    p = sub.add_parser("verify", parents=[common],
-                       help="re-hash cached files, or a folder zoo wrote, against their recorded hashes",
-                       description="Re-hash every cached download, extracted file and conversion (of NAME) against "
-                                   "the hashes recorded when they were verified or written. Damaged entries are "
-                                   "invalidated: the next pull or load rebuilds them (a conversion from the cached "
-                                   "download, without network). A PATH (./run_a) is a folder zoo wrote (convert, "
-                                   "export, pretrain): every file is re-hashed against its receipt.json. Exits 6 "
-                                   "when anything was damaged.")
+    p = command(sub, "verify", _verify, parents=[common],
+                help="re-hash cached files, or a folder zoo wrote, against their recorded hashes",
+                description=_VERIFY)
     p.add_argument("name", metavar="NAME_OR_PATH", nargs="?")
-    p.set_defaults(func=_verify)
 
-    cache_p = sub.add_parser("cache", parents=[common], help="list, remove and prune what the cache holds")
-    cache_sub = cache_p.add_subparsers(dest="cache_command", metavar="COMMAND")
-    p = cache_sub.add_parser("ls", parents=[common], help="everything in the cache: kind, name, source, size, "
-                                                          "last used")
+    cache_sub = command_group(sub, "cache", parents=[common], help="list, remove and prune what the cache holds")
+    p = command(cache_sub, "ls", _cache_ls, parents=[common],
+                help="everything in the cache: kind, name, source, size, last used")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(func=_cache_ls)
-    p = cache_sub.add_parser("rm", parents=[common],
-                             help="remove a model's snapshots, downloads and conversions (or a release directory's "
-                                  "conversions)")
+    p = command(cache_sub, "rm", _cache_rm, parents=[common],
+                help="remove a model's snapshots, downloads and conversions (or a release directory's conversions)")
     p.add_argument("name", metavar="NAME_OR_PATH")
-    p.set_defaults(func=_cache_rm)
-    p = cache_sub.add_parser(
-        "prune", parents=[common], help="remove what nothing will use; --max-size: then least recently used entries",
-        description="Remove what no pull or load will use again: staging directories of processes that are gone,\n"
-                    "quarantined files, snapshots and conversions without their marker, downloads that cannot\n"
-                    "resume, blobs nothing refers to, conversions by other converter versions, unheld lock files.\n"
-                    "Snapshots, conversions, pins, downloads that can resume and anything another zoo process\n"
-                    "holds are kept.",
-        epilog="examples:\n  zoo cache prune\n  zoo cache prune --partials\n  zoo cache prune --max-size 20G",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command(cache_sub, "prune", _cache_prune, parents=[common], description=_PRUNE,
+                help="remove what nothing will use; --max-size: then least recently used entries",
+                epilog="examples:\n  zoo cache prune\n  zoo cache prune --partials\n  zoo cache prune --max-size 20G")
     p.add_argument("--partials", action="store_true",
                    help="also remove interrupted downloads that could resume (the next pull starts over)")
     p.add_argument("--max-size", metavar="SIZE",
                    help="then remove least recently used snapshots and conversions until the cache fits in SIZE "
                         "(e.g. 20G, 500M, 0)")
-    p.set_defaults(func=_cache_prune)
-    def cache_help(args: argparse.Namespace) -> int:
-        cache_p.print_help(sys.stderr)
-        return 2
 
-    cache_p.set_defaults(func=cache_help)
+
+_VERIFY = ("Re-hash every cached download, extracted file and conversion (of NAME) against the hashes recorded when "
+           "they were verified or written. Damaged entries are invalidated: the next pull or load rebuilds them (a "
+           "conversion from the cached download, without network). A PATH (./run_a) is a folder zoo wrote (convert, "
+           "export, pretrain): every file is re-hashed against its receipt.json. Exits 6 when anything was damaged.")
+_PRUNE = """\
+Remove what no pull or load will use again: staging directories of processes that are gone,
+quarantined files, snapshots and conversions without their marker, downloads that cannot
+resume, blobs nothing refers to, conversions by other converter versions, unheld lock files.
+Snapshots, conversions, pins, downloads that can resume and anything another zoo process
+holds are kept."""
 
 
 def _source_options(p: argparse.ArgumentParser) -> None:
@@ -163,11 +154,14 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _verify_folder(path: Path) -> int:
     """``zoo verify ./folder``: re-hash every file its receipt lists."""
-    from zoo.converters.layout import check_outputs
+    from zoo.converters.modeldir import check_outputs, incomplete_run_error, training_run
 
     if not path.is_dir():
         raise NotFoundError(f"{path}: no such directory", hint="check the path (`zoo verify` with no argument checks "
                                                                "the whole cache)")
+    run = training_run(path)
+    if run is not None:
+        raise incomplete_run_error(path, *run)
     hashed: list[Path] = []
     problems = check_outputs(path, rehash=True, on_file=hashed.append)
     if problems is None:
@@ -243,7 +237,7 @@ def _cache_rm(args: argparse.Namespace) -> int:
 def _cache_prune(args: argparse.Namespace) -> int:
     from zoo import cache
     from zoo._fs import human_size, parse_size
-    from zoo.converters.layout import CONVERTER_VERSION
+    from zoo.converters.modeldir import CONVERTER_VERSION
 
     try:
         limit = None if args.max_size is None else parse_size(args.max_size)

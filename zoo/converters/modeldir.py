@@ -1,18 +1,20 @@
-"""The converted directory — the one format every zoo writer produces and every zoo reader accepts::
+"""The zoo model directory — the one format every zoo writer produces and every zoo reader accepts::
 
     model.safetensors   weights (canonical names; transformers names in an ``hf`` export)
     config.json         zoo's ModelConfig (transformers' config in an ``hf`` export)
     vocab.txt           one token per line, line number = id
     receipt.json        what it was made from and how, and every other file's sha256 and size
 
-Writers (the TF and transformers converters, ``zoo export``, ``zoo pretrain``) go through :func:`staged_output`:
-files are written into a staging sibling — hashed while they are written — then the receipt, then one rename puts
-the directory in place, so a directory with a receipt is complete. A folder the user named gets the modes ``cp``
-would give it (the umask decides); one in the cache keeps the cache's (:func:`zoo._fs.file_mode`). The writer
-records the stamps of what it wrote (:func:`zoo.cache.record_folder`), and every load compares them
-(:func:`check_outputs`): a file changed since is hashed again and checked against the receipt.
-:func:`convert_once` keeps conversions in the cache: made once under a lock, checked by stamp on every use,
-rebuilt (with a warning) when damaged.
+Writers (the TF and transformers converters, ``zoo export``, ``zoo init``, ``zoo pretrain``) go through
+:func:`staged_output` (or :func:`staged_into`, for a training run's ``--out``): files are written into staging —
+hashed while they are written — then the receipt, then they are fsynced and put in place by one rename
+(:func:`zoo._fs.staged_directory`; into an existing empty directory, file by file with the receipt last:
+:func:`zoo._fs.staged_files`), so a directory with a receipt is complete. A folder the user names is claimed
+while it is written (a second writer is refused) and must be new or empty, and outside the cache
+(:func:`check_output_dir`); it gets the modes ``cp`` would give it (the umask decides), one in the cache keeps
+the cache's (:func:`zoo._fs.file_mode`). The writer records the stamps of what it wrote
+(:func:`zoo.cache.record_folder`), and every use compares them (:func:`check_outputs`): a file changed since is
+hashed again and checked against the receipt. Caching conversions is :mod:`zoo.weights`' business.
 """
 
 from __future__ import annotations
@@ -21,14 +23,21 @@ import contextlib
 import json
 import logging
 import os
-import shutil
-import uuid
+import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 from zoo import cache
-from zoo._fs import HashingWriter, dir_mode, disk_full_is_an_error, file_mode, rmtree, sha256_file
+from zoo._fs import (
+    HashingWriter,
+    dir_mode,
+    disk_full_is_an_error,
+    file_mode,
+    is_staging,
+    staged_directory,
+    staged_files,
+)
 from zoo._version import __version__
 from zoo.config import InvalidConfig, ModelConfig
 from zoo.errors import CheckpointError, NotFoundError, UsageError
@@ -37,6 +46,10 @@ from zoo.vocab import fit_rows, read_vocab
 log = logging.getLogger("zoo.converters")
 
 WEIGHTS, CONFIG, VOCAB, RECEIPT = "model.safetensors", "config.json", "vocab.txt", "receipt.json"
+#: The marker of a training run's ``--out`` (:mod:`zoo.training.outdir`): its result is complete once the
+#: receipt is there.
+RUN_MARKER = "run.json"
+_CHECKPOINT = re.compile(r"step-(\d{9})")
 #: Bump when what a conversion writes changes: cached conversions are keyed by it.
 CONVERTER_VERSION = 4
 RECEIPT_VERSION = 2
@@ -81,10 +94,76 @@ class Staged:
         return os.fdopen(fd, "w+b")
 
 
-def require_new_dir(out: Path) -> None:
-    """``out`` must not exist, or be an empty directory: anything else is a :class:`UsageError`."""
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        raise UsageError(f"{out}: already exists and is not empty", hint="remove it or choose another directory")
+def check_output_dir(out: str | os.PathLike[str]) -> Path:
+    """The rule for a directory a user names for zoo to write (``zoo convert`` OUT, ``zoo export`` DIR, ``zoo init
+    --out``): a new directory or an empty one, never inside zoo's cache (``zoo cache prune`` deletes what is
+    there). Anything else is a :class:`UsageError` saying what the folder holds and what to do. Returns ``out``
+    (``~`` expanded)."""
+    out = Path(out).expanduser()
+    home = cache.home().resolve()
+    resolved = out.resolve()
+    if resolved == home or resolved.is_relative_to(home):
+        raise UsageError(f"{out} is {'inside ' if resolved != home else ''}zoo's cache ({home})",
+                         hint="write it outside the cache: `zoo cache prune` may delete anything in it")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: is a file, not a directory", hint="choose a new or empty directory")
+    if out.is_dir() and not _holds_nothing(out):
+        raise UsageError(f"{out}: already exists and is not empty: it holds {folder_state(out)}",
+                         hint="remove it or choose another directory: zoo never writes over a folder's contents")
+    return out
+
+
+def _holds_nothing(path: Path) -> bool:
+    """An empty directory (staging of a zoo process aside: :func:`zoo._fs.staged_directory` judges those)."""
+    return all(is_staging(p) for p in path.iterdir())
+
+
+def folder_state(path: Path) -> str:
+    """What a folder holds, in words: a complete zoo directory (its receipt's kind), a training run's ``--out``
+    (complete or not), a model folder, or files zoo did not write."""
+    run = training_run(path)
+    if run is not None:
+        kind, step = run
+        return f"an incomplete {kind} run ({_last_checkpoint(step)})"
+    try:
+        receipt = read_receipt(path)
+    except CheckpointError:
+        receipt = None
+    if receipt is not None:
+        return f"a zoo {receipt.get('kind') or 'output'} (its receipt.json says how it was made)"
+    names = sorted(p.name for p in path.iterdir() if not is_staging(p))
+    return "files zoo did not write (" + ", ".join(names[:4]) + (" …" if len(names) > 4 else "") + ")"
+
+
+def training_run(path: Path) -> tuple[str, int | None] | None:
+    """``(kind, last checkpoint step)`` when ``path`` is a training run's ``--out`` without its result (a run
+    going on, stopped, or killed while writing it: the receipt comes last); None otherwise."""
+    marker = path / RUN_MARKER
+    if not marker.is_file() or (path / RECEIPT).is_file():
+        return None
+    try:
+        kind = json.loads(marker.read_text(encoding="utf-8")).get("kind") or "pretraining"
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        kind = "training"
+    folder = path / "checkpoints"
+    steps = [int(m.group(1)) for p in (folder.iterdir() if folder.is_dir() else ())
+             if (m := _CHECKPOINT.fullmatch(p.name))]
+    return str(kind), max(steps, default=None)
+
+
+def incomplete_run_error(path: Path, kind: str, step: int | None) -> NotFoundError:
+    """What a training run's ``--out`` without its result is, and how to finish it."""
+    command = "finetune" if kind == "finetuning" else "pretrain"
+    if step is None:
+        return NotFoundError(f"{path} is an incomplete {kind} run ({_last_checkpoint(step)}): it holds no model yet",
+                             hint=f"run `zoo {command}` again with --out {path} (it starts afresh)")
+    return NotFoundError(f"{path} is an incomplete {kind} run ({_last_checkpoint(step)}): it holds no model yet",
+                         hint=f"continue it with `zoo {command} ... --out {path} --resume` (the same options); "
+                              "the model is written when the run finishes")
+
+
+def _last_checkpoint(step: int | None) -> str:
+    return "no checkpoint yet" if step is None else f"last checkpoint step {step}"
 
 
 def _final_receipt(staging: Staged, kind: str) -> dict[str, Any]:
@@ -102,17 +181,6 @@ def _modes(out: Path) -> tuple[int, int]:
     return 0o666, 0o777
 
 
-def _staging_dir(parent: Path, prefix: str, mode: int) -> Path:
-    """A new directory in ``parent`` (``tempfile.mkdtemp`` would make it 0700 whatever the umask)."""
-    while True:
-        path = parent / f"{prefix}{uuid.uuid4().hex[:8]}"
-        try:
-            path.mkdir(mode)
-            return path
-        except FileExistsError:
-            continue
-
-
 def _remember(out: Path, staging: Staged) -> None:
     """Record the stamps of a folder outside the cache just written, with the hashes taken while writing it."""
     if not out.is_relative_to(cache.home().resolve()):
@@ -122,55 +190,43 @@ def _remember(out: Path, staging: Staged) -> None:
 
 @contextlib.contextmanager
 def staged_output(out: Path, *, kind: str) -> Iterator[Staged]:
-    """Write a directory atomically: yields a :class:`Staged` in a temporary sibling of ``out``; when the block
-    succeeds the receipt is written and the sibling renamed to ``out``. ``out`` must not exist, or be an empty
-    directory — which is kept (it may be the working directory): the files are moved into it, the receipt last."""
+    """Write a zoo model directory at ``out`` atomically: yields a :class:`Staged`; when the block succeeds the
+    receipt is written and everything is put in place at once. ``out`` must not exist, or be an empty directory —
+    which is kept (it may be the working directory): the files are moved into it, the receipt last. ``out`` is
+    claimed meanwhile: another process writing it at the same time is refused."""
     out = Path(out).resolve()  # "." or "run/.." has no usable name or parent
-    if out.exists():
-        require_new_dir(out)
-        with staged_into(out, kind=kind) as staged:
-            yield staged
-        return
-    out.parent.mkdir(parents=True, exist_ok=True)
     files, dirs = _modes(out)
-    staging = Staged(_staging_dir(out.parent, f".{out.name}.tmp-", dirs), files)
-    try:
-        with disk_full_is_an_error(f"writing {out}", hint="free some space and run it again; nothing was kept"):
-            yield staging
-            staging.write_json(RECEIPT, _final_receipt(staging, kind), "receipt")
-            os.rename(staging.path, out)
-    except BaseException:
-        shutil.rmtree(staging.path, ignore_errors=True)
-        raise
-    _remember(out, staging)
+    if out.exists():
+        writing = staged_files(out, last=RECEIPT, exclusive=True)
+    else:
+        writing = staged_directory(out, mode=dirs, exclusive=True)
+    with disk_full_is_an_error(f"writing {out}", hint="free some space and run it again; nothing was kept"), \
+            writing as staging:
+        staged = Staged(staging, files)
+        yield staged
+        staged.write_json(RECEIPT, _final_receipt(staged, kind), "receipt")
+    _remember(out, staged)
 
 
 @contextlib.contextmanager
 def staged_into(out: Path, *, kind: str) -> Iterator[Staged]:
-    """Like :func:`staged_output`, for a directory that holds other things too (a training run's ``--out``):
-    the files are staged in a hidden subdirectory, then each is renamed into ``out``, the receipt last — an
-    older receipt is removed first, so ``out`` never looks complete with a mix of old and new files."""
+    """Like :func:`staged_output`, for a directory that holds other things too (a training run's ``--out``, whose
+    run holds its lock): the files are staged in a hidden subdirectory (a staging name, so a later run's cleanup
+    removes what a killed one left), then each is renamed into ``out``, the receipt last — an older receipt is
+    removed first, so ``out`` never looks complete with a mix of old and new files."""
     out = Path(out).resolve()  # "." or "run/.." has no usable name or parent
     files, dirs = _modes(out)
-    out.mkdir(dirs, parents=True, exist_ok=True)
-    staging = Staged(_staging_dir(out, ".final.tmp-", 0o700), files)
-    try:
-        with disk_full_is_an_error(f"writing {out}", hint="free some space and run it again"):
-            yield staging
-            staging.write_json(RECEIPT, _final_receipt(staging, kind), "receipt")
-            (out / RECEIPT).unlink(missing_ok=True)
-            for name in sorted(staging.outputs):
-                if name != RECEIPT:
-                    os.replace(staging.path / name, out / name)
-            os.replace(staging.path / RECEIPT, out / RECEIPT)
-    finally:
-        shutil.rmtree(staging.path, ignore_errors=True)
-    _remember(out, staging)
+    with disk_full_is_an_error(f"writing {out}", hint="free some space and run it again"), \
+            staged_files(out, last=RECEIPT, mode=dirs) as staging:
+        staged = Staged(staging, files)
+        yield staged
+        staged.write_json(RECEIPT, _final_receipt(staged, kind), "receipt")
+    _remember(out, staged)
 
 
 # --------------------------------------------------------------------------------------------- reading
 def read_receipt(directory: Path) -> dict[str, Any] | None:
-    """The directory's receipt, or None when it has none (a bare transformers folder, an older layout)."""
+    """The directory's receipt, or None when it has none (a bare transformers folder, an older format)."""
     path = directory / RECEIPT
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -218,74 +274,6 @@ def check_outputs(directory: Path, *, receipt: Mapping[str, Any] | None = None, 
         roles = {str(item.get("path")): item.get("role") for item in receipt.get("outputs") or ()}
         records = {name: r for name, r in records.items() if roles.get(name) not in DESCRIPTIVE_ROLES}
     return cache.check_folder(directory, records, rehash=rehash, on_file=on_file)
-
-
-# ------------------------------------------------------------------------------------ cached conversions
-def convert_once(target: Path, make: Callable[[Path], object], *, origin: str, source: str,
-                 on_wait: Callable[[str], None] | None = None,
-                 hold: Callable[[], contextlib.AbstractContextManager[object]] | None = None) -> Path:
-    """The conversion at ``target`` in the cache, made by ``make(out)`` once.
-
-    A complete conversion whose files still match their stamps is reused without hashing. One that is damaged
-    or incomplete is rebuilt, with a warning. ``make`` writes a directory at ``out`` through
-    :func:`staged_output`; concurrent callers wait on the lock and reuse the result. ``hold``, when given, is
-    entered (before the conversion's own lock) for as long as a conversion is made: the caller locks what
-    ``make`` reads, such as the cached snapshot, so ``zoo cache prune`` leaves it alone meanwhile.
-    """
-    if _usable(target):
-        return target
-    with hold() if hold is not None else contextlib.nullcontext(), \
-            cache.lock(cache.conversion_lock(target), on_wait=on_wait):
-        if _usable(target):  # another process made it while we waited
-            return target
-        if target.exists():
-            rmtree(target)
-        staging = cache.staging_dir()
-        try:
-            out = staging / "out"
-            log.info("converting %s once into %s", source, target)
-            make(out)
-            receipt = read_receipt(out)
-            if receipt is None:
-                raise AssertionError(f"{out}: a converter wrote no receipt")  # a bug, not a user error
-            files = output_records(receipt)
-            files[RECEIPT] = cache.FileRecord(*sha256_file(out / RECEIPT))
-            cache.commit_conversion(out, target, origin=origin, source=source, files=files)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-def _usable(target: Path) -> bool:
-    conv = cache.read_conversion(target)
-    if conv is None:
-        if target.exists():
-            log.warning("%s is an incomplete conversion; converting again", target)
-        return False
-    check = cache.check_conversion(conv)
-    if check.problem is not None:
-        log.warning("the cached conversion is damaged (%s); rebuilding it from the cached download", check.problem)
-        cache.invalidate_conversion(conv)
-        return False
-    cache.touch_conversion(conv)
-    return True
-
-
-def rebuild_if_damaged(target: Path) -> bool:
-    """After a load failed on a cached conversion: re-hash it, and when its bytes are not what was written,
-    invalidate it so the next :func:`convert_once` rebuilds it. Returns whether it was damaged."""
-    conv = cache.read_conversion(target)
-    if conv is None:
-        return False
-    from zoo.cache.records import rehash_files
-
-    problems, _ = rehash_files(conv.path, conv.files)
-    if problems:
-        log.warning("the cached conversion %s is damaged (%s); rebuilding it from the cached download",
-                    target, "; ".join(f"{p}: {what}" for p, what in problems))
-        cache.invalidate_conversion(conv)
-        return True
-    return False
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -364,20 +352,22 @@ __all__ = [
     "CONVERTER_VERSION",
     "RECEIPT",
     "RECEIPT_VERSION",
+    "RUN_MARKER",
     "VOCAB",
     "WEIGHTS",
     "Staged",
+    "check_output_dir",
     "check_outputs",
-    "convert_once",
+    "folder_state",
+    "incomplete_run_error",
     "is_converted_dir",
     "output_records",
     "read_config",
     "read_directory_vocab",
     "read_json",
     "read_receipt",
-    "rebuild_if_damaged",
-    "require_new_dir",
     "staged_into",
     "staged_output",
     "tokenizer_options",
+    "training_run",
 ]
