@@ -250,35 +250,30 @@ def export_tf(directory: Path, out: Path, *, config: ModelConfig, layout: str = 
             variables = _write_checkpoint(staged, prefix, tensors, names, global_step)
             staged.write_text(config_name, json.dumps(upstream, indent=2) + "\n", "config")
             staged.write_bytes(VOCAB, vocab.read_bytes(), "vocab")
-            exported_task = config.task if config.task in TASK_NAME_MAPS else None
-            if exported_task is not None and config.labels:
-                staged.write_text(LABELS_FILE, "".join(f"{label}\n" for label in config.labels), "labels")
+            task = _write_labels(staged, config)
             staged.receipt.update({
-                "format": "tf",
-                "scheme": scheme,
-                "architecture": config.architecture,
-                "checkpoint": prefix,
-                "config_file": config_name,
-                "dtype": "float32",
-                "source_dtypes": sorted({tensors[n].dtype for n in names.values()}),
-                "heads": heads,
-                "pooler": has_pooler,
-                "global_step": global_step,
-                "task": exported_task,
-                "labels": list(config.labels) if exported_task is not None and config.labels else None,
-                "left_out": dropped,
-                "warnings": warnings,
-                "approximations": notes,
-                "variables": variables,
-                "source": source,
-                "source_sha256": source_sha256,
-                "source_weights_sha256": _weights_sha256(receipt),
+                "format": "tf", "scheme": scheme, "architecture": config.architecture, "checkpoint": prefix,
+                "config_file": config_name, "dtype": "float32",
+                "source_dtypes": sorted({tensors[n].dtype for n in names.values()}), "heads": heads,
+                "pooler": has_pooler, "global_step": global_step, "task": task,
+                "labels": list(config.labels) if task is not None and config.labels else None, "left_out": dropped,
+                "warnings": warnings, "approximations": notes, "variables": variables, "source": source,
+                "source_sha256": source_sha256, "source_weights_sha256": _weights_sha256(receipt),
             })
             files = {name: item["sha256"] for name, item in staged.outputs.items()}
     finally:
         release()
     log.info("exported %s as a %s TF checkpoint (%d variables) to %s", directory, scheme, len(variables), out)
     return files
+
+
+def _write_labels(staged: Staged, config: ModelConfig) -> str | None:
+    """A head upstream TF code knows (run_classifier.py's): its labels in ``labels.txt``, in id order. Returns the
+    task exported with its head, else None."""
+    task = config.task if config.task in TASK_NAME_MAPS else None
+    if task is not None and config.labels:
+        staged.write_text(LABELS_FILE, "".join(f"{label}\n" for label in config.labels), "labels")
+    return task
 
 
 def _left_out(config: ModelConfig, dropped: list[str]) -> str:
