@@ -1,52 +1,14 @@
 """Plain-text pretraining corpora, tokenized once into memory-mapped arrays.
 
-Input follows upstream ``create_pretraining_data.py``: UTF-8 text (optionally ``.gz``), one sentence per line,
-a blank or whitespace-only line between documents. Lines are stripped; a sentence that tokenizes to nothing is
-dropped, and so is a document left without sentences. Unlike upstream, the end of a file also ends its last
-document: upstream keeps appending the next file's first lines to it, which would make NSP/SOP pairs span two
-unrelated texts. The text is raw text, as upstream reads it: ``[MASK]``, ``[CLS]``, ``[PAD]``... written in it
-are characters (``[``, ``mask``, ``]``), never special token ids (``split_special_tokens=True``).
-
-Long lines. A line longer than ``max_line_chars`` characters (:data:`MAX_LINE_CHARS`, 65,536, by default) is
-never read whole: it is read in pieces and cut into sentences of at most that many characters, each cut right
-after a space, an ASCII or common CJK punctuation mark or a CJK character -- places where WordPiece starts a new
-word anyway, so the tokens are exactly those of the whole line. (A run of more than ``max_line_chars``
-characters with no such place, which WordPiece would make one ``[UNK]``, is cut at the limit.) So one line
-without a newline -- a whole book, a ``.gz`` that unpacks to gigabytes -- costs the memory of a piece, not of
-the line: tokenizing takes about 650 bytes per character in the Rust tokenizer.
-
-Corpora may be larger than memory, so :func:`prepare_corpus` streams: it reads line by line, tokenizes batches
-of lines through :meth:`zoo.tokenizer.Tokenizer.batch_ids` (the Rust tokenizer encodes a batch in parallel) and
-appends the results to ``.npy`` files, so only one batch is ever held. The result is a directory::
-
-    tokens.npy            int32 [N]      token ids of every sentence, back to back
-    word_starts.npy       bool  [N]      True where a token starts a word (see below)
-    sentence_offsets.npy  int64 [S + 1]  sentence s is tokens[sentence_offsets[s]:sentence_offsets[s + 1]]
-    document_offsets.npy  int64 [D + 1]  document d is sentences document_offsets[d]:document_offsets[d + 1]
-    corpus.json           what it was built from (files, sizes, sha256, tokenizer, word mode), the counts, and
-                          the sha256, size and stamp of each array as written
-
-:class:`TokenizedCorpus` opens the arrays with ``np.load(mmap_mode="r")``: nothing is read into memory until a
-slice is used, and every process of a run can map the same files. The directory is built under a temporary
-name next to it and renamed into place when complete, so a directory that exists was written completely; a
-later :func:`prepare_corpus` reuses it when files, tokenizer and word mode still match (checked by content:
-sizes and sha256) and rebuilds it otherwise.
-
-The arrays are trusted only as written. Opening them compares each file's stamp (size, mtime, ctime, inode: an
-edit that keeps size and mtime still moves the ctime) with the one recorded, re-hashes any file whose stamp
-moved, and checks every token id against the vocabulary and the offsets for order (numpy over the memory map,
-no copy). Damage is a DataError naming the file: delete the directory and it is built again.
-
-Words (what whole-word and n-gram masking group together):
-
-``words="wordpiece"`` (default)
-    upstream's definition: a token plus the ``##`` pieces that follow it. WordPiece splits every CJK character
-    apart, so each Chinese character is a word of its own.
-``words="jieba"``
-    Chinese whole words as in Chinese-BERT-wwm: the text is segmented with jieba and every token whose start
-    lies inside one jieba word belongs to that word (``##`` pieces still never start one). Needs
-    ``pip install jieba``; segmentation is deterministic (no seed), and the jieba version is recorded, since
-    another version may segment differently.
+Input follows upstream ``create_pretraining_data.py`` (one sentence per line, a blank line between documents,
+UTF-8, ``.gz`` too), read as raw text: ``[MASK]`` written in it is characters, never a special id. Corpora may be
+larger than memory, so :func:`prepare_corpus` streams: lines — long ones read in pieces and cut where WordPiece
+starts a word anyway, so memory is that of a piece — are tokenized in batches and appended to ``.npy`` arrays
+(token ids, word starts, sentence and document offsets) in a staging directory renamed into place when complete.
+:class:`TokenizedCorpus` maps them read-only, so every process of a run shares them. They are trusted only as
+written: ``corpus.json`` records each array's sha256 and stamp; opening re-hashes what moved and checks ids and
+offsets. Words for whole-word and n-gram masking are WordPiece's (a token and its ``##`` pieces) or jieba's.
+docs/pretraining.md ("The corpus") gives every rule.
 """
 
 from __future__ import annotations

@@ -1,29 +1,11 @@
-"""Model inputs and masked-LM targets for one pretraining instance, masked as upstream does.
+"""Model inputs and masked-LM targets for one pretraining instance, masked as upstream
+``create_masked_lm_predictions`` does.
 
-:class:`ExampleBuilder` turns an :class:`~zoo.training.instances.Instance` into an :class:`Example`: the
-sequence ``[CLS] A [SEP] B [SEP]`` (``[CLS] A [SEP]`` for MLM-only) padded to ``max_seq_length``, its token
-types (0 up to and including the first ``[SEP]``, 1 after), attention mask, MLM ``labels`` and the pair label.
-
-Masking follows upstream ``create_masked_lm_predictions``:
-
-* ``num_to_predict = min(max_predictions_per_seq, max(1, round(len(tokens) * masked_lm_prob)))`` where
-  ``len(tokens)`` counts ``[CLS]``/``[SEP]`` (Python's ``round``, halves to even, as upstream).
-* Candidates are the words of A and B (never ``[CLS]``/``[SEP]``). With ``whole_word`` a word is a run of tokens
-  starting at a ``word_starts`` flag of the corpus (``##`` pieces, or jieba words: see
-  :mod:`zoo.training.corpus`); without it every token is a word.
-* ``ngram > 1`` (ALBERT n-gram masking): each candidate start word gets a span length n in ``1..ngram`` with
-  p(n) proportional to 1/n (``favor_shorter_ngram``; reversed otherwise), a span being n consecutive words
-  (fewer at the end of the sequence). Starts are visited in random order; a span that would overshoot the
-  budget falls back to n-1, n-2, ... words and is skipped if even one word overshoots; a span touching an
-  already chosen token is skipped; it stops once the budget is reached. With ``ngram == 1`` this is exactly
-  BERT's masking (shuffled words, skip what overshoots or is covered).
-* Each chosen token: 80% ``[MASK]``, 10% a uniformly random vocabulary id, 10% left unchanged; its label is
-  the original id either way.
-
-The masks of an example depend only on ``(seed, epoch, instance.index)``: each example draws from
-``numpy.random.default_rng([domain, seed, epoch, index])``, so any process can rebuild any example, and the
-next epoch masks the same text differently (dynamic masking; upstream's ``dupe_factor`` copies are the static
-equivalent).
+:class:`ExampleBuilder` turns an :class:`~zoo.training.instances.Instance` into an :class:`Example`
+(``[CLS] A [SEP] B [SEP]`` padded to ``max_seq_length``, token types, attention mask, MLM labels, the pair label):
+``num_to_predict`` as upstream rounds it, candidates the words of A and B, ALBERT's n-gram spans (p(n) ∝ 1/n) or
+BERT's single words, 80% ``[MASK]`` / 10% random / 10% unchanged. An example's masks depend only on ``(seed,
+epoch, index)``, so any process can rebuild any example and each epoch masks anew (docs/pretraining.md).
 """
 
 from __future__ import annotations

@@ -1,48 +1,14 @@
-"""The optimizers and learning-rate schedule upstream pretraining used, in PyTorch.
+"""The optimizers and learning-rate schedules of training, in PyTorch.
 
-Continuing to pretrain an upstream checkpoint should change as little as possible from how it was trained,
-so this module reproduces the TF1 code's update rules float32 operation by float32 operation:
-
-* :class:`Lamb` — google-research/albert ``lamb_optimizer.LAMBOptimizer`` (the ALBERT ``run_pretraining.py``
-  default), and with ``variant="brightmart"`` the LAMB of brightmart/albert_zh ``optimization.py``, which
-  applies the trust ratio to every variable;
-* :class:`AdamWeightDecay` — google-research/bert ``optimization.AdamWeightDecayOptimizer`` (also ALBERT's
-  ``--optimizer=adamw``);
-* :func:`learning_rate` / :func:`upstream_schedule` — ``optimization.create_optimizer``'s linear warmup and
-  polynomial decay, as a function of the global step *before* the step increments it;
-* :func:`clip_by_global_norm` — ``tf.clip_by_global_norm(grads, 1.0)``, which ``create_optimizer`` applies
-  before every update.
-
-Why not a library LAMB (checked against the package index): torch-optimizer's ``Lamb`` (unmaintained since
-2021) clamps ‖w‖ to 10 and has no way to exempt LayerNorm/bias parameters from the trust ratio; DeepSpeed's
-``FusedLamb`` clamps the ratio to [0.01, 10], bias-corrects by default and runs on CUDA only; timm's ``Lamb``
-can be configured to the same formula (``bias_correction=False, max_grad_norm=None``, adaptation tied to
-weight decay) but rounds differently (``lerp_``/``addcmul_``, foreach kernels, its own clipping) and would
-pull in timm and torchvision for one class. ``torch.optim.AdamW`` always bias-corrects and decays as
-``w·(1 − lr·wd)``, so it cannot reproduce ``AdamWeightDecayOptimizer``. Upstream has **no bias correction**:
-its early updates are (1−β1ᵗ)/√(1−β2ᵗ) times an Adam step — 3.2× at step 1, about 6.5× around step 12, still
-1.3× at step 1000 — which upstream's warmup and learning rates were tuned around.
-
-One update, per parameter w with gradient g (all float32, in this order; upstream slots ``adam_m/adam_v``,
-brightmart's ``lamb_m/lamb_v``, are ``exp_avg/exp_avg_sq`` here)::
-
-    m ← β1·m + (1-β1)·g          v ← β2·v + (1-β2)·g²          u ← m / (√v + ε)
-    u ← u + wd·w                   (decayed parameters only)
-    r ← ‖w‖/‖u‖ if ‖w‖ > 0 and ‖u‖ > 0 else 1   (LAMB, adapted parameters only; else r = 1)
-    w ← w − (r·lr)·u
-
-Every elementwise step rounds once, as TF's separate kernels do (no fused multiply-adds), so the moments m and
-v, made of products and sums that IEEE 754 rounds alike everywhere, are bit-identical to TF's given the same
-gradients. The update is not: √v rounds as the device's kernel does (torch's float32 sqrt on CPU is within
-1 ulp of the correctly rounded root, not always equal to it), and the norms (clipping, trust ratio) are
-reductions summed in another order than Eigen's. Weights agree with TF's to a few float32 ulps per step, not
-bitwise (tests/test_training_optim.py: at most 2 ulps of a weight's magnitude after five steps).
-
-Which parameters are decayed and adapted is decided per parameter group (``weight_decay`` and
-``layer_adaptation`` keys). :func:`param_groups` builds the groups from parameter names exactly as upstream
-matched TF variable names (``re.search`` of ``LayerNorm``, ``layer_norm``, ``bias``), plus zoo's canonical
-name for a LayerNorm (a module called ``norm`` or ``*_norm``: ``embeddings.norm``,
-``layers.0.attention_norm``, ``mlm.norm``), so the same variables are excluded as in the TF graph.
+Continuing to pretrain an upstream checkpoint should change as little as possible from how it was trained, so
+:class:`Lamb` (google-research/albert; ``variant="brightmart"``: brightmart/albert_zh, trust ratio on every
+variable), :class:`AdamWeightDecay` (google-research/bert), :func:`upstream_schedule` and
+:func:`clip_by_global_norm` reproduce the TF1 code's update rules float32 operation by float32 operation — upstream
+has **no bias correction**, which no library optimizer reproduces (docs/pretraining.md says why not a library
+LAMB). Weights agree with TF's to a few float32 ulps per step, not bitwise: √v and the norms round as the device's
+kernels do (tests/test_training_optim.py). Fine-tuning uses torch's AdamW (with bias correction) and
+:func:`linear_schedule`. :func:`param_groups` decides decay and trust ratio by parameter name, as upstream matched
+TF variable names (``LayerNorm``, ``layer_norm``, ``bias``, plus zoo's ``*norm`` modules).
 """
 
 from __future__ import annotations
