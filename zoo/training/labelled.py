@@ -192,13 +192,9 @@ def _is_json_object(text: str) -> bool:
 
 def _tagged_format(path: Path, format: str | None, columns: list[str], table: bool) -> str:
     """CSV/TSV for ``.csv``, an entity column given, or a header naming both columns; else CoNLL."""
-    if format is not None:
-        return _given_format(format, TAGGED_FORMATS)
-    if path.suffix.lower() in _JSON_SUFFIXES:
-        return "jsonl"
-    _, first = _first_line(path)
-    if _is_json_object(first):
-        return "jsonl"
+    fmt, first = _json_or_given(path, format, TAGGED_FORMATS)
+    if fmt is not None:
+        return fmt
     delimiter = "\t" if "\t" in first else ","
     if table or path.suffix.lower() == ".csv" or set(columns) <= set(_split_header(first, delimiter)):
         return "tsv" if delimiter == "\t" else "csv"
@@ -206,14 +202,19 @@ def _tagged_format(path: Path, format: str | None, columns: list[str], table: bo
 
 
 def _classification_format(path: Path, format: str | None) -> str:
+    fmt, first = _json_or_given(path, format, CLASSIFICATION_FORMATS)
+    return fmt if fmt is not None else "tsv" if "\t" in first else "csv"
+
+
+def _json_or_given(path: Path, format: str | None, choices: tuple[str, ...]) -> tuple[str | None, str]:
+    """The given format, or ``jsonl`` by extension or a first line that is a JSON object; else None and the
+    first line, for the caller to tell the table formats apart."""
     if format is not None:
-        return _given_format(format, CLASSIFICATION_FORMATS)
+        return _given_format(format, choices), ""
     if path.suffix.lower() in _JSON_SUFFIXES:
-        return "jsonl"
+        return "jsonl", ""
     _, first = _first_line(path)
-    if _is_json_object(first):
-        return "jsonl"
-    return "tsv" if "\t" in first else "csv"
+    return ("jsonl" if _is_json_object(first) else None), first
 
 
 def _given_format(format: str, choices: tuple[str, ...]) -> str:

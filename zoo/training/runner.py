@@ -77,18 +77,29 @@ def pretrain(model: Model, *, out: PathLike, corpus: Sequence[PathLike] = (), tf
     inputs = {"corpus": check_files(corpus, "corpus"), "tfrecord": check_files(tfrecords, "tfrecord"),
               "eval_corpus": check_files(eval_corpus, "corpus")}
     run = RunDir(out, "pretraining")
+    with _begun(run, model, inputs, resume=resume, device=device, source=source, offline=offline,
+                manifests=manifests, progress=progress) as (world, emit, base, identity):
+        config, task = task_module.open_task(config, inputs, base.tokenizer, base.config, run.path, world, emit,
+                                             label=base.name)
+        _check_positions(config, base.config)
+        _session(task, config, config.steps or 0, base, run, world, emit, identity=identity, resume=resume,
+                 workers=workers, extend_positions=True, tensorboard=tensorboard)
+    return run.path
+
+
+@contextlib.contextmanager
+def _begun(run: RunDir, model: Model, inputs: dict[str, list[Path]], *, resume: bool, device: str,
+           source: int | None, offline: bool | None, manifests: Sequence[PathLike],
+           progress: Progress) -> Iterator[tuple[World, ProgressCallback, Base, dict[str, Any]]]:
+    """Every run's start, in order: ``--out`` judged (before anything is written), the processes joined, the base
+    model prepared, ``--out`` claimed (a failure inside the block removes what it made) and the data's identity
+    checked against the run's on ``--resume``."""
     run.check(resume=resume)
     with joined(device) as world, reporting(progress if world.main else False) as emit:
         base = _base(model, world, source=source, offline=offline, manifests=manifests, emit=emit)
         with run.claimed() if world.main else contextlib.nullcontext():
-            identity = _same_data(run, inputs, resume, world)
-            config, task = task_module.open_task(config, inputs, base.tokenizer, base.config, run.path, world, emit,
-                                                 label=base.name)
-            _check_positions(config, base.config)
-            _session(task, config, config.steps or 0, base, run, world, emit, identity=identity, resume=resume,
-                     workers=workers, extend_positions=True, tensorboard=tensorboard)
+            yield world, emit, base, _same_data(run, inputs, resume, world)
         world.barrier()
-    return run.path
 
 
 # ------------------------------------------------------------------------------------------- finetune
@@ -112,18 +123,14 @@ def finetune(model: Model, *, task: str | None = None, train: PathLike, dev: Pat
     inputs = {"train": check_files([train], "train"), "dev": check_files([dev], "dev") if dev else [],
               "test": check_files([test], "test") if test else []}
     run = RunDir(out, "finetune")
-    run.check(resume=resume)
-    with joined(device) as world, reporting(progress if world.main else False) as emit:
-        base = _base(model, world, source=source, offline=offline, manifests=manifests, emit=emit)
-        with run.claimed() if world.main else contextlib.nullcontext():
-            identity = _same_data(run, inputs, resume, world)
-            config, fine = _finetuning_task(config, inputs, base, world, emit)
-            _check_positions(config, base.config)
-            emit(ProgressEvent("note", base.name, message=_plan(config, fine)))
-            _session(fine, config, config.steps or 0, base, run, world, emit, identity=identity, resume=resume,
-                     workers=workers, on_model=lambda t: _keep_best(t, config, fine.examples),
-                     finish=_test_best, tensorboard=tensorboard)
-        world.barrier()
+    with _begun(run, model, inputs, resume=resume, device=device, source=source, offline=offline,
+                manifests=manifests, progress=progress) as (world, emit, base, identity):
+        config, fine = _finetuning_task(config, inputs, base, world, emit)
+        _check_positions(config, base.config)
+        emit(ProgressEvent("note", base.name, message=_plan(config, fine)))
+        _session(fine, config, config.steps or 0, base, run, world, emit, identity=identity, resume=resume,
+                 workers=workers, on_model=lambda t: _keep_best(t, config, fine.examples), finish=_test_best,
+                 tensorboard=tensorboard)
     return run.path
 
 

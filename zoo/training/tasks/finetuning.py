@@ -60,6 +60,42 @@ class Examples:
         return {**self._describe, "notes": self.notes} if self.notes else dict(self._describe)
 
 
+class Finetuning:
+    """What both fine-tuning tasks are: labelled examples (:class:`Examples`), a task head named like the task,
+    and records of the mean loss and accuracy over what the loss counts (tokens or texts)."""
+
+    name: str
+    sum_names: tuple[str, ...] = ("nll", "correct")
+    count_names: tuple[str, ...]
+    data: Examples
+    settings: FinetuneSettings
+    #: the head's outputs in id order (tags for a tagger, classes for a classifier), and a tagger's scheme
+    head_labels: tuple[str, ...]
+    tag_scheme: str | None = None
+
+    @property
+    def examples(self) -> int:
+        return len(self.data.examples)
+
+    def heads_for(self, present: set[str]) -> str:
+        return self.name
+
+    def prepare(self, model: torch.nn.Module) -> None:
+        return None
+
+    def training_data(self) -> Examples:
+        return self.data
+
+    def summary(self, sums: dict[str, float], counts: dict[str, float]) -> dict[str, float]:
+        n = max(counts[self.count_names[0]], 1.0)
+        return {"loss": sums["nll"] / n, "accuracy": sums["correct"] / n}
+
+    def output_config(self, config: Any) -> Any:
+        """The trained model's config: its head's task, labels (tags for a tagger), scheme and dropout."""
+        return dataclasses.replace(config, task=self.name, labels=self.head_labels, tag_scheme=self.tag_scheme,
+                                   classifier_dropout_prob=self.settings.classifier_dropout)
+
+
 def pad(examples: Sequence[dict[str, np.ndarray]], pad_id: int) -> dict[str, torch.Tensor]:
     """Stack examples, padding sequences to the longest (ids with ``pad_id``, labels with IGNORE_INDEX)."""
     width = max(len(e["input_ids"]) for e in examples)
@@ -178,4 +214,4 @@ class Best:
         return True
 
 
-__all__ = ["BEST", "Best", "Examples", "chunks", "evaluation_steps", "gathered", "pad", "share"]
+__all__ = ["BEST", "Best", "Examples", "Finetuning", "chunks", "evaluation_steps", "gathered", "pad", "share"]

@@ -8,7 +8,6 @@ warning, never silently. Evaluation: accuracy, macro-F1, per-label precision/rec
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -21,7 +20,7 @@ from zoo.tokenizer import Tokenizer
 from zoo.training.labelled import ClassificationData, LabelledPair
 from zoo.training.metrics import classification_metrics
 from zoo.training.settings import FinetuneSettings
-from zoo.training.tasks.finetuning import Examples, chunks, gathered, pad, share
+from zoo.training.tasks.finetuning import Examples, Finetuning, chunks, gathered, pad, share
 from zoo.training.world import World
 
 log = logging.getLogger("zoo.training")
@@ -51,11 +50,10 @@ def encode(pairs: Sequence[LabelledPair], tokenizer: Tokenizer, labels: tuple[st
     return encoded, truncated
 
 
-class SequenceClassification:
+class SequenceClassification(Finetuning):
     """The :class:`~zoo.training.tasks.Task` of ``zoo finetune --task sequence-classification``."""
 
     name = "sequence-classification"
-    sum_names: tuple[str, ...] = ("nll", "correct")
     count_names: tuple[str, ...] = ("examples",)
 
     def __init__(self, settings: FinetuneSettings, tokenizer: Tokenizer, labels: tuple[str, ...],
@@ -63,6 +61,7 @@ class SequenceClassification:
                  micro_batch: int) -> None:
         assert settings.max_seq_length is not None
         self.settings, self.tokenizer, self.labels, self.micro_batch = settings, tokenizer, labels, micro_batch
+        self.head_labels = labels
         self.num_labels = len(labels)
         examples, truncated = encode(train.examples, tokenizer, labels, settings.max_seq_length)
         if truncated:
@@ -77,19 +76,6 @@ class SequenceClassification:
                              describe={"kind": "sequence-classification", "format": train.format,
                                        "texts": len(examples), "truncated": truncated})
 
-    @property
-    def examples(self) -> int:
-        return len(self.data.examples)
-
-    def heads_for(self, present: set[str]) -> str:
-        return self.name
-
-    def prepare(self, model: torch.nn.Module) -> None:
-        return None
-
-    def training_data(self) -> Examples:
-        return self.data
-
     def counts(self, batch: dict[str, torch.Tensor]) -> list[float]:
         return [float(batch["labels"].shape[0])]
 
@@ -100,10 +86,6 @@ class SequenceClassification:
         nll, _ = nll_sum(logits, batch["labels"])
         sums = torch.stack([nll.detach().double(), accuracy_count(logits.detach(), batch["labels"]).double()])
         return nll / max(totals[0], 1.0), sums
-
-    def summary(self, sums: dict[str, float], counts: dict[str, float]) -> dict[str, float]:
-        n = max(counts["examples"], 1.0)
-        return {"loss": sums["nll"] / n, "accuracy": sums["correct"] / n}
 
     @torch.no_grad()
     def evaluate(self, model: Any, world: World, split: str = "dev") -> dict[str, Any] | None:
@@ -122,10 +104,6 @@ class SequenceClassification:
         predicted = [self.labels[p] for p, _ in results]
         metrics = classification_metrics([p.label for p in pairs], predicted, self.labels).as_dict()
         return {"split": split, "loss": sum(n for _, n in results) / max(len(results), 1), **metrics}
-
-    def output_config(self, config: Any) -> Any:
-        return dataclasses.replace(config, task=self.name, labels=self.labels, tag_scheme=None,
-                                   classifier_dropout_prob=self.settings.classifier_dropout)
 
 
 __all__ = ["SequenceClassification", "encode"]

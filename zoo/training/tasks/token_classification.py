@@ -24,7 +24,7 @@ from zoo.tokenizer import Tokenizer
 from zoo.training.labelled import LabelledText, TaggedData
 from zoo.training.metrics import span_metrics
 from zoo.training.settings import FinetuneSettings
-from zoo.training.tasks.finetuning import Examples, chunks, gathered, pad, share
+from zoo.training.tasks.finetuning import Examples, Finetuning, chunks, gathered, pad, share
 from zoo.training.world import World
 
 log = logging.getLogger("zoo.training")
@@ -59,16 +59,16 @@ def _window_arrays(window: Window) -> dict[str, np.ndarray]:
             "attention_mask": window.attention_mask, "labels": window.labels}
 
 
-class TokenClassification:
+class TokenClassification(Finetuning):
     """The :class:`~zoo.training.tasks.Task` of ``zoo finetune --task token-classification``."""
 
     name = "token-classification"
-    sum_names: tuple[str, ...] = ("nll", "correct")
     count_names: tuple[str, ...] = ("tokens",)
 
     def __init__(self, settings: FinetuneSettings, tokenizer: Tokenizer, tagset: TagSet, train: TaggedData,
                  dev: TaggedData | None, test: TaggedData | None, *, micro_batch: int) -> None:
         self.settings, self.tokenizer, self.tagset, self.micro_batch = settings, tokenizer, tagset, micro_batch
+        self.head_labels, self.tag_scheme = tagset.tags, tagset.scheme
         self.train = encode(train, tokenizer, tagset, settings)
         self.dev = encode(dev, tokenizer, tagset, settings) if dev is not None else None
         self.test = encode(test, tokenizer, tagset, settings) if test is not None else None
@@ -82,19 +82,9 @@ class TokenClassification:
             log.info("%d of %d training texts are longer than --max-seq-length %s: split into overlapping "
                      "windows (--stride %s)", split, len(self.train), settings.max_seq_length, settings.stride)
 
-    @property
-    def examples(self) -> int:
-        return len(self.data.examples)
-
-    def heads_for(self, present: set[str]) -> str:
-        return self.name
-
     def prepare(self, model: torch.nn.Module) -> None:
         """The pooler feeds no token head: it stays as it is (and out of the gradient all-reduce)."""
         model.pooler.requires_grad_(False)
-
-    def training_data(self) -> Examples:
-        return self.data
 
     def counts(self, batch: dict[str, torch.Tensor]) -> list[float]:
         return [float((batch["labels"] != IGNORE_INDEX).sum())]
@@ -107,10 +97,6 @@ class TokenClassification:
         nll, _ = nll_sum(flat, labels)
         sums = torch.stack([nll.detach().double(), accuracy_count(flat.detach(), labels).double()])
         return nll / max(totals[0], 1.0), sums
-
-    def summary(self, sums: dict[str, float], counts: dict[str, float]) -> dict[str, float]:
-        n = max(counts["tokens"], 1.0)
-        return {"loss": sums["nll"] / n, "accuracy": sums["correct"] / n}
 
     # ------------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -140,11 +126,6 @@ class TokenClassification:
             nll, tokens = nll + float(summed), tokens + int(count)
             outputs.extend(logits.cpu().numpy())
         return predict_spans(encoded.alignment, encoded.windows, outputs, self.tagset), nll, tokens
-
-    # ------------------------------------------------------------------------------------ the result
-    def output_config(self, config: Any) -> Any:
-        return dataclasses.replace(config, task=self.name, labels=self.tagset.tags, tag_scheme=self.tagset.scheme,
-                                   classifier_dropout_prob=self.settings.classifier_dropout)
 
 
 __all__ = ["Encoded", "TokenClassification", "encode"]
