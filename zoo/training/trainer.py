@@ -10,16 +10,20 @@ One step, on every process (``torchrun`` starts several; a plain call is one)::
     for each micro-batch: forward (autocast), loss = Σnll / global count × world size, backward
     clip to global norm 1.0, LAMB/AdamW step, learning-rate schedule step     (zoo.training.optim)
 
-Dividing by the global counts makes the gradient exactly the gradient of upstream's loss on the whole global
-batch — mean masked-LM NLL over its predicted positions plus mean SOP/NSP NLL over its examples — whatever the
-number of processes and accumulation steps, so two processes end where one would (within float tolerance).
+Dividing by the global counts makes the gradient the gradient of upstream's loss on the whole global batch — mean
+masked-LM NLL over its predicted positions plus mean SOP/NSP NLL over its examples — whatever the number of
+processes and accumulation steps. In float, a split that adds the same micro-batch gradients in the same order
+(2 processes × 1 micro-step, 1 process × 2, one thread each) ends bit for bit alike; other splits agree to
+rounding (docs/pretraining.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
+import importlib
 import json
 import logging
 import math
@@ -147,19 +151,34 @@ class _World:
         return totals
 
 
-def _join(device: str | torch.device) -> _World:
-    """This process's place: one process, or one of ``torchrun``'s (``WORLD_SIZE``/``RANK``/``LOCAL_RANK``)."""
+@contextlib.contextmanager
+def _joined(device: str | torch.device) -> Iterator[_World]:
+    """This process's place: one process, or one of ``torchrun``'s (``WORLD_SIZE``/``RANK``/``LOCAL_RANK``).
+
+    A process group created here is destroyed on the way out, success or failure. Left alive until the interpreter
+    exits, a gloo worker thread still releasing the last collective's tensors needs the GIL while Python finalizes,
+    and the process dies of SIGABRT ("terminate called without an active exception").
+    """
     size = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if size <= 1:
-        return _World(0, 1, 0, pick_device(device))
+        yield _World(0, 1, 0, pick_device(device))
+        return
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     dev = pick_device(device)
     if dev.type == "cuda":
         dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
-    if not torch.distributed.is_initialized():
+    created = not torch.distributed.is_initialized()
+    if created:
+        # DDP imports it; imported after the group exists, its functions' `group=WORLD` defaults would keep it alive
+        importlib.import_module("torch.distributed.nn")
         torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return _World(rank, size, local, dev)
+    try:
+        yield _World(rank, size, local, dev)
+    finally:
+        if created:
+            gc.collect()  # the DDP wrapper (let go by _Run.close) holds the group in a reference cycle
+            torch.distributed.destroy_process_group()  # last reference: joins the group's threads
 
 
 # -------------------------------------------------------------------------------------------- pretrain
@@ -183,9 +202,8 @@ def pretrain(model: Model, *, out: str | os.PathLike[str], steps: int, corpus: S
     if bool(corpus) == bool(tfrecords):
         raise UsageError("give the training data as corpus files or as TFRecord files (one of the two)",
                          hint="zoo pretrain MODEL --corpus FILE... or --tfrecord FILE...")
-    world = _join(device)
     out_dir = Path(out)
-    with reporting(progress if world.main else False) as emit:
+    with _joined(device) as world, reporting(progress if world.main else False) as emit:
         prepared = _prepare_base(model, world, source=source, offline=offline, manifests=manifests, emit=emit)
         base_config, layout = read_config(prepared.path)
         if layout != "zoo":
@@ -303,6 +321,7 @@ class _Run:
         self.world.barrier()
 
     def close(self) -> None:
+        self.__dict__.pop("ddp", None)  # it holds the process group, which _joined destroys
         if self.lock is not None:
             self.lock.release()
             self.lock = None
