@@ -9,10 +9,10 @@ One step, on every process (``torchrun`` starts several; a plain call is one)::
     for each micro-batch: forward (autocast), loss = the task's share, backward (DDP syncs the last one)
     clip to the global norm, optimizer step, learning-rate schedule step (zoo.training.optim)
 
-Every loss is divided by the counts of the whole global batch, so the gradient is that of the global batch: a run
-on W processes computes the same sums as one process with the same micro-batch size (summed in another order,
-so equal to float rounding); changing the micro-batch size changes the order of the sums inside each forward
-pass too (see docs/pretraining.md for the measured differences).
+Every loss is divided by the counts of the whole global batch, so every split computes the gradient of the same
+global batch. In float, a split that adds the same micro-batch gradients in the same order (2 processes × 1
+micro-step, 1 process × 2, one thread each) ends bit for bit alike; other splits agree to rounding
+(docs/pretraining.md gives the measured differences).
 """
 
 from __future__ import annotations

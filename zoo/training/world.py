@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
+import importlib
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -52,8 +54,10 @@ class World:
 
 @contextlib.contextmanager
 def joined(device: str | torch.device) -> Iterator[World]:
-    """This process's place in the run, for the duration of the block. A process group zoo starts is destroyed
-    when the block ends, so no process exits while a collective of its peers still runs."""
+    """This process's place in the run, for the duration of the block. A process group created here is destroyed
+    when the block ends, success or failure: left alive until the interpreter exits, a gloo worker thread still
+    releasing the last collective's tensors needs the GIL while Python finalizes, and the process dies of SIGABRT
+    ("terminate called without an active exception"). A group the caller made is left alone."""
     size = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if size <= 1:
         yield World(0, 1, 0, pick_device(device))
@@ -65,12 +69,15 @@ def joined(device: str | torch.device) -> Iterator[World]:
         torch.cuda.set_device(dev)
     started = not torch.distributed.is_initialized()
     if started:
+        # DDP imports it; imported after the group exists, its functions' `group=WORLD` defaults would keep it alive
+        importlib.import_module("torch.distributed.nn")
         torch.distributed.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     try:
         yield World(rank, size, local, dev)
     finally:
         if started and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+            gc.collect()  # a DDP wrapper let go may still hold the group in a reference cycle
+            torch.distributed.destroy_process_group()  # the last reference: joins the group's threads
 
 
 __all__ = ["World", "joined"]
