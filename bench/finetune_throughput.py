@@ -5,7 +5,7 @@ one group) or ``--model bert_base`` (BERT-base Chinese). Each side runs alone in
 ``ru_maxrss``); throughput is measured over the second half of the steps (after warm-up), from zoo's own averaged
 ``examples_per_s`` record and from a ``TrainerCallback`` on the transformers side. Then ``tag`` against
 ``pipeline("token-classification", aggregation_strategy="simple")`` on the export (texts/s, one process, after a
-warm-up call each).
+warm-up call each; reviews of 6 to 250 characters, log-uniform, batch 32 on both sides).
 
     .venv/bin/python bench/finetune_throughput.py [--model albert_base|bert_base] [--batch 16] [--seq 128]
         [--steps 12] [--texts 256] [--threads N]
@@ -182,8 +182,9 @@ def main() -> None:
     ours = child("zoo", str(base), str(train), str(folder / "zoo"), *sizes)
     theirs = child("transformers", str(base), str(train), str(folder / "hf-run"), *sizes)
     rng = random.Random(1)
-    texts = ["".join(rng.choice("我很喜欢这家的今天吃了推荐朋友点了") for _ in range(20)) + rng.choice(DISHES) + "。"
-             for _ in range(args.texts)]
+    # reviews as people write them: from a few characters to a paragraph (log-uniform 6 to 250 characters)
+    texts = ["".join(rng.choice("我很喜欢这家的今天吃了推荐朋友点了味道不错服务") for _ in range(int(6 * 40 ** rng.random())))
+             + rng.choice(DISHES) + "。" for _ in range(args.texts)]
     tags = tag_speed(str(folder / "zoo"), texts)
     print(json.dumps({"model": args.model, "batch": args.batch, "seq": args.seq, "steps": args.steps,
                       "zoo": ours, "transformers": theirs,
