@@ -115,6 +115,11 @@ def test_a_tiny_model_learns_to_tag_dishes(tiny: Path, data: Path, tmp_path: Pat
     [entities] = tagger.tag([text])
     assert [(e["text"], e["label"]) for e in entities] == [("宫保鸡丁", "DISH"), ("小笼包", "DISH")]
     assert all(text[e["start"]:e["end"]] == e["text"] and 0 < e["score"] <= 1 for e in entities)
+    # a review far longer than a window: tagged through overlapping windows, every dish found, none truncated away
+    long = "".join(f"朋友点了{dish}，味道不错。" for dish in DISHES * 4)
+    [found] = tagger.tag(long, max_seq_length=16, stride=4)
+    assert [e["text"] for e in found] == DISHES * 4
+    assert all(long[e["start"]:e["end"]] == e["text"] for e in found)
 
 
 def test_a_tiny_model_learns_to_classify(tiny: Path, data: Path, tmp_path: Path,
