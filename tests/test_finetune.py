@@ -201,7 +201,7 @@ def _zoo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
 
 def test_resume_after_kill_9_is_exact(tiny: Path, data: Path, tmp_path: Path) -> None:
     args = ["finetune", str(tiny), "--train", str(data / "train.conll"), "--dev", str(data / "dev.conll"),
-            "--epochs", "2", "--eval-every", "5", "--log-every", "1", *TAG]
+            "--epochs", "2", "--eval-every", "5", "--log-every", "1", "--labels", "DISH", *TAG]
     whole = subprocess.Popen([sys.executable, "-m", "zoo", *args, "--out", str(tmp_path / "whole")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     out = tmp_path / "killed"
@@ -214,6 +214,9 @@ def test_resume_after_kill_9_is_exact(tiny: Path, data: Path, tmp_path: Path) ->
     assert proc.poll() is None, "the run finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    with pytest.raises(zoo.NotFoundError) as incomplete:  # where a model is expected, the folder says what it is
+        zoo.load(out)
+    assert "incomplete finetune run" in incomplete.value.message and "zoo finetune" in str(incomplete.value.hint)
     resumed = _zoo(*args, "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert whole.wait(timeout=240) == 0, whole.stderr.read() if whole.stderr else ""

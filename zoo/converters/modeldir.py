@@ -153,7 +153,7 @@ def training_run(path: Path) -> tuple[str, int | None] | None:
 
 def incomplete_run_error(path: Path, kind: str, step: int | None) -> NotFoundError:
     """What a training run's ``--out`` without its result is, and how to finish it."""
-    command = "finetune" if kind == "finetuning" else "pretrain"
+    command = "finetune" if kind in ("finetune", "finetuning") else "pretrain"
     if step is None:
         return NotFoundError(f"{path} is an incomplete {kind} run ({_last_checkpoint(step)}): it holds no model yet",
                              hint=f"run `zoo {command}` again with --out {path} (it starts afresh)")

@@ -377,6 +377,7 @@ def _check_record(run: RunDir, record: dict[str, Any], identity: dict[str, Any],
         return
     assert marker is not None  # RunDir.check made sure
     saved = marker.get("settings") or {}
+    record = json.loads(json.dumps(record))  # as run.json holds it (tuples are lists there)
     differ = [k for k in sorted(set(saved) | set(record)) if saved.get(k) != record.get(k)
               and k not in _RESUMABLE and not (k == "base" and _same_base(saved.get(k), record.get(k)))]
     if differ:
