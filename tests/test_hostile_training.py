@@ -153,6 +153,30 @@ def test_a_damaged_tokenized_corpus_is_named_on_resume(finished: Finished, tmp_p
     assert _same_weights(out, finished.run)
 
 
+def test_zoo_verify_rehashes_a_runs_checkpoints_and_corpus(finished: Finished, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The full re-hash --resume leaves out: `zoo verify OUT` checks the result against its receipt, every
+    checkpoint against its state.json and the tokenized corpus against its corpus.json."""
+    out = finished.copy(tmp_path / "run")
+    assert main(["verify", str(out)]) == 0
+    assert "and 8 of the run's checkpoints and data, no damage" in capsys.readouterr().out  # 2 × 2 files + 4 arrays
+    oldest = out / "checkpoints" / "step-000000002"
+    flip(oldest / "optimizer.pt", 300, keep_stamp=True)
+    flip(_corpus_dir(out) / "tokens.npy", 128 + 4 * 10, keep_stamp=True)
+    assert main(["verify", str(out)]) == 6
+    err = capsys.readouterr().err
+    assert f"damaged: {oldest}: {oldest / 'optimizer.pt'} is damaged" in err, err
+    assert "tokens.npy: damaged tokenized corpus" in err
+    for name in OUTPUTS:  # a run that has not written its model yet: its state alone is checked
+        (out / name).unlink()
+    shutil.rmtree(oldest)
+    shutil.rmtree(_corpus_dir(out))
+    assert main(["verify", str(out)]) == zoo.NotFoundError.exit_code
+    captured = capsys.readouterr()
+    assert "2 file(s) of the run's checkpoints and data re-hashed, no damage" in captured.out
+    assert "incomplete pretraining run" in captured.err and "--resume" in captured.err
+
+
 @pytest.fixture
 def tokenized(tmp_path: Path) -> tuple[Path, Callable[[], TokenizedCorpus]]:
     """A tokenized corpus directory and a function that reuses it as a run does."""

@@ -18,7 +18,7 @@ from support.race import FIXTURE, race
 import zoo
 from zoo._fs import sha256_file
 from zoo.converters.modeldir import check_outputs
-from zoo.errors import NotFoundError
+from zoo.errors import IntegrityError, NotFoundError
 from zoo.weights import prepare
 
 
@@ -170,10 +170,17 @@ def test_loading_a_training_run_without_its_model_says_how_to_finish_it(tmp_path
     with pytest.raises(NotFoundError, match=r"incomplete pretraining run \(last checkpoint step 40\)") as info:
         zoo.load(out)
     assert "zoo pretrain" in str(info.value.hint) and "--resume" in str(info.value.hint)
-    for argv in (("embed", str(out), "你好"), ("verify", str(out)), ("export", str(out), str(tmp_path / "x"))):
+    for argv in (("embed", str(out), "你好"), ("export", str(out), str(tmp_path / "x"))):
         code, _, err = run(capsys, *argv)
         assert code == NotFoundError.exit_code and "incomplete pretraining run" in err and "--resume" in err, argv
         assert "TensorFlow" not in err and "receipt" not in err
+    # zoo verify re-hashes the run's state: this checkpoint folder is empty (no state.json), so it is damaged
+    code, _, err = run(capsys, "verify", str(out))
+    assert code == IntegrityError.exit_code and f"damaged: {out / 'checkpoints' / 'step-000000040'}" in err, err
+    (out / "checkpoints" / "step-000000040").rmdir()
+    code, _, err = run(capsys, "verify", str(out))  # no checkpoint left: nothing to continue, start again
+    assert code == NotFoundError.exit_code and "incomplete pretraining run (no checkpoint" in err
+    assert "it starts afresh" in err
 
 
 def test_a_final_write_killed_midway_is_an_incomplete_run_and_the_next_run_removes_its_leftovers(

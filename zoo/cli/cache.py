@@ -153,14 +153,19 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _verify_folder(path: Path) -> int:
-    """``zoo verify ./folder``: re-hash every file its receipt lists."""
+    """``zoo verify ./folder``: re-hash every file its receipt lists, and a training run's checkpoints and corpus."""
     from zoo.converters.modeldir import check_outputs, incomplete_run_error, training_run
 
     if not path.is_dir():
         raise NotFoundError(f"{path}: no such directory", hint="check the path (`zoo verify` with no argument checks "
                                                                "the whole cache)")
+    state_files, state_problems = _verify_run_state(path)
     run = training_run(path)
-    if run is not None:
+    if run is not None:  # no model yet: its state is all there is to check
+        if state_problems:
+            raise IntegrityError(f"{len(state_problems)} damaged part(s) of the run's state in {path}",
+                                 hint="each damaged part above says what to do")
+        sys.stdout.write(f"ok: {path}: {state_files} file(s) of the run's checkpoints and data re-hashed, no damage\n")
         raise incomplete_run_error(path, *run)
     hashed: list[Path] = []
     problems = check_outputs(path, rehash=True, on_file=hashed.append)
@@ -171,12 +176,25 @@ def _verify_folder(path: Path) -> int:
                                  "loads as it is, unchecked")
     for file, what in problems:
         err_console().print(f"damaged: {file}: {what}", markup=False)
-    if problems:
-        raise IntegrityError(f"{len(problems)} file(s) of {path} differ from its receipt",
+    if problems or state_problems:
+        raise IntegrityError(f"{len(problems) + len(state_problems)} damaged part(s) of {path}",
                              hint="restore them, or write the folder again (convert, export or train it: its receipt "
-                                  "says how it was made)")
-    sys.stdout.write(f"ok: {path}: {len(hashed)} file(s) re-hashed against its receipt, no damage\n")
+                                  "says how it was made)" if problems else "each damaged part above says what to do")
+    extra = f" and {state_files} of the run's checkpoints and data" if state_files else ""
+    sys.stdout.write(f"ok: {path}: {len(hashed)} file(s) re-hashed against its receipt{extra}, no damage\n")
     return 0
+
+
+def _verify_run_state(path: Path) -> tuple[int, list[tuple[Path, str]]]:
+    """A training run's checkpoints and tokenized corpus, re-hashed (their messages printed); nothing elsewhere."""
+    if not (path / "run.json").is_file():
+        return 0, []
+    from zoo.training.outdir import verify_state
+
+    hashed, problems = verify_state(path)
+    for part, what in problems:
+        err_console().print(f"damaged: {part}: {what}", markup=False)
+    return hashed, problems
 
 
 # ----------------------------------------------------------------------------------------------- cache

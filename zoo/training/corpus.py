@@ -222,9 +222,22 @@ def _array_records(directory: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def _verify_arrays(directory: Path, meta: dict[str, Any]) -> dict[str, FolderStamp]:
-    """Each array against its record in ``corpus.json``: one ``stat`` when its stamp is the one recorded, else
-    re-hashed. Returns the new stamps of files whose stamp moved but whose content is intact."""
+def verify_corpus(directory: Path) -> int:
+    """``zoo verify`` of a run's tokenized corpus: every array re-hashed against ``corpus.json``, whatever its
+    stamp (a DataError naming the damaged file). Returns how many files were hashed."""
+    meta_path = directory / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{meta_path}: damaged tokenized corpus: {first_line(exc)}",
+                        hint=_rebuild_hint(directory)) from None
+    _verify_arrays(directory, meta if isinstance(meta, dict) else {}, rehash=True)
+    return len(ARRAY_FILES)
+
+
+def _verify_arrays(directory: Path, meta: dict[str, Any], *, rehash: bool = False) -> dict[str, FolderStamp]:
+    """Each array against its record in ``corpus.json``: one ``stat`` when its stamp is the one recorded (unless
+    ``rehash``), else re-hashed. Returns the new stamps of files whose stamp moved but whose content is intact."""
     records = meta.get("arrays")
     moved: dict[str, FolderStamp] = {}
     for name in ARRAY_FILES.values():
@@ -235,11 +248,12 @@ def _verify_arrays(directory: Path, meta: dict[str, Any]) -> dict[str, FolderSta
                 raise ValueError(f"{META_FILE} records no sha256 for it")
             recorded = FolderStamp(*(int(x) for x in record["stamp"]))
             stamp = FolderStamp.of(path)
-            if stamp == recorded:
+            if stamp == recorded and not rehash:
                 continue
             if stamp.size != record["size"] or sha256_file(path)[0] != record["sha256"]:
                 raise ValueError("it changed since it was written (its sha256 is not the one recorded)")
-            moved[name] = stamp
+            if stamp != recorded:
+                moved[name] = stamp
         except FileNotFoundError:
             raise DataError(f"{path}: damaged tokenized corpus: the file is missing",
                             hint=_rebuild_hint(directory)) from None

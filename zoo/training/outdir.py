@@ -275,6 +275,31 @@ def _legacy_settings(data: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
+# ------------------------------------------------------------------------------------------ zoo verify
+def verify_state(path: Path) -> tuple[int, list[tuple[Path, str]]]:
+    """``zoo verify`` of a run's own state: every checkpoint re-hashed against its ``state.json``, every tokenized
+    corpus against its ``corpus.json`` (the full re-hash ``--resume`` leaves out). Returns how many files were
+    hashed and what is damaged."""
+    from zoo.errors import DataError
+    from zoo.training.corpus import verify_corpus
+
+    hashed, problems = 0, []
+    for checkpoint in ckpt.checkpoints(path / "checkpoints"):
+        try:
+            ckpt.verify(ckpt.read(checkpoint))
+            hashed += 2
+        except CheckpointError as exc:
+            problems.append((checkpoint, f"{exc.message}; {exc.hint}" if exc.hint else exc.message))
+    data = path / "data"
+    for corpus in sorted(p for p in data.iterdir() if p.is_dir() and p.name.startswith("corpus-")) \
+            if data.is_dir() else ():
+        try:
+            hashed += verify_corpus(corpus)
+        except DataError as exc:
+            problems.append((corpus, f"{exc.message}; {exc.hint}" if exc.hint else exc.message))
+    return hashed, problems
+
+
 # ------------------------------------------------------------------------------------- data identity
 def file_identity(paths: list[Path], what: str) -> list[dict[str, Any]]:
     """Name, size and sha256 of each input file, in order (what ``--resume`` compares)."""
@@ -310,4 +335,5 @@ def _files(files: list[dict[str, Any]]) -> str:
                      for f in files)
 
 
-__all__ = ["MARKER", "METRICS", "USER_MODE", "RunDir", "data_changes", "file_identity", "write_json_lines"]
+__all__ = ["MARKER", "METRICS", "USER_MODE", "RunDir", "data_changes", "file_identity", "verify_state",
+           "write_json_lines"]
