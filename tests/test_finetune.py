@@ -139,6 +139,12 @@ def test_a_tiny_model_learns_to_classify(tiny: Path, data: Path, tmp_path: Path,
     assert [r["label"] for r in labels] == ["good", "bad"] and all(0.5 < r["score"] <= 1 for r in labels)
     scores = zoo.load(out, device="cpu").classify(["红烧肉真香"], all_scores=True)[0]["scores"]
     assert set(scores) == {"good", "bad"} and abs(sum(scores.values()) - 1) < 1e-5
+    classifier = zoo.load(out, device="cpu")
+    for bad in ([("红烧肉", 3)], [123], [("a", "b", "c")]):  # a user's mistake is a clear error, not a traceback
+        with pytest.raises(UsageError, match="classify"):
+            classifier.classify(bad)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="batch_size"):
+        classifier.classify(["红烧肉"], batch_size=0)
 
 
 def test_the_output_records_how_it_was_made(tiny: Path, data: Path, tmp_path: Path) -> None:
@@ -176,6 +182,14 @@ def test_patience_stops_a_run_that_no_longer_improves(tiny: Path, data: Path, tm
     assert [r["step"] for r in dev] == [15, 30]  # 240 examples, batch 16: an epoch is 15 steps
     receipt = json.loads((out / "receipt.json").read_text())
     assert receipt["steps"] == 30 and receipt["results"]["best_step"] == 15
+    weights = (out / "model.safetensors").read_bytes()
+    # the stop is part of the run's state: resuming it trains nothing more (not the 45 steps left of 5 epochs)
+    zoo.finetune(tiny, task="token-classification", train=data / "train.conll", dev=data / "dev.conll", out=out,
+                 epochs=5, lr=0.0, patience=1, batch_size=16, max_seq_length=32, workers=0, progress=False,
+                 resume=True)
+    assert [r["step"] for r in _records(out) if r["split"] == "dev"] == [15, 30]
+    assert json.loads((out / "receipt.json").read_text())["steps"] == 30
+    assert (out / "model.safetensors").read_bytes() == weights
 
 
 def test_a_bioes_tagger_from_a_file_with_extra_columns(tiny: Path, data: Path, tmp_path: Path) -> None:
@@ -275,6 +289,13 @@ def test_bad_input_is_a_clean_error_and_leaves_no_output(tiny: Path, data: Path,
     assert main(["finetune", str(tiny), "--train", str(data / "train.conll"), "--out", str(out), *TAG,
                  "--metric", "accuracy"]) == UsageError.exit_code
     assert "not a token-classification metric" in capsys.readouterr().err
+    # settings the machine cannot honour are refused before any data is read or tokenized
+    assert main(["finetune", str(tiny), "--train", str(data / "train.conll"), "--out", str(out), *TAG,
+                 "--dtype", "fp16", "--device", "cpu"]) == UsageError.exit_code
+    assert "fp16" in capsys.readouterr().err and not out.exists()
+    assert main(["finetune", str(tiny), "--train", str(data / "train.conll"), "--out", str(out), *TAG,
+                 "--max-seq-length", "4096"]) == UsageError.exit_code
+    assert "4096" in capsys.readouterr().err and not out.exists()
 
 
 # ------------------------------------------------------------------------------------- from scratch

@@ -105,6 +105,7 @@ class Loaded:
         if pooling not in ("cls", "mean"):
             raise UsageError(f"pooling={pooling!r} is not supported", hint='use "cls" or "mean"')
         texts = [texts] if isinstance(texts, str) else list(texts)
+        _check_batch(batch_size)
         if not texts:
             return torch.empty(0, self.config.hidden_size, device=self.device)
         vectors = []
@@ -173,6 +174,9 @@ class Loaded:
 
         tagset = self._tagset()
         texts = [texts] if isinstance(texts, str) else list(texts)
+        _check_batch(batch_size)
+        if not all(isinstance(t, str) for t in texts):
+            raise UsageError("tag() takes texts (strings)", hint="pass a string or a list of strings")
         length, stride = self._windows(max_seq_length, stride)
         alignments = tagging.align_batch(self.tokenizer, texts)
         windows = [tagging.encode_tagged(self.tokenizer, a, max_seq_length=length, stride=stride) for a in alignments]
@@ -200,6 +204,12 @@ class Loaded:
 
         labels = self._task_labels("sequence-classification", "classify")
         items = [texts] if isinstance(texts, (str, tuple)) else list(texts)
+        _check_batch(batch_size)
+        for item in items:
+            if not (isinstance(item, str) or (isinstance(item, tuple) and len(item) == 2
+                                              and all(isinstance(t, str) for t in item))):
+                raise UsageError(f"classify() takes texts or (text, pair) tuples of two strings, got {item!r:.60}",
+                                 hint='e.g. classify(["好吃"]) or classify([("今天天气怎么样", "今天天气如何")])')
         results = []
         with torch.inference_mode():
             for start in range(0, len(items), batch_size):
@@ -238,6 +248,8 @@ class Loaded:
         settings: dict[str, Any] = {}
         with contextlib.suppress(ZooError):
             settings = dict((read_receipt(self.path) or {}).get("settings") or {})
+        if max_seq_length is not None:  # a length of the caller's: its stride follows it unless given
+            settings = {}
         length = int(max_seq_length or settings.get("max_seq_length") or min(self.config.max_position_embeddings, 512))
         length = min(length, self.config.max_position_embeddings)
         return length, int(stride if stride is not None else settings.get("stride") or length // 4)
@@ -294,6 +306,11 @@ class Loaded:
         dtype = next(self.model.parameters()).dtype
         head.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
         self.model.mlm = head.eval().requires_grad_(False)
+
+
+def _check_batch(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
 
 
 def check_fill_mask(manifest: Manifest | None, *, warn: bool = True) -> None:

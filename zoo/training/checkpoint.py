@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from zoo._fs import disk_full_is_an_error, remove_stale_staging, rmtree, sha256_file, staged_directory
+from zoo._fs import disk_full_is_an_error, rmtree, sha256_file, staged_directory
 from zoo.errors import CheckpointError
 from zoo.training.feeding import Position
 
@@ -161,9 +161,4 @@ def load(checkpoint: Checkpoint, device: torch.device) -> tuple[dict[str, torch.
     return model, optimizer
 
 
-def clean_staging(directory: Path) -> None:
-    """Remove what a killed run left half-written or half-deleted."""
-    remove_stale_staging(directory)
-
-
-__all__ = ["Checkpoint", "checkpoints", "clean_staging", "fallback_hint", "load", "read", "save", "verify"]
+__all__ = ["Checkpoint", "checkpoints", "fallback_hint", "load", "read", "save", "verify"]

@@ -67,6 +67,8 @@ class Trainer:
     #: the run's state saved with every checkpoint (best evaluation so far …), and how to restore it
     task_state: Callable[[], dict[str, Any]] = dict
     restore_state: Callable[[dict[str, Any]], None] = lambda state: None
+    #: whether the run already stopped early (a resumed run that --patience ended trains nothing more)
+    stopped: Callable[[], bool] = lambda: False
     #: also called with every record written to metrics.jsonl (e.g. a TensorBoard writer), on the first process
     observers: list[Callable[[dict[str, Any]], None]] = dataclasses.field(default_factory=list)
     #: the last logged record (the receipt's ``final``)
@@ -76,14 +78,23 @@ class Trainer:
     def trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def save(self, step: int, position: Position) -> None:
+    def save(self, step: int, position: Position, meter: dict[str, Any]) -> None:
+        """A checkpoint of step ``step`` (the first process writes it); ``meter``: the sums since the last record,
+        so a resumed run's records average the same steps as an uninterrupted run's."""
         if self.world.main:
             optimizer = {"optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
                          "scaler": self.scaler.state_dict()}
             ckpt.save(self.run.path / "checkpoints", step=step, position=position,
                       settings=self.settings.to_dict(), model=self.model.state_dict(), optimizer=optimizer,
-                      keep=self.settings.keep_checkpoints, metrics=self.final, task=self.task_state())
+                      keep=self.settings.keep_checkpoints, metrics=self.final,
+                      task={**self.task_state(), "meter": meter})
         self.world.barrier()
+
+    def record(self, record: dict[str, Any]) -> None:
+        """A record after the loop (the test evaluation) into metrics.jsonl and to the observers."""
+        if self.world.main:
+            with self.run.metrics() as metrics:
+                _write(self, metrics, record)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,18 +103,20 @@ class Start:
 
     step: int = 0
     position: Position = dataclasses.field(default_factory=Position)
+    #: the sums since the last record when the checkpoint was taken
+    meter: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def train(t: Trainer, data: TrainingData, start: Start) -> int:
     """Train from ``start`` to ``t.steps`` (or until the task says stop); returns the last step trained."""
     s, world = t.settings, t.world
     step, position = start.step, start.position
-    if step >= t.steps:
-        log.info("%s: already at step %d of %d", t.run.path, step, t.steps)
+    if step >= t.steps or t.stopped():
+        log.info("%s: already at step %d of %d%s", t.run.path, step, t.steps, " (stopped early)" * t.stopped())
         return step
     split = BatchSplit(s.batch_size, world.size, world.rank, s.grad_accum)
     batches = feed(data, split, position, workers=t.workers)
-    meter = _Meter(t.task, step)
+    meter = _Meter(t.task, step, start.meter)
     # where this session starts: rates and time left are measured from here, not from step 0
     t.emit(ProgressEvent("train", t.label, done=step, total=t.steps, unit="step", initial=start.step))
     try:
@@ -121,9 +134,12 @@ def train(t: Trainer, data: TrainingData, start: Start) -> int:
                 # by default a run evaluates where it saves; fine-tuning evaluates per epoch and saves there
                 evaluated = t.evaluate_at(step) if t.evaluate_at is not None else due_save or last
                 stop = _evaluate(t, step, metrics) if evaluated else False
+                if stop and step % s.log_every:  # the steps since the last record still get theirs
+                    t.final = meter.record(step, lr)
+                    _write(t, metrics, t.final)
                 if due_save or stop or last or (evaluated and not s.save_every):
                     position = locate(data, step * s.batch_size, since=position)
-                    t.save(step, position)
+                    t.save(step, position, meter.state())
                 if stop:
                     break
     finally:
@@ -244,19 +260,28 @@ class _Meter:
     """Sums since the last record: each record holds averages over the steps since the previous one (losses
     and accuracies weighted by their counts, throughput over the elapsed time)."""
 
-    def __init__(self, task: Task, step: int) -> None:
+    def __init__(self, task: Task, step: int, state: dict[str, Any] | None = None) -> None:
         self.task = task
         self.names = (*task.sum_names, "tokens")
         self.last: dict[str, float] = {}  # the last step's figures, for the progress bar
+        self.norms: list[float] = []
         self._reset(step)
         self.recent: list[tuple[float, float]] = []  # (time, tokens) of the last steps, for the progress bar
+        if state and isinstance(state.get("sums"), dict) and set(state["sums"]) == set(self.names):
+            self.since, self.sums, self.counts = int(state["since"]), dict(state["sums"]), dict(state["counts"])
+            self.norms = list(state["norms"])
+
+    def state(self) -> dict[str, Any]:
+        """The sums since the last record, for a checkpoint (not the throughput: a resumed run's rates count
+        from its own start)."""
+        return {"since": self.since, "sums": self.sums, "counts": self.counts, "norms": self.norms}
 
     def _reset(self, step: int) -> None:
         self.since, self.started = step, time.monotonic()
         self.sums = dict.fromkeys(self.names, 0.0)
         self.counts = dict.fromkeys(self.task.count_names, 0.0)
-        self.norms: list[float] = []
-        self.examples = 0
+        self.norms = []
+        self.tokens, self.examples = 0.0, 0  # since ``started``, in this process's session
 
     def add(self, totals: list[float], counts: list[float], norm: float, examples: int) -> None:
         for name, value in zip(self.names, totals):
@@ -264,6 +289,7 @@ class _Meter:
         for name, value in zip(self.task.count_names, counts):
             self.counts[name] += value
         self.norms.append(norm)
+        self.tokens += totals[-1]
         self.examples += examples
         self.last = self.task.summary(dict(zip(self.names, totals)), dict(zip(self.task.count_names, counts)))
         self.recent = [*self.recent[-19:], (time.monotonic(), totals[-1])]
@@ -272,7 +298,7 @@ class _Meter:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         record = {"step": step, "split": "train", **self.task.summary(self.sums, self.counts), "lr": lr,
                   "grad_norm": sum(self.norms) / max(len(self.norms), 1), "steps": step - self.since,
-                  "tokens_per_s": self.sums["tokens"] / elapsed, "examples_per_s": self.examples / elapsed,
+                  "tokens_per_s": self.tokens / elapsed, "examples_per_s": self.examples / elapsed,
                   "time": time.time()}
         self._reset(step)
         return record

@@ -244,7 +244,8 @@ class RunDir:
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 record = json.loads(line)
-                if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step:
+                if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step \
+                        and record.get("split") != "test":  # the test evaluation comes after the last step
                     kept.append(line)
             except ValueError:
                 continue

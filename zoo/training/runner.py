@@ -43,6 +43,7 @@ from zoo.training.optim import create_optimizer, param_groups
 from zoo.training.outdir import USER_MODE, RunDir, data_changes, file_identity
 from zoo.training.settings import FinetuneSettings, PretrainSettings, TrainSettings, flag, make
 from zoo.training.tasks import Task
+from zoo.training.tasks.finetuning import Best
 from zoo.training.world import World, joined
 from zoo.weights import Model, Prepared, prepare
 
@@ -75,9 +76,12 @@ def pretrain(model: Model, *, out: PathLike, corpus: Sequence[PathLike] = (), tf
         raise UsageError("give the training data as corpus files or as TFRecord files (one of the two)",
                          hint="zoo pretrain MODEL --corpus FILE... or --tfrecord FILE...")
     inputs = {"corpus": check_files(corpus, "corpus"), "tfrecord": check_files(tfrecords, "tfrecord"),
-              "eval_corpus": check_files(eval_corpus, "corpus")}
+              "eval_corpus": check_files(eval_corpus, "eval_corpus")}
     run = RunDir(out, "pretraining")
-    with _begun(run, model, inputs, resume=resume, device=device, source=source, offline=offline,
+    def settle(base: ModelConfig) -> TrainSettings:  # TFRecords tell their length later
+        return config if tfrecords else config.resolved(base.architecture)
+
+    with _begun(run, model, inputs, settle, resume=resume, device=device, source=source, offline=offline,
                 manifests=manifests, progress=progress) as (world, emit, base, identity):
         config, task = task_module.open_task(config, inputs, base.tokenizer, base.config, run.path, world, emit,
                                              label=base.name)
@@ -88,15 +92,17 @@ def pretrain(model: Model, *, out: PathLike, corpus: Sequence[PathLike] = (), tf
 
 
 @contextlib.contextmanager
-def _begun(run: RunDir, model: Model, inputs: dict[str, list[Path]], *, resume: bool, device: str,
-           source: int | None, offline: bool | None, manifests: Sequence[PathLike],
+def _begun(run: RunDir, model: Model, inputs: dict[str, list[Path]], settle: Callable[[ModelConfig], TrainSettings],
+           *, resume: bool, device: str, source: int | None, offline: bool | None, manifests: Sequence[PathLike],
            progress: Progress) -> Iterator[tuple[World, ProgressCallback, Base, dict[str, Any]]]:
     """Every run's start, in order: ``--out`` judged (before anything is written), the processes joined, the base
-    model prepared, ``--out`` claimed (a failure inside the block removes what it made) and the data's identity
-    checked against the run's on ``--resume``."""
+    model prepared, the settings checked against it and the processes (``settle``: the settings as far as the
+    model decides them), ``--out`` claimed (a failure inside the block removes what it made) and the data's identity
+    checked against the run's on ``--resume`` — all before any data is read."""
     run.check(resume=resume)
     with joined(device) as world, reporting(progress if world.main else False) as emit:
         base = _base(model, world, source=source, offline=offline, manifests=manifests, emit=emit)
+        _check_setup(settle(base.config), base.config, world)
         with run.claimed() if world.main else contextlib.nullcontext():
             yield world, emit, base, _same_data(run, inputs, resume, world)
         world.barrier()
@@ -120,17 +126,23 @@ def finetune(model: Model, *, task: str | None = None, train: PathLike, dev: Pat
     Returns ``out`` (absolute): ``zoo.load(out)`` tags or classifies.
     """
     config = make(FinetuneSettings, {**settings, "task": task if task is not None else settings.get("task")})
+    if config.patience is not None and not dev:
+        raise UsageError("--patience needs --dev: it counts evaluations on the dev set without improvement")
     inputs = {"train": check_files([train], "train"), "dev": check_files([dev], "dev") if dev else [],
               "test": check_files([test], "test") if test else []}
     run = RunDir(out, "finetune")
-    with _begun(run, model, inputs, resume=resume, device=device, source=source, offline=offline,
+    def settle(base: ModelConfig) -> TrainSettings:
+        return config.resolved(base.architecture, examples=1, positions=base.max_position_embeddings)
+
+    with _begun(run, model, inputs, settle, resume=resume, device=device, source=source, offline=offline,
                 manifests=manifests, progress=progress) as (world, emit, base, identity):
         config, fine = _finetuning_task(config, inputs, base, world, emit)
         _check_positions(config, base.config)
         emit(ProgressEvent("note", base.name, message=_plan(config, fine)))
+        best = Best(str(config.metric), config.patience, run.path, world)
         _session(fine, config, config.steps or 0, base, run, world, emit, identity=identity, resume=resume,
-                 workers=workers, on_model=lambda t: _keep_best(t, config, fine.examples), finish=_test_best,
-                 tensorboard=tensorboard)
+                 workers=workers, on_model=lambda t: _keep_best(t, best, config, fine.examples),
+                 finish=lambda t: _test_best(t, best), tensorboard=tensorboard)
     return run.path
 
 
@@ -141,8 +153,8 @@ def _finetuning_task(settings: FinetuneSettings, inputs: dict[str, list[Path]], 
     the receipt."""
     from zoo.training import labelled
 
-    arch = base.config.architecture
-    first = settings.resolved(arch, examples=1)  # the window length and stride the encoding needs
+    arch, positions = base.config.architecture, base.config.max_position_embeddings
+    first = settings.resolved(arch, examples=1, positions=positions)  # the window length and stride to encode with
     micro = max(settings.batch_size // (world.size * settings.grad_accum), 1)
     files = {split: paths[0] for split, paths in inputs.items() if paths}
     fine: Any
@@ -171,9 +183,8 @@ def _finetuning_task(settings: FinetuneSettings, inputs: dict[str, list[Path]], 
     for note in notes:
         emit(ProgressEvent("note", base.name, message=note))
     fine.data.notes = notes
-    resolved = settings.resolved(arch, examples=fine.examples)
+    resolved = settings.resolved(arch, examples=fine.examples, positions=positions)
     fine.settings = resolved
-    _check_metric(resolved, has_dev="dev" in files)
     if base.config.is_albert and resolved.lr is not None and not 1e-6 <= resolved.lr <= 1e-4:
         log.warning("--lr %g: ALBERT fine-tunes best between 1e-6 and 1e-4 (the ALBERT paper used 1e-5 to 5e-5)",
                     resolved.lr)
@@ -191,38 +202,24 @@ def _labels(read: dict[str, Any], settings: FinetuneSettings) -> tuple[str, ...]
     return labels
 
 
-_TASK_METRICS = {"token-classification": ("f1", "precision", "recall", "loss"),
-                 "sequence-classification": ("accuracy", "macro_f1", "loss")}
-
-
-def _check_metric(settings: FinetuneSettings, *, has_dev: bool) -> None:
-    allowed = _TASK_METRICS[str(settings.task)]
-    if settings.metric not in allowed:
-        raise UsageError(f"--metric {settings.metric} is not a {settings.task} metric",
-                         hint=f"use one of {', '.join(allowed)}")
-    if settings.patience is not None and not has_dev:
-        raise UsageError("--patience needs --dev: it counts evaluations on the dev set without improvement")
-
-
 def _plan(settings: FinetuneSettings, fine: Any) -> str:
+    epochs = (settings.steps or 0) * settings.batch_size / max(fine.examples, 1)
     return (f"{settings.task}: {fine.examples} training examples, {settings.steps} steps of {settings.batch_size} "
-            f"({settings.epochs:g} epochs), lr {settings.lr:g}, {fine.num_labels} labels")
+            f"({epochs:.3g} epochs), lr {settings.lr:g}, {fine.num_labels} labels")
 
 
-def _keep_best(t: Trainer, settings: FinetuneSettings, examples: int) -> None:
+def _keep_best(t: Trainer, best: Best, settings: FinetuneSettings, examples: int) -> None:
     """Fine-tuning's evaluation schedule and best checkpoint, wired into the loop."""
-    from zoo.training.tasks.finetuning import Best, evaluation_steps
+    from zoo.training.tasks.finetuning import evaluation_steps
 
-    best = Best(str(settings.metric), settings.patience, t.run.path, t.model, t.world)
+    best.model = t.model
     t.evaluate_at, t.on_evaluation = evaluation_steps(settings, examples), best
-    t.task_state, t.restore_state = best.state, best.restore
-    t.task.best = best  # type: ignore[attr-defined]
+    t.task_state, t.restore_state, t.stopped = best.state, best.restore, lambda: best.stopped
 
 
-def _test_best(t: Trainer) -> dict[str, Any]:
+def _test_best(t: Trainer, best: Best) -> dict[str, Any]:
     """After training: the best dev checkpoint's weights become the model's; then the test set is evaluated with
     them. Returns what ``results.json`` and the receipt report."""
-    best = t.task.best  # type: ignore[attr-defined]
     best.load_into(t.model, t.world.device)
     t.model.eval()
     test = t.task.evaluate(t.model, t.world, "test")  # type: ignore[call-arg, arg-type]
@@ -230,9 +227,7 @@ def _test_best(t: Trainer) -> dict[str, Any]:
     if test is not None:
         results["test"] = test
         t.emit(ProgressEvent("note", t.label, message="test (best checkpoint): " + _scores(test)))
-        if t.world.main:
-            with t.run.metrics() as metrics:
-                metrics.write(json.dumps({"step": best.step or t.steps, **test, "time": time.time()}) + "\n")
+        t.record({"step": best.step or t.steps, **test, "time": time.time()})
     if t.world.main:
         write_json_atomic(t.run.path / "results.json", results, mode=USER_MODE)
     return results
@@ -285,6 +280,16 @@ def _base(model: Model, world: World, *, source: int | None, offline: bool | Non
     return Base(prepared, config, tokenizer, (prepared.path / VOCAB).read_bytes(), heads, identity)
 
 
+def _check_setup(settings: TrainSettings, config: ModelConfig, world: World) -> None:
+    """What the settings ask of the model and the processes, checked before any data is read: the batch splits
+    evenly, fp16 has a GPU, the sequences fit the positions."""
+    BatchSplit(settings.batch_size, world.size, world.rank, settings.grad_accum)
+    if settings.dtype in ("float16", "fp16") and world.device.type != "cuda":
+        raise UsageError("--dtype fp16 trains with a loss scaler on CUDA GPUs only",
+                         hint="use --dtype bf16 (or fp32) on the CPU")
+    _check_positions(settings, config)
+
+
 def _check_positions(settings: TrainSettings, config: ModelConfig) -> None:
     wanted = getattr(settings, "max_position_embeddings", None)
     if wanted is not None and wanted < config.max_position_embeddings:
@@ -303,8 +308,10 @@ def _check_positions(settings: TrainSettings, config: ModelConfig) -> None:
 def _same_data(run: RunDir, inputs: dict[str, list[Path]], resume: bool, world: World) -> dict[str, Any]:
     """The data's identity (names, sizes, sha256 of every input file); ``--resume`` refuses other data, before
     anything is read or rebuilt."""
+    if not world.main:  # the first process checks and records the data; the others need not read it
+        return {}
     identity = {key: file_identity(paths, key) for key, paths in inputs.items() if paths}
-    if resume and world.main:
+    if resume:
         marker = run.marker()
         changes = data_changes(marker.get("data") if marker else None, identity)
         if changes:
@@ -319,13 +326,9 @@ def _session(task: Task, settings: TrainSettings, steps: int, base: Base, run: R
              extend_positions: bool = False, on_model: Callable[[Trainer], None] | None = None,
              finish: Callable[[Trainer], dict[str, Any]] | None = None, tensorboard: PathLike | None = None) -> Trainer:
     """Check ``--resume``, build, restore, train, write: the part every task shares."""
-    BatchSplit(settings.batch_size, world.size, world.rank, settings.grad_accum)  # a bad split fails before work
-    if settings.dtype == "float16" and world.device.type != "cuda":
-        raise UsageError("--dtype fp16 trains with a loss scaler on CUDA GPUs only",
-                         hint="use --dtype bf16 (or fp32) on the CPU")
     record = {**settings.to_dict(), "base": base.identity, "world_size": world.size}
     if world.main:
-        _check_record(run, record, identity, resume)
+        _check_record(run, record, identity, resume, type(settings).resumable())
     world.barrier()
     model_config = base.config
     positions = getattr(settings, "max_position_embeddings", None) if extend_positions else None
@@ -368,8 +371,9 @@ def _train_and_write(t: Trainer, base: Base, model_config: ModelConfig, identity
     return t
 
 
-def _check_record(run: RunDir, record: dict[str, Any], identity: dict[str, Any], resume: bool) -> None:
-    """``--resume`` continues the same run: same settings (but the bookkeeping ones), same data, byte for byte."""
+def _check_record(run: RunDir, record: dict[str, Any], identity: dict[str, Any], resume: bool,
+                  resumable: frozenset[str]) -> None:
+    """``--resume`` continues the same run: same settings (but the ``resumable`` ones), same data, byte for byte."""
     marker = run.marker()
     if not resume:
         run.clean()
@@ -379,16 +383,24 @@ def _check_record(run: RunDir, record: dict[str, Any], identity: dict[str, Any],
     saved = marker.get("settings") or {}
     record = json.loads(json.dumps(record))  # as run.json holds it (tuples are lists there)
     differ = [k for k in sorted(set(saved) | set(record)) if saved.get(k) != record.get(k)
-              and k not in _RESUMABLE and not (k == "base" and _same_base(saved.get(k), record.get(k)))]
+              and k not in resumable and not (k == "base" and _same_base(saved.get(k), record.get(k)))]
     if differ:
-        shown = "; ".join(f"{flag(k)}: {saved.get(k)!r} then, {record.get(k)!r} now" for k in differ[:4])
+        shown = "; ".join(f"{_what(k)}: {_shown(k, saved.get(k))} then, {_shown(k, record.get(k))} now"
+                          for k in differ[:4])
         raise UsageError(f"--resume: this command differs from the run in {run.path} ({shown})",
                          hint="resume with the same settings (see its run.json), or start a new run elsewhere")
     run.clean()
 
 
-#: Settings that may change when a run is resumed (they do not change what is computed).
-_RESUMABLE = frozenset({"save_every", "log_every", "keep_checkpoints"})
+def _what(key: str) -> str:
+    """How a key of the run's record is named to the user."""
+    return {"world_size": "processes", "base": "the base model"}.get(key) or flag(key)
+
+
+def _shown(key: str, value: Any) -> str:
+    if key == "base" and isinstance(value, dict):
+        return f"{value.get('model')} (weights sha256 {str(value.get('weights_sha256'))[:12]}…)"
+    return repr(value)
 
 
 def _same_base(saved: Any, now: Any) -> bool:
@@ -453,7 +465,7 @@ def _restore(t: Trainer, resume: bool) -> Start:
     log.info("resuming %s from step %d (%s)", t.run.path, latest.step, latest.path.name)
     if t.world.main:  # the steps after the checkpoint are trained again: their records go
         t.run.keep_metrics_until(latest.step)
-    return Start(latest.step, latest.position)
+    return Start(latest.step, latest.position, dict(latest.task.get("meter") or {}))
 
 
 def _check_position(t: Trainer, latest: ckpt.Checkpoint) -> None:

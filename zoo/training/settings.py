@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import math
 import typing
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from zoo.config import DTYPES, normalize_dtype
@@ -90,19 +89,13 @@ class TrainSettings:
         for f in dataclasses.fields(self):
             _check_value(f, hints[f.name], getattr(self, f.name))
 
-    def differences(self, other: TrainSettings) -> list[str]:
-        """Names of the settings that change what a run computes and differ between the two."""
-        return [f.name for f in dataclasses.fields(self) if not _meta(f).resumable
-                and getattr(self, f.name) != getattr(other, f.name, None)]
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainSettings:
-        names = {f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in names}
-        return cls(**values)
+    def resumable(cls) -> frozenset[str]:
+        """The settings that may change when a run is resumed: they do not change what is computed."""
+        return frozenset(f.name for f in dataclasses.fields(cls) if _meta(f).resumable)
 
     def warmup_steps(self, steps: int) -> int:
         return self.warmup if self.warmup is not None else int(steps * self.warmup_ratio + 1e-9)
@@ -181,8 +174,9 @@ class FinetuneSettings(TrainSettings):
     lr: float | None = option(None, "peak learning rate (5e-5)", minimum=0.0, maximum=10.0, metavar="LR")
     optimizer: str | None = option(None, "adamw (torch's, with bias correction; default) or adamweightdecay "
                                          "(upstream TF's run_classifier.py)", choices=OPTIMIZERS)
-    max_seq_length: int | None = option(128, "tokens per window: longer texts are split into overlapping windows",
-                                        group="data", minimum=8, maximum=MAX_POSITIONS, metavar="N")
+    max_seq_length: int | None = option(None, "tokens per window: longer texts are split into overlapping windows "
+                                              "(default 128, or the model's positions when fewer)", group="data",
+                                        minimum=8, maximum=MAX_POSITIONS, metavar="N")
     stride: int | None = option(None, "tokens two windows of a long text share (default: a quarter of "
                                       "--max-seq-length)", group="data", minimum=0, maximum=MAX_POSITIONS,
                                 metavar="N")
@@ -219,12 +213,17 @@ class FinetuneSettings(TrainSettings):
         length = self.max_seq_length or 128
         if self.stride is not None and self.stride > length // 2:
             raise UsageError(f"--stride {self.stride} must be at most half of --max-seq-length ({length // 2})")
+        allowed = _TASK_METRICS[self.task]
+        if self.metric is not None and self.metric not in allowed:
+            raise UsageError(f"--metric {self.metric} is not a {self.task} metric",
+                             hint=f"use one of {', '.join(allowed)}")
 
-    def resolved(self, architecture: str, *, examples: int) -> FinetuneSettings:
-        """Defaults filled in from the data: the steps of ``epochs`` passes over ``examples`` training examples
-        (or windows), warmup, lr 5e-5, AdamW (torch), the stride, the metric."""
+    def resolved(self, architecture: str, *, examples: int, positions: int = 512) -> FinetuneSettings:
+        """Defaults filled in from the model and the data: windows of 128 tokens (fewer when the model has fewer
+        ``positions``), the steps of ``epochs`` passes over ``examples`` training examples (or windows), warmup,
+        lr 5e-5, AdamW (torch), the stride, the metric."""
         steps = self.steps or max(1, math.ceil(self.epochs * examples / self.batch_size))
-        length = self.max_seq_length or 128
+        length = self.max_seq_length or min(128, positions)
         values: dict[str, Any] = {
             "steps": steps,
             "warmup": self.warmup_steps(steps),
@@ -235,7 +234,16 @@ class FinetuneSettings(TrainSettings):
             "dtype": normalize_dtype(self.dtype),
             "max_seq_length": length,
         }
-        return dataclasses.replace(self, **values)
+        resolved = dataclasses.replace(self, **values)
+        if resolved.warmup is not None and resolved.warmup > steps:
+            raise UsageError(f"--warmup {resolved.warmup} is longer than the run ({steps} steps)",
+                             hint="give fewer warmup steps, or --warmup-ratio")
+        return resolved
+
+
+#: The evaluation metrics of each fine-tuning task (``--metric`` picks the best checkpoint by one of them).
+_TASK_METRICS = {"token-classification": ("f1", "precision", "recall", "loss"),
+                 "sequence-classification": ("accuracy", "macro_f1", "loss")}
 
 
 # ------------------------------------------------------------------------------------ the command line
@@ -342,11 +350,6 @@ def _check_value(f: dataclasses.Field[Any], hint: Any, value: Any) -> None:
 
 def _show(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def choices_of(cls: type[TrainSettings], name: str) -> Sequence[str]:
-    """The choices of a setting (for documentation and CLI help)."""
-    return _meta(next(f for f in dataclasses.fields(cls) if f.name == name)).choices or ()
 
 
 Objective = Literal["sop", "nsp", "mlm"]

@@ -47,10 +47,6 @@ class World:
         torch.distributed.all_gather_object(values, value)
         return values
 
-    def agree(self, flag: bool) -> bool:
-        """True on every process when ``flag`` is true on any (e.g. "stop now")."""
-        return self.sum([float(flag)])[0] > 0
-
 
 @contextlib.contextmanager
 def joined(device: str | torch.device) -> Iterator[World]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo._fs import staged_directory
+from zoo._fs import sha256_file, staged_directory
 from zoo.config import IGNORE_INDEX
 from zoo.errors import CheckpointError
 from zoo.training.settings import FinetuneSettings
@@ -149,18 +149,21 @@ LOWER_IS_BETTER = frozenset({"loss"})
 
 @dataclasses.dataclass
 class Best:
-    """The best evaluation so far by ``metric``; its weights live in ``OUT/best/``. With ``patience``, asks the
-    loop to stop after that many evaluations without improvement."""
+    """The best evaluation so far by ``metric``; its weights live in ``OUT/best/`` (their sha256 recorded with the
+    run's checkpoints). With ``patience``, asks the loop to stop after that many evaluations without improvement —
+    and remembers it, so a resumed run that stopped trains no further."""
 
     metric: str
     patience: int | None
     out: Path
-    model: torch.nn.Module
     world: World
+    model: torch.nn.Module | None = None
     value: float | None = None
     step: int | None = None
     record: dict[str, Any] | None = None
     stale: int = 0
+    stopped: bool = False
+    weights_sha256: str | None = None
 
     def __call__(self, step: int, record: dict[str, Any]) -> bool:
         if record.get("split") != "dev":
@@ -174,43 +177,51 @@ class Best:
         if better:
             record = {k: v for k, v in record.items() if k != "time"}  # what it scored, not when
             self.value, self.step, self.record, self.stale = float(value), step, record, 0  # type: ignore[arg-type]
-            if self.world.main:
-                self._save(record)
+            self.weights_sha256 = self._save(record) if self.world.main else None
             self.world.barrier()
         else:
             self.stale += 1
-        return self.patience is not None and self.stale >= self.patience
+        self.stopped = self.patience is not None and self.stale >= self.patience
+        return self.stopped
 
-    def _save(self, record: dict[str, Any]) -> None:
+    def _save(self, record: dict[str, Any]) -> str:
         from safetensors.torch import save_file
 
+        assert self.model is not None
         with staged_directory(self.out / BEST, replace=True) as staging:
             save_file({k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.model.state_dict().items()},
                       str(staging / BEST_WEIGHTS))
             (staging / BEST_RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+            return sha256_file(staging / BEST_WEIGHTS)[0]
 
     def state(self) -> dict[str, Any]:
         return {"metric": self.metric, "value": self.value, "step": self.step, "record": self.record,
-                "stale": self.stale}
+                "stale": self.stale, "stopped": self.stopped, "weights_sha256": self.weights_sha256}
 
     def restore(self, state: dict[str, Any]) -> None:
         if state.get("metric") == self.metric:
             self.value, self.step = state.get("value"), state.get("step")
             self.record, self.stale = state.get("record"), int(state.get("stale") or 0)
+            self.stopped, self.weights_sha256 = bool(state.get("stopped")), state.get("weights_sha256")
 
     def load_into(self, model: torch.nn.Module, device: torch.device) -> bool:
-        """Put the best weights into ``model``; False when there were no evaluations."""
+        """Put the best weights into ``model``, checked against the sha256 recorded when they were saved; False when
+        there were no evaluations (the last weights stay)."""
         if self.step is None:
             return False
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         path = self.out / BEST / BEST_WEIGHTS
+        hint = (f"delete {self.out / 'checkpoints'} and {self.out / BEST} and train again, or use the last weights: "
+                f"the checkpoint of the last step in {self.out / 'checkpoints'} holds them")
         try:
+            if self.world.main and self.weights_sha256 and sha256_file(path)[0] != self.weights_sha256:
+                raise CheckpointError(f"{path} is damaged: its sha256 is not the one recorded when it was saved",
+                                      hint=hint)
             model.load_state_dict(load_file(str(path), device=str(device)))
         except (OSError, SafetensorError, RuntimeError) as exc:
-            raise CheckpointError(f"{path}: the best checkpoint cannot be read ({exc})",
-                                  hint="run again with --resume after deleting the newest checkpoint") from None
+            raise CheckpointError(f"{path}: the best checkpoint cannot be read ({exc})", hint=hint) from None
         return True
 
 

@@ -237,9 +237,9 @@ def _correct(logits: torch.Tensor | None, targets: torch.Tensor) -> torch.Tensor
     return accuracy_count(logits, targets).double()
 
 
-def check_objective(settings: PretrainSettings, data: CorpusData | TFRecordData) -> None:
-    """TFRecords carry their pair labels: ``--objective mlm`` on them trains no pair head, the rest is theirs."""
-    if isinstance(data, TFRecordData) and settings.max_seq_length not in (None, data.max_seq_length):
+def check_length(settings: PretrainSettings, data: TFRecordData) -> None:
+    """TFRecords hold sequences of one length: ``--max-seq-length`` may only repeat it."""
+    if settings.max_seq_length not in (None, data.max_seq_length):
         raise UsageError(f"--max-seq-length {settings.max_seq_length}, but the TFRecords hold sequences of "
                          f"{data.max_seq_length}", hint=f"drop the option or pass {data.max_seq_length}")
 
@@ -254,7 +254,7 @@ def open_task(settings: PretrainSettings, inputs: dict[str, list[Path]], tokeniz
     data: CorpusData | TFRecordData
     if inputs.get("tfrecord"):
         records = TFRecordData(inputs["tfrecord"], seed=settings.seed, vocab_size=config.vocab_size)
-        check_objective(settings, records)
+        check_length(settings, records)
         settings = settings.resolved(config.architecture, max_seq_length=records.max_seq_length)
         data = records
     else:
@@ -271,4 +271,4 @@ def open_task(settings: PretrainSettings, inputs: dict[str, list[Path]], tokeniz
     return settings, Pretraining(settings, data, held_out, micro_batch=micro)
 
 
-__all__ = ["CorpusData", "Pretraining", "TFRecordData", "check_objective", "corpus_data", "open_task", "tokenized"]
+__all__ = ["CorpusData", "Pretraining", "TFRecordData", "check_length", "corpus_data", "open_task", "tokenized"]
