@@ -359,6 +359,15 @@ def test_release_directory_conversions_are_listed_removed_and_pruned(tmp_path: P
     assert code == 0 and f"removed conversion {release.resolve()}" in out and cache.conversions() == []
 
 
+def _quarantine_one(zoo_env: Path, tmp_path: Path) -> None:
+    """A pull whose download does not match its pin: the download is quarantined."""
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(ZIP)
+    write_manifest(zoo_env, "wrong", [source(bad.as_uri(), sha="0" * 64)])
+    with pytest.raises(IntegrityError):
+        zoo.pull("wrong", progress=False)
+
+
 def test_ls_accounts_for_every_file_and_prune_to_zero_keeps_only_pins(zoo_env: Path, tmp_path: Path, capsys,
                                                                      monkeypatch) -> None:
     from zoo.converters.modeldir import CONVERTER_VERSION
@@ -368,11 +377,7 @@ def test_ls_accounts_for_every_file_and_prune_to_zero_keeps_only_pins(zoo_env: P
     release = tmp_path / "rel"
     shutil.copytree(FIXTURE, release)
     zoo.load(release, device="cpu", progress=False)  # a conversion keyed by a path
-    bad = tmp_path / "bad.zip"
-    bad.write_bytes(ZIP)
-    write_manifest(zoo_env, "wrong", [source(bad.as_uri(), sha="0" * 64)])
-    with pytest.raises(IntegrityError):
-        zoo.pull("wrong", progress=False)  # quarantined
+    _quarantine_one(zoo_env, tmp_path)
     root = cache.home()
     leftovers = {
         root / "partial" / ("1" * 32) / "data": b"x" * 5000,  # an interrupted download without source.json
@@ -423,11 +428,7 @@ def _leftovers(zoo_env: Path, tmp_path: Path) -> tuple[dict[str, Path], dict[str
         cache.commit_conversion(staged, path, origin="done", source="x", files={"w": cache.FileRecord(sha256(b"w"), 1)})
         shutil.rmtree(staged.parent)
         conversions[version] = path
-    bad = tmp_path / "bad.zip"
-    bad.write_bytes(ZIP)
-    write_manifest(zoo_env, "wrong", [source(bad.as_uri(), sha="0" * 64)])
-    with pytest.raises(IntegrityError):
-        zoo.pull("wrong", progress=False)  # quarantined
+    _quarantine_one(zoo_env, tmp_path)
     root = cache.home()
     journal = cache.partial_dir("https://example.org/journaled.zip")  # a pull killed after storing its download
     journal.mkdir(parents=True)
