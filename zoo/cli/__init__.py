@@ -21,8 +21,8 @@ from zoo.errors import ZooError
 _COMMAND_MODULES = (registry, cache, ckpt, models, hub, scratch, train, plot)
 
 #: what zoo is, in one line (pyproject.toml's description says the same; a test keeps them together)
-DESCRIPTION = ("Registry, verified downloader, TensorFlow-free converter and trainer (continued pretraining) for "
-               "Chinese ALBERT and BERT checkpoints.")
+DESCRIPTION = ("Registry, verified downloader, TensorFlow-free converter and trainer (continued pretraining, "
+               "fine-tuning) for Chinese ALBERT and BERT checkpoints.")
 
 _EPILOG = """\
 examples:

@@ -49,7 +49,8 @@ def register(sub: Subcommands, common: argparse.ArgumentParser) -> None:
 
     p.add_argument("--scheme", choices=SCHEMES, help="--format tf: the upstream naming scheme (default: the one the "
                                                      "model came from; only schemes of its architecture)")
-    p.add_argument("--global-step", type=int, metavar="N", help="--format tf: also write global_step = N")
+    p.add_argument("--global-step", type=int, metavar="N",
+                   help="--format tf: the global_step written (default: the steps zoo trained, else 0)")
     _source_options(p)
 
     p = command(sub, "mirror", _mirror, parents=[common], description=_MIRROR, epilog=_MIRROR_EPILOG,

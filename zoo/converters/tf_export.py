@@ -17,9 +17,10 @@ checkpoint (``PREFIX.index`` + ``PREFIX.data-00000-of-00001``) holds the upstrea
 per-scheme maps the converter reads with (:func:`zoo.converters.schemes.name_map`, inverted), float32 as upstream
 code creates them, kernels transposed back to ``[in, out]`` — the pretraining heads the model has, a fine-tuned
 sequence classifier's head as ``run_classifier.py`` names it (``output_weights``/``output_bias``, with its labels
-in ``labels.txt``), and nothing else: no optimizer slots, and ``global_step`` only when asked for. Token
-classification has no upstream convention: its head is left out, with a warning. It is written by :mod:`zoo.tf.writer`
-(TensorFlow's bytes, streamed: one tensor band at a time) through :func:`zoo.converters.modeldir.staged_output`.
+in ``labels.txt``), and nothing else: no optimizer slots, and ``global_step`` when given (``zoo export`` always
+gives it). Token classification has no upstream convention: its head is left out, with a warning. It is written by
+:mod:`zoo.tf.writer` (TensorFlow's bytes, streamed: one tensor band at a time) through
+:func:`zoo.converters.modeldir.staged_output`.
 
 The scheme follows from the architecture (``bert`` → google-bert, ``albert`` → google-albert,
 ``albert-brightmart`` → brightmart-albert); a model's receipt names the one it came from. Google ALBERT and
