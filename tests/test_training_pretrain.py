@@ -369,6 +369,41 @@ def test_resume_of_a_finished_run_reports_its_final_losses(tmp_path: Path) -> No
     assert [r["step"] for r in _metrics(out)] == [1, 2, 3, 4]
 
 
+def test_a_resumed_run_averages_the_same_steps_as_an_uninterrupted_one(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Records average the steps since the previous one: a checkpoint between two records carries the running
+    sums, so the record after a resume is the uninterrupted run's; sums that do not fit are left out, with a
+    warning, and the record averages the steps trained since the resume."""
+    whole = tmp_path / "whole"
+    args = ["pretrain", str(TF / "albert_google"), "--corpus", str(CORPUS), "--steps", "4", "--save-every", "2",
+            "--log-every", "4", *TINY]
+    assert main([*args, "--out", str(whole)]) == 0
+    [record] = _metrics(whole)
+    assert record["steps"] == 4
+
+    def killed_after_step_2(name: str) -> Path:
+        out = shutil.copytree(whole, tmp_path / name)
+        shutil.rmtree(out / "checkpoints" / "step-000000004")
+        for file in ("model.safetensors", "receipt.json", "config.json"):
+            (out / file).unlink()
+        return out
+
+    out = killed_after_step_2("resumed")
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+    [again] = _metrics(out)
+    assert again["steps"] == 4
+    for name in ("loss", "mlm_loss", "sop_loss", "mlm_accuracy", "grad_norm"):
+        assert again[name] == pytest.approx(record[name], rel=1e-6), name
+
+    out = killed_after_step_2("damaged")
+    state = json.loads((out / "checkpoints" / "step-000000002" / "state.json").read_text())
+    state["task"]["meter"]["sums"] = "garbage"
+    (out / "checkpoints" / "step-000000002" / "state.json").write_text(json.dumps(state))
+    assert main([*args, "--out", str(out), "--resume"]) == 0
+    assert [r["steps"] for r in _metrics(out)] == [2]
+    assert "running sums do not fit" in caplog.text
+
+
 def test_a_data_error_in_the_worker_process_reads_as_one(tmp_path: Path) -> None:
     damaged = _damaged_tfrecord(tmp_path)
     done = _zoo("pretrain", str(TF / "bert"), "--tfrecord", str(damaged), "--out", str(tmp_path / "bad"),

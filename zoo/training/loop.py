@@ -267,9 +267,23 @@ class _Meter:
         self.norms: list[float] = []
         self._reset(step)
         self.recent: list[tuple[float, float]] = []  # (time, tokens) of the last steps, for the progress bar
-        if state and isinstance(state.get("sums"), dict) and set(state["sums"]) == set(self.names):
-            self.since, self.sums, self.counts = int(state["since"]), dict(state["sums"]), dict(state["counts"])
-            self.norms = list(state["norms"])
+        if state:
+            self._restore(state, step)
+
+    def _restore(self, state: dict[str, Any], step: int) -> None:
+        """The sums a checkpoint saved; ones that do not fit this task are left out (the first record after the
+        resume then averages fewer steps), with a warning: they are bookkeeping, not training state."""
+        try:
+            sums = {name: float(state["sums"][name]) for name in self.names}
+            counts = {name: float(state["counts"][name]) for name in self.task.count_names}
+            norms, since = [float(n) for n in state["norms"]], int(state["since"])
+            if not 0 <= since <= step:
+                raise ValueError(since)
+        except (KeyError, TypeError, ValueError):
+            log.warning("the checkpoint's running sums do not fit this run: the first record after step %d "
+                        "averages from there", step)
+            return
+        self.since, self.sums, self.counts, self.norms = since, sums, counts, norms
 
     def state(self) -> dict[str, Any]:
         """The sums since the last record, for a checkpoint (not the throughput: a resumed run's rates count
