@@ -233,8 +233,8 @@ def convert_release_dir(directory: Path, emit: ProgressCallback | None = None,
     directory = directory.resolve()
     stamp = hashlib.sha256(str(directory).encode())
     for f in sorted(p for p in directory.iterdir() if p.is_file()):
-        st = f.stat()
-        stamp.update(f"\0{f.name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}".encode())
+        st = cache.FolderStamp.of(f)  # the stamp its receipt checks use: an edit that keeps the mtime moves the ctime
+        stamp.update(f"\0{f.name}\0{st.size}\0{st.mtime_ns}\0{st.ctime_ns}\0{st.inode}".encode())
     target = cache.converted_path(stamp.hexdigest(), CONVERTER_VERSION)
     if is_transformers_dir(directory):
         def make(out: Path) -> object:
