@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from support import tfrecord as W
 from support.damage import flip
 from support.fixtures import sha256
 
@@ -198,7 +200,7 @@ def test_resume_after_kill_9_is_exact(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------- data and errors
-def test_upstream_tfrecords_train_a_bert(tmp_path: Path) -> None:
+def test_upstream_tfrecords_train_a_bert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     assert main(["pretrain", str(TF / "bert"), "--tfrecord", str(PRE / "bert.tfrecord"), "--out", str(out),
                  "--steps", "3", "--batch-size", "4", "--max-seq-length", "32", "--workers", "0", "-q"]) == 0
@@ -207,6 +209,14 @@ def test_upstream_tfrecords_train_a_bert(tmp_path: Path) -> None:
     damaged = _damaged_tfrecord(tmp_path)
     assert main(["pretrain", str(TF / "bert"), "--tfrecord", str(damaged), "--out", str(tmp_path / "bad"),
                  "--steps", "3", "--batch-size", "4", "--workers", "0", "-q"]) == DataError.exit_code
+    # records longer than the model's 64 positions: their length is known once they are opened, and refused then
+    rng = random.Random(0)
+    long = W.write_tfrecord(tmp_path / "long.tfrecord", [W.example(W.pretraining_features(
+        rng, seq_length=128, vocab_size=97)) for _ in range(8)])
+    assert main(["pretrain", str(TF / "bert"), "--tfrecord", str(long), "--out", str(tmp_path / "long"),
+                 "--steps", "3", "--batch-size", "4", "--workers", "0", "-q"]) == UsageError.exit_code
+    assert "--max-seq-length 128 is longer than the model's 64 positions" in capsys.readouterr().err
+    assert not (tmp_path / "long").exists()
 
 
 def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -85,7 +85,8 @@ def pretrain(model: Model, *, out: PathLike, corpus: Sequence[PathLike] = (), tf
                 manifests=manifests, progress=progress) as (world, emit, base, identity):
         config, task = task_module.open_task(config, inputs, base.tokenizer, base.config, run.path, world, emit,
                                              label=base.name)
-        _check_positions(config, base.config)
+        if tfrecords:  # their sequence length is known only now; a corpus run's was checked at the start
+            _check_positions(config, base.config)
         _session(task, config, config.steps or 0, base, run, world, emit, identity=identity, resume=resume,
                  workers=workers, extend_positions=True, tensorboard=tensorboard)
     return run.path
@@ -137,7 +138,6 @@ def finetune(model: Model, *, task: str | None = None, train: PathLike, dev: Pat
     with _begun(run, model, inputs, settle, resume=resume, device=device, source=source, offline=offline,
                 manifests=manifests, progress=progress) as (world, emit, base, identity):
         config, fine = _finetuning_task(config, inputs, base, world, emit)
-        _check_positions(config, base.config)
         emit(ProgressEvent("note", base.name, message=_plan(config, fine)))
         best = Best(str(config.metric), config.patience, run.path, world)
         _session(fine, config, config.steps or 0, base, run, world, emit, identity=identity, resume=resume,
