@@ -43,7 +43,7 @@ from zoo.training.optim import create_optimizer, param_groups
 from zoo.training.outdir import USER_MODE, RunDir, data_changes, file_identity
 from zoo.training.settings import FinetuneSettings, PretrainSettings, TrainSettings, flag, make
 from zoo.training.tasks import Task
-from zoo.training.tasks.finetuning import Best
+from zoo.training.tasks.finetuning import Best, Finetuning
 from zoo.training.world import World, joined
 from zoo.weights import Model, Prepared, prepare
 
@@ -142,7 +142,7 @@ def finetune(model: Model, *, task: str | None = None, train: PathLike, dev: Pat
         best = Best(str(config.metric), config.patience, run.path, world)
         _session(fine, config, config.steps or 0, base, run, world, emit, identity=identity, resume=resume,
                  workers=workers, on_model=lambda t: _keep_best(t, best, config, fine.examples),
-                 finish=lambda t: _test_best(t, best), tensorboard=tensorboard)
+                 finish=lambda t: _test_best(t, best, fine), tensorboard=tensorboard)
     return run.path
 
 
@@ -217,12 +217,12 @@ def _keep_best(t: Trainer, best: Best, settings: FinetuneSettings, examples: int
     t.task_state, t.restore_state, t.stopped = best.state, best.restore, lambda: best.stopped
 
 
-def _test_best(t: Trainer, best: Best) -> dict[str, Any]:
+def _test_best(t: Trainer, best: Best, fine: Finetuning) -> dict[str, Any]:
     """After training: the best dev checkpoint's weights become the model's; then the test set is evaluated with
     them. Returns what ``results.json`` and the receipt report."""
     best.load_into(t.model, t.world.device)
     t.model.eval()
-    test = t.task.evaluate(t.model, t.world, "test")  # type: ignore[call-arg, arg-type]
+    test = fine.evaluate(t.model, t.world, "test")
     results: dict[str, Any] = {"metric": best.metric, "best": best.record, "best_step": best.step}
     if test is not None:
         results["test"] = test
@@ -415,7 +415,7 @@ def _trainer(task: Task, settings: TrainSettings, steps: int, base: Base, run: R
     """The model on its device (heads as the task needs, fresh weights a function of the seed), the optimizer,
     the schedule, the loss scaler and, under torchrun, DDP."""
     torch.manual_seed(_step_seed(settings.seed, -1, 0))
-    config = getattr(task, "output_config", lambda c: c)(base.config)  # a task head: its labels, its dropout
+    config = task.output_config(base.config)  # a task head: its labels, its dropout
     same_head = (config.task, config.labels) == (base.config.task, base.config.labels)
     model = load_model(base.prepared.path / WEIGHTS, config, device=world.device, dtype="float32",
                        heads=task.heads_for(set(base.heads)), max_position_embeddings=positions,
@@ -489,7 +489,7 @@ def _write_output(t: Trainer, base: Base, model_config: ModelConfig, identity: d
     """The trained model as a zoo directory in ``--out`` (weights, config, vocab) and a receipt recording the base
     model, the data (names, sizes, sha256), every setting, the final averaged metrics and evaluation results."""
     state = {k: v.detach().to("cpu", torch.float32) for k, v in t.model.state_dict().items()}
-    config = getattr(t.task, "output_config", lambda c: c)(model_config)
+    config = t.task.output_config(model_config)
     kind = "pretraining" if t.task.name == "pretraining" else "finetune"
     with staged_into(t.run.path, kind=kind) as staged:
         with staged.open(WEIGHTS, "weights") as fh:

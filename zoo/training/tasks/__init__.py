@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+    from zoo.config import ModelConfig
     from zoo.models.encoder import Encoder
     from zoo.training.feeding import TrainingData
     from zoo.training.world import World
@@ -37,6 +38,10 @@ class Task(Protocol):
         ...
 
     def training_data(self) -> TrainingData: ...
+
+    def output_config(self, config: ModelConfig) -> ModelConfig:
+        """The config the trained model is built and written with (a task head's labels …), from the base's."""
+        ...
 
     def counts(self, batch: dict[str, torch.Tensor]) -> list[float]:
         """The denominators of this (CPU) micro-batch's losses; summed over the global batch by the loop."""

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from zoo._fs import sha256_file, staged_directory
-from zoo.config import IGNORE_INDEX
+from zoo.config import IGNORE_INDEX, ModelConfig
 from zoo.errors import CheckpointError
 from zoo.training.settings import FinetuneSettings
 from zoo.training.world import World
@@ -90,7 +90,11 @@ class Finetuning:
         n = max(counts[self.count_names[0]], 1.0)
         return {"loss": sums["nll"] / n, "accuracy": sums["correct"] / n}
 
-    def output_config(self, config: Any) -> Any:
+    def evaluate(self, model: Any, world: World, split: str = "dev") -> dict[str, Any] | None:
+        """The scores on ``split`` (``None`` when the run has no such file): each task computes its own."""
+        raise NotImplementedError
+
+    def output_config(self, config: ModelConfig) -> ModelConfig:
         """The trained model's config: its head's task, labels (tags for a tagger), scheme and dropout."""
         return dataclasses.replace(config, task=self.name, labels=self.head_labels, tag_scheme=self.tag_scheme,
                                    classifier_dropout_prob=self.settings.classifier_dropout)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from zoo.config import IGNORE_INDEX
+from zoo.config import IGNORE_INDEX, ModelConfig
 from zoo.errors import DataError, UsageError
 from zoo.models.losses import accuracy_count
 from zoo.progress import ProgressCallback, ProgressEvent
@@ -163,6 +163,10 @@ class Pretraining:
 
     def training_data(self) -> CorpusData | TFRecordData:
         return self.data
+
+    def output_config(self, config: ModelConfig) -> ModelConfig:
+        """The base's: pretraining changes no head."""
+        return config
 
     def counts(self, batch: dict[str, torch.Tensor]) -> list[float]:
         return [float((batch["labels"] != IGNORE_INDEX).sum()),
