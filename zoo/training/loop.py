@@ -222,14 +222,13 @@ def _evaluate(t: Trainer, step: int, metrics: Any) -> bool:
         return False
     record = {"step": step, "split": results.pop("split", "eval"), **results, "time": time.time()}
     _write(t, metrics, record)
-    t.emit(ProgressEvent("note", t.label, message=_eval_line(record)))
+    t.emit(ProgressEvent("note", t.label, message=f"step {step}: {record['split']} {scores(record)}"))
     return bool(t.on_evaluation(step, record)) if t.on_evaluation is not None else False
 
 
-def _eval_line(record: dict[str, Any]) -> str:
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in record.items()
-                      if isinstance(v, float) and k not in ("time",) and not isinstance(v, bool))
-    return f"step {record['step']}: {record['split']} {shown}"
+def scores(record: dict[str, Any]) -> str:
+    """A record's figures for a readable line (``f1 0.9412, loss 0.1023``)."""
+    return ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float) and k != "time")
 
 
 def _no_sync(model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:

@@ -38,7 +38,7 @@ from zoo.tokenizer import Tokenizer
 from zoo.training import checkpoint as ckpt
 from zoo.training.feeding import BatchSplit
 from zoo.training.inputs import check_files
-from zoo.training.loop import Start, Trainer, _step_seed, train
+from zoo.training.loop import Start, Trainer, _step_seed, scores, train
 from zoo.training.optim import create_optimizer, param_groups
 from zoo.training.outdir import USER_MODE, RunDir, data_changes, file_identity
 from zoo.training.settings import FinetuneSettings, PretrainSettings, TrainSettings, flag, make
@@ -226,15 +226,11 @@ def _test_best(t: Trainer, best: Best, fine: Finetuning) -> dict[str, Any]:
     results: dict[str, Any] = {"metric": best.metric, "best": best.record, "best_step": best.step}
     if test is not None:
         results["test"] = test
-        t.emit(ProgressEvent("note", t.label, message="test (best checkpoint): " + _scores(test)))
+        t.emit(ProgressEvent("note", t.label, message="test (best checkpoint): " + scores(test)))
         t.record({"step": best.step or t.steps, **test, "time": time.time()})
     if t.world.main:
         write_json_atomic(t.run.path / "results.json", results, mode=USER_MODE)
     return results
-
-
-def _scores(record: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v:.4g}" for k, v in record.items() if isinstance(v, float))
 
 
 # ----------------------------------------------------------------------------------------- base model
