@@ -180,14 +180,8 @@ class Loaded:
         length, stride = self._windows(max_seq_length, stride)
         alignments = tagging.align_batch(self.tokenizer, texts)
         windows = [tagging.encode_tagged(self.tokenizer, a, max_seq_length=length, stride=stride) for a in alignments]
-        flat = [(t, j) for t, ws in enumerate(windows) for j in range(len(ws))]
-        outputs: list[list[Any]] = [[None] * len(ws) for ws in windows]
-        order = sorted(flat, key=lambda tj: len(windows[tj[0]][tj[1]].input_ids))  # similar lengths together
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chunk = order[start:start + batch_size]
-                for (t, j), row in zip(chunk, self._window_logits([windows[t][j] for t, j in chunk])):
-                    outputs[t][j] = row
+            outputs = tagging.batched(windows, batch_size, self._window_logits)
         found = []
         for text, alignment, ws, out in zip(texts, alignments, windows, outputs):
             spans = tagging.predict_spans(alignment, ws, out, tagset)

@@ -16,8 +16,8 @@ import bisect
 import dataclasses
 import itertools
 import re
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -379,6 +379,20 @@ def encode_tagged(tokenizer: Tokenizer, alignment: Alignment, unit_tags: Sequenc
 
 
 # ------------------------------------------------------------------------------------------ predictions
+def batched(windows: Sequence[Sequence[Window]], batch_size: int,
+            run: Callable[[list[Window]], Iterable[np.ndarray]]) -> list[list[np.ndarray]]:
+    """``run`` (the model's logits, a row per window) over the windows of every text, ``batch_size`` windows at a
+    time, windows of similar length together (less padding); the rows come back per text, in window order."""
+    flat = [(t, j) for t, ws in enumerate(windows) for j in range(len(ws))]
+    order = sorted(flat, key=lambda tj: len(windows[tj[0]][tj[1]].input_ids))
+    outputs: list[list[Any]] = [[None] * len(ws) for ws in windows]
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        for (t, j), row in zip(chunk, run([windows[t][j] for t, j in chunk])):
+            outputs[t][j] = row
+    return outputs
+
+
 def predict_spans(alignment: Alignment, windows: Sequence[Window], outputs: Sequence[np.ndarray],
                   tagset: TagSet) -> list[Span]:
     """The model's outputs for a text's windows → its entities, in characters of ``alignment.text``.
@@ -435,6 +449,6 @@ def _combine(alignment: Alignment, windows: Sequence[Window], outputs: Sequence[
 
 
 __all__ = ["INTERNAL_SCHEMES", "SCHEMES", "SCHEME_PREFIXES", "Alignment", "Span", "TagError", "TagSet", "Window",
-           "align", "align_batch", "char_units", "decode_tags", "detect_scheme", "encode_tagged", "parse_tag",
-           "predict_spans", "scheme_name", "spans_to_tags", "tags_to_spans", "unit_spans", "unit_tags",
+           "align", "align_batch", "batched", "char_units", "decode_tags", "detect_scheme", "encode_tagged",
+           "parse_tag", "predict_spans", "scheme_name", "spans_to_tags", "tags_to_spans", "unit_spans", "unit_tags",
            "window_ranges"]

@@ -24,6 +24,7 @@ import torch
 from zoo._fs import sha256_file, staged_directory
 from zoo.config import IGNORE_INDEX, ModelConfig
 from zoo.errors import CheckpointError
+from zoo.models.losses import accuracy_count, nll_sum
 from zoo.training.settings import FinetuneSettings
 from zoo.training.world import World
 
@@ -77,6 +78,10 @@ class Finetuning:
     def examples(self) -> int:
         return len(self.data.examples)
 
+    @property
+    def num_labels(self) -> int:
+        return len(self.head_labels)
+
     def heads_for(self, present: set[str]) -> str:
         return self.name
 
@@ -85,6 +90,20 @@ class Finetuning:
 
     def training_data(self) -> Examples:
         return self.data
+
+    def counts(self, batch: dict[str, torch.Tensor]) -> list[float]:
+        """What the loss averages over: the labelled tokens (a tagger) or the texts (a classifier)."""
+        return [float((batch["labels"] != IGNORE_INDEX).sum())]
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
+             totals: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy summed over the labelled positions, divided by the global batch's count of them
+        (transformers' loss for either head)."""
+        logits = logits_of(model, batch)
+        flat, labels = logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1)
+        nll, _ = nll_sum(flat, labels)
+        sums = torch.stack([nll.detach().double(), accuracy_count(flat.detach(), labels).double()])
+        return nll / max(totals[0], 1.0), sums
 
     def summary(self, sums: dict[str, float], counts: dict[str, float]) -> dict[str, float]:
         n = max(counts[self.count_names[0]], 1.0)
@@ -114,6 +133,13 @@ def pad(examples: Sequence[dict[str, np.ndarray]], pad_id: int) -> dict[str, tor
             out[row, :len(example[key])] = example[key]
         batch[key] = torch.from_numpy(out)
     return batch
+
+
+def logits_of(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The task head's logits for a padded batch."""
+    logits: torch.Tensor = model(batch["input_ids"], attention_mask=batch["attention_mask"],
+                                 token_type_ids=batch["token_type_ids"]).logits
+    return logits
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -229,4 +255,5 @@ class Best:
         return True
 
 
-__all__ = ["BEST", "Best", "Examples", "Finetuning", "chunks", "evaluation_steps", "gathered", "pad", "share"]
+__all__ = ["BEST", "Best", "Examples", "Finetuning", "chunks", "evaluation_steps", "gathered", "logits_of", "pad",
+           "share"]

@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo.models.losses import accuracy_count, nll_sum
 from zoo.tokenizer import Tokenizer
 from zoo.training.labelled import ClassificationData, LabelledPair
 from zoo.training.metrics import classification_metrics
 from zoo.training.settings import FinetuneSettings
-from zoo.training.tasks.finetuning import Examples, Finetuning, chunks, gathered, pad, share
+from zoo.training.tasks.finetuning import Examples, Finetuning, chunks, gathered, logits_of, pad, share
 from zoo.training.world import World
 
 log = logging.getLogger("zoo.training")
@@ -60,9 +59,7 @@ class SequenceClassification(Finetuning):
                  train: ClassificationData, dev: ClassificationData | None, test: ClassificationData | None, *,
                  micro_batch: int) -> None:
         assert settings.max_seq_length is not None
-        self.settings, self.tokenizer, self.labels, self.micro_batch = settings, tokenizer, labels, micro_batch
-        self.head_labels = labels
-        self.num_labels = len(labels)
+        self.settings, self.tokenizer, self.head_labels, self.micro_batch = settings, tokenizer, labels, micro_batch
         examples, truncated = encode(train.examples, tokenizer, labels, settings.max_seq_length)
         if truncated:
             log.warning("%d of %d training texts are longer than --max-seq-length %d tokens and were truncated "
@@ -76,17 +73,6 @@ class SequenceClassification(Finetuning):
                              describe={"kind": "sequence-classification", "format": train.format,
                                        "texts": len(examples), "truncated": truncated})
 
-    def counts(self, batch: dict[str, torch.Tensor]) -> list[float]:
-        return [float(batch["labels"].shape[0])]
-
-    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
-             totals: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(batch["input_ids"], attention_mask=batch["attention_mask"],
-                       token_type_ids=batch["token_type_ids"]).logits
-        nll, _ = nll_sum(logits, batch["labels"])
-        sums = torch.stack([nll.detach().double(), accuracy_count(logits.detach(), batch["labels"]).double()])
-        return nll / max(totals[0], 1.0), sums
-
     @torch.no_grad()
     def evaluate(self, model: Any, world: World, split: str = "dev") -> dict[str, Any] | None:
         """Accuracy, macro-F1, per-label scores and the confusion matrix on ``split``, and its mean loss."""
@@ -96,13 +82,12 @@ class SequenceClassification(Finetuning):
         mine = []
         for group in chunks(share(encoded, world), 2 * self.micro_batch):
             batch = {k: v.to(world.device) for k, v in pad([e for _, e in group], self.tokenizer.pad_token_id).items()}
-            logits = model(batch["input_ids"], attention_mask=batch["attention_mask"],
-                           token_type_ids=batch["token_type_ids"]).logits.float()
+            logits = logits_of(model, batch).float()
             nll = torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="none")
             mine += [(i, (int(p), float(n))) for (i, _), p, n in zip(group, logits.argmax(-1), nll)]
         results = gathered(mine, world)
-        predicted = [self.labels[p] for p, _ in results]
-        metrics = classification_metrics([p.label for p in pairs], predicted, self.labels).as_dict()
+        predicted = [self.head_labels[p] for p, _ in results]
+        metrics = classification_metrics([p.label for p in pairs], predicted, self.head_labels).as_dict()
         return {"split": split, "loss": sum(n for _, n in results) / max(len(results), 1), **metrics}
 
 

@@ -17,14 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from zoo.config import IGNORE_INDEX
-from zoo.models.losses import accuracy_count, nll_sum
-from zoo.tagging import Alignment, Span, TagSet, Window, align_batch, encode_tagged, predict_spans
+from zoo.models.losses import nll_sum
+from zoo.tagging import Alignment, TagSet, Window, align_batch, batched, encode_tagged, predict_spans
 from zoo.tokenizer import Tokenizer
 from zoo.training.labelled import LabelledText, TaggedData
 from zoo.training.metrics import span_metrics
 from zoo.training.settings import FinetuneSettings
-from zoo.training.tasks.finetuning import Examples, Finetuning, chunks, gathered, pad, share
+from zoo.training.tasks.finetuning import Examples, Finetuning, gathered, logits_of, pad, share
 from zoo.training.world import World
 
 log = logging.getLogger("zoo.training")
@@ -70,13 +69,12 @@ class TokenClassification(Finetuning):
         self.settings, self.tokenizer, self.tagset, self.micro_batch = settings, tokenizer, tagset, micro_batch
         self.head_labels, self.tag_scheme = tagset.tags, tagset.scheme
         self.train = encode(train, tokenizer, tagset, settings)
-        self.dev = encode(dev, tokenizer, tagset, settings) if dev is not None else None
-        self.test = encode(test, tokenizer, tagset, settings) if test is not None else None
+        self.held_out = {split: encode(data, tokenizer, tagset, settings)
+                         for split, data in (("dev", dev), ("test", test)) if data is not None}
         windows = [_window_arrays(w) for e in self.train for w in e.windows]
         self.data = Examples(windows, seed=settings.seed, pad_id=tokenizer.pad_token_id,
                              describe={"kind": "token-classification", "format": train.format,
                                        "scheme": train.scheme, "texts": len(self.train), "windows": len(windows)})
-        self.num_labels = len(tagset)
         split = sum(1 for e in self.train if len(e.windows) > 1)
         if split:
             log.info("%d of %d training texts are longer than --max-seq-length %s: split into overlapping "
@@ -86,46 +84,33 @@ class TokenClassification(Finetuning):
         """The pooler feeds no token head: it stays as it is (and out of the gradient all-reduce)."""
         model.pooler.requires_grad_(False)
 
-    def counts(self, batch: dict[str, torch.Tensor]) -> list[float]:
-        return [float((batch["labels"] != IGNORE_INDEX).sum())]
-
-    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor],
-             totals: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = model(batch["input_ids"], attention_mask=batch["attention_mask"],
-                       token_type_ids=batch["token_type_ids"]).logits
-        flat, labels = logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1)
-        nll, _ = nll_sum(flat, labels)
-        sums = torch.stack([nll.detach().double(), accuracy_count(flat.detach(), labels).double()])
-        return nll / max(totals[0], 1.0), sums
-
     # ------------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def evaluate(self, model: Any, world: World, split: str = "dev") -> dict[str, Any] | None:
         """Entity precision/recall/F1 (micro and per label, seqeval's default mode) on ``split``, and the mean
         loss over its labelled tokens. Every process predicts a share of the texts."""
-        texts = self.dev if split == "dev" else self.test
+        texts = self.held_out.get(split)
         if not texts:
             return None
-        mine = [(i, self._predict(model, e, world.device)) for i, e in share(texts, world)]
-        results = gathered(mine, world)
-        nll = sum(r[1] for r in results)
-        tokens = sum(r[2] for r in results)
-        scored = [(e.alignment.units, e.example.spans, spans) for e, (spans, _, _) in zip(texts, results)]
-        metrics = span_metrics(scored)
+        mine = share(texts, world)
+        summed = [0.0, 0.0]  # this process's loss sum and labelled tokens
+
+        def run(group: list[Window]) -> list[np.ndarray]:
+            batch = {k: v.to(world.device) for k, v in pad([_window_arrays(w) for w in group],
+                                                           self.tokenizer.pad_token_id).items()}
+            logits = logits_of(model, batch).float()
+            nll, count = nll_sum(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1))
+            summed[0], summed[1] = summed[0] + float(nll), summed[1] + int(count)
+            return list(logits.cpu().numpy())
+
+        # windows of every text of this share batched together (a dev sentence is rarely more than one window)
+        outputs = batched([e.windows for _, e in mine], 2 * self.micro_batch, run)
+        predicted = gathered([(i, predict_spans(e.alignment, e.windows, out, self.tagset))
+                              for (i, e), out in zip(mine, outputs)], world)
+        nll, tokens = world.sum(summed)
+        metrics = span_metrics([(e.alignment.units, e.example.spans, spans) for e, spans in zip(texts, predicted)])
         return {"split": split, "loss": nll / max(tokens, 1), **metrics.micro.as_dict(), "texts": len(texts),
                 "per_label": {k: v.as_dict() for k, v in metrics.per_label.items()}}
-
-    def _predict(self, model: Any, encoded: Encoded, device: torch.device) -> tuple[list[Span], float, int]:
-        outputs, nll, tokens = [], 0.0, 0
-        for group in chunks(encoded.windows, 2 * self.micro_batch):
-            batch = {k: v.to(device) for k, v in pad([_window_arrays(w) for w in group],
-                                                     self.tokenizer.pad_token_id).items()}
-            logits = model(batch["input_ids"], attention_mask=batch["attention_mask"],
-                           token_type_ids=batch["token_type_ids"]).logits.float()
-            summed, count = nll_sum(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1))
-            nll, tokens = nll + float(summed), tokens + int(count)
-            outputs.extend(logits.cpu().numpy())
-        return predict_spans(encoded.alignment, encoded.windows, outputs, self.tagset), nll, tokens
 
 
 __all__ = ["Encoded", "TokenClassification", "encode"]
