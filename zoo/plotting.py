@@ -110,6 +110,7 @@ def _number(value: Any) -> bool:
 
 
 def lower_is_better(metric: str) -> bool:
+    """Losses improve downwards; every other metric zoo records (f1, accuracy …) upwards."""
     return metric.endswith("loss")
 
 

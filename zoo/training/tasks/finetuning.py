@@ -25,6 +25,7 @@ from zoo._fs import sha256_file, staged_directory
 from zoo.config import IGNORE_INDEX, ModelConfig
 from zoo.errors import CheckpointError
 from zoo.models.losses import accuracy_count, nll_sum
+from zoo.plotting import lower_is_better
 from zoo.training.settings import FinetuneSettings
 from zoo.training.world import World
 
@@ -174,9 +175,6 @@ def evaluation_steps(settings: FinetuneSettings, examples: int) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ the best
-LOWER_IS_BETTER = frozenset({"loss"})
-
-
 @dataclasses.dataclass
 class Best:
     """The best evaluation so far by ``metric``; its weights live in ``OUT/best/`` (their sha256 recorded with the
@@ -202,7 +200,7 @@ class Best:
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             log.warning("step %d: the dev metric %s is %r; the best checkpoint is unchanged", step, self.metric, value)
             value = None
-        better = value is not None and (self.value is None or (value < self.value if self.metric in LOWER_IS_BETTER
+        better = value is not None and (self.value is None or (value < self.value if lower_is_better(self.metric)
                                                                else value > self.value))
         if better:
             record = {k: v for k, v in record.items() if k != "time"}  # what it scored, not when
