@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,22 +56,25 @@ def read_metrics(run: str | os.PathLike[str]) -> list[dict[str, Any]]:
         lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError as exc:
         raise NotFoundError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    records, skipped = [], 0
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        if not isinstance(record, dict) or type(record.get("step")) is not int:
-            skipped += 1
-            continue
+    records = [record for _, record in whole_records(lines)]
+    for record in records:
         record.setdefault("split", "train")
-        records.append(record)
+    skipped = sum(1 for line in lines if line.strip()) - len(records)
     if skipped:
         log.info("%s: skipped %d line(s) that are not whole records", path, skipped)
     return records
+
+
+def whole_records(lines: Iterable[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The lines of a ``metrics.jsonl`` that are whole records (a JSON object with an integer ``step``), each with
+    its record; the others (blank, or cut short by a crash) are left out."""
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and type(record.get("step")) is int:
+            yield line, record
 
 
 def run_settings(run: str | os.PathLike[str]) -> dict[str, Any]:
@@ -371,4 +374,4 @@ def write_tensorboard(runs: Sequence[str | os.PathLike[str]], directory: str | o
 
 __all__ = ["DEFAULT_METRICS", "FORMATS", "METRICS_FILE", "Line", "Panel", "TensorBoardSink", "dev_metric", "draw",
            "lower_is_better", "panels", "plot_runs", "read_metrics", "run_names", "run_settings", "save", "scalars",
-           "write_tensorboard"]
+           "whole_records", "write_tensorboard"]

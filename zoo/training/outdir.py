@@ -36,11 +36,12 @@ from zoo._fs import (
 )
 from zoo.converters.modeldir import RUN_MARKER
 from zoo.errors import CheckpointError, DiskSpaceError, NotFoundError, UsageError, ZooError
+from zoo.plotting import METRICS_FILE, whole_records
 from zoo.training import checkpoint as ckpt
 
 log = logging.getLogger("zoo.training")
 
-MARKER, LOCK, METRICS = RUN_MARKER, "run.lock", "metrics.jsonl"
+MARKER, LOCK, METRICS = RUN_MARKER, "run.lock", METRICS_FILE
 #: Files a user may open for writing new mode bits as ``cp`` would (0666 less the umask).
 USER_MODE = 0o666
 RUN_VERSION = 2
@@ -240,15 +241,9 @@ class RunDir:
         path = self.path / METRICS
         if not path.is_file():
             return
-        kept = []
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-                if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] <= step \
-                        and record.get("split") != "test":  # the test evaluation comes after the last step
-                    kept.append(line)
-            except ValueError:
-                continue
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        kept = [line for line, record in whole_records(lines)  # the test evaluation comes after the last step
+                if record["step"] <= step and record.get("split") != "test"]
         with disk_full_is_an_error(f"rewriting {path}", hint="free some space and continue with --resume"):
             write_json_lines(path, kept)
 
