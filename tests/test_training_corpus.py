@@ -215,6 +215,30 @@ def test_reuse_and_rebuild(tmp_path: Path, tokenizer: Tokenizer, caplog: pytest.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt", "tok", "vocab.txt"]  # no staging left
 
 
+def test_digests_the_caller_made_are_compared_instead_of_reading_the_files(
+        tmp_path: Path, tokenizer: Tokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """zoo pretrain hashes its inputs for --resume: reuse compares those digests, the corpus is read once."""
+    from zoo.training import corpus as corpus_module
+
+    write_corpus(tmp_path / "c.txt", 10)
+    out = tmp_path / "tok"
+    digest = corpus_module.sha256_file(tmp_path / "c.txt")[0]
+    prepare_corpus([tmp_path / "c.txt"], tokenizer, out)
+    built = (out / "tokens.npy").stat().st_ino
+
+    def no_second_read(path: Path) -> tuple[str, int]:
+        raise AssertionError(f"{path} hashed again")
+
+    monkeypatch.setattr(corpus_module, "sha256_file", no_second_read)
+    prepare_corpus([tmp_path / "c.txt"], tokenizer, out, sha256=[digest])
+    assert (out / "tokens.npy").stat().st_ino == built  # reused
+    monkeypatch.undo()
+    prepare_corpus([tmp_path / "c.txt"], tokenizer, out, sha256=["0" * 64])  # another content: rebuilt
+    assert (out / "tokens.npy").stat().st_ino != built
+    with pytest.raises(UsageError, match="1 digests for 2 files"):
+        prepare_corpus([tmp_path / "c.txt"] * 2, tokenizer, out, sha256=[digest])
+
+
 def test_jieba_words(tmp_path: Path, tokenizer: Tokenizer) -> None:
     jieba = pytest.importorskip("jieba")
     rng = random.Random(3)

@@ -267,7 +267,7 @@ def _verify_arrays(directory: Path, meta: dict[str, Any], *, rehash: bool = Fals
 def prepare_corpus(files: Sequence[str | Path], tokenizer: Tokenizer, directory: str | Path, *,
                    words: WordMode = "wordpiece", batch_chars: int = DEFAULT_BATCH_CHARS,
                    max_line_chars: int = MAX_LINE_CHARS, on_progress: ProgressCallback | None = None,
-                   rebuild: bool = False) -> TokenizedCorpus:
+                   rebuild: bool = False, sha256: Sequence[str] | None = None) -> TokenizedCorpus:
     """Tokenize ``files`` (in this order) into ``directory``, or reuse it when it was built from the same input.
 
     Reuse needs the same files in the same order with the same sizes and sha256 (re-hashed here, about a
@@ -279,6 +279,8 @@ def prepare_corpus(files: Sequence[str | Path], tokenizer: Tokenizer, directory:
     rename) but do the work several times: in a distributed run, let one rank build and the others
     :meth:`TokenizedCorpus.open` the directory after a barrier.
 
+    ``sha256``: the files' digests when the caller just computed them (``zoo pretrain`` hashes its inputs for
+    ``--resume``): reuse compares those instead of reading the files again.
     ``batch_chars`` is how much text goes to the tokenizer at once (the output does not depend on it).
     ``max_line_chars``: longer lines are cut into sentences of at most this many characters (module docstring).
     ``on_progress(bytes_read, bytes_total)`` is called as the files are read. Raises DataError for text that
@@ -292,11 +294,13 @@ def prepare_corpus(files: Sequence[str | Path], tokenizer: Tokenizer, directory:
         raise UsageError(f"batch_chars must be positive, got {batch_chars}")
     if max_line_chars < 1:
         raise UsageError(f"max_line_chars must be positive, got {max_line_chars}")
+    if sha256 is not None and len(sha256) != len(paths):
+        raise UsageError(f"sha256 holds {len(sha256)} digests for {len(paths)} files")
     directory = Path(directory)
     _remove_dead_staging(directory.parent)
     identity = {**_identity(tokenizer, words), "max_line_chars": max_line_chars}
     if not rebuild:
-        existing = _reusable(directory, paths, identity)
+        existing = _reusable(directory, paths, identity, sha256)
         if existing is not None:
             return existing
     return _build(paths, tokenizer, directory, identity, words, _Reading(batch_chars, max_line_chars), on_progress)
@@ -340,7 +344,8 @@ def _remove_dead_staging(folder: Path) -> None:
         logger.info("%s: removed what an interrupted build left behind (its process is gone)", path)
 
 
-def _reusable(directory: Path, paths: list[Path], identity: dict[str, Any]) -> TokenizedCorpus | None:
+def _reusable(directory: Path, paths: list[Path], identity: dict[str, Any],
+              sha256: Sequence[str] | None) -> TokenizedCorpus | None:
     """The existing corpus at ``directory`` when it matches this input; None (with a log line) otherwise."""
     meta_path = directory / META_FILE
     if not meta_path.exists():
@@ -350,7 +355,7 @@ def _reusable(directory: Path, paths: list[Path], identity: dict[str, Any]) -> T
     except (OSError, ValueError):
         logger.warning("%s: unreadable; rebuilding the tokenized corpus", meta_path)
         return None
-    reason = _mismatch(meta, paths, identity)
+    reason = _mismatch(meta, paths, identity, sha256)
     if reason is not None:
         logger.info("%s: rebuilding the tokenized corpus: %s", directory, reason)
         return None
@@ -360,7 +365,7 @@ def _reusable(directory: Path, paths: list[Path], identity: dict[str, Any]) -> T
     return corpus
 
 
-def _mismatch(meta: Any, paths: list[Path], identity: dict[str, Any]) -> str | None:
+def _mismatch(meta: Any, paths: list[Path], identity: dict[str, Any], sha256: Sequence[str] | None) -> str | None:
     if not isinstance(meta, dict):
         return "unreadable record"
     for key, want in identity.items():
@@ -372,8 +377,8 @@ def _mismatch(meta: Any, paths: list[Path], identity: dict[str, Any]) -> str | N
     for path, rec in zip(paths, recorded):
         if not isinstance(rec, dict) or rec.get("size") != path.stat().st_size:
             return f"{path} changed (size)"
-    for path, rec in zip(paths, recorded):
-        if rec.get("sha256") != sha256_file(path)[0]:
+    for i, (path, rec) in enumerate(zip(paths, recorded)):
+        if rec.get("sha256") != (sha256[i] if sha256 is not None else sha256_file(path)[0]):
             return f"{path} changed (sha256)"
     return None
 

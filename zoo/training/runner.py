@@ -84,7 +84,7 @@ def pretrain(model: Model, *, out: PathLike, corpus: Sequence[PathLike] = (), tf
     with _begun(run, model, inputs, settle, resume=resume, device=device, source=source, offline=offline,
                 manifests=manifests, progress=progress) as (world, emit, base, identity):
         config, task = task_module.open_task(config, inputs, base.tokenizer, base.config, run.path, world, emit,
-                                             label=base.name)
+                                             label=base.name, identity=identity)
         if tfrecords:  # their sequence length is known only now; a corpus run's was checked at the start
             _check_positions(config, base.config)
         _session(task, config, config.steps or 0, base, run, world, emit, identity=identity, resume=resume,

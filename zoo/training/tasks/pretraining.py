@@ -104,9 +104,9 @@ class TFRecordData:
 
 
 def tokenized(files: Sequence[Path], tokenizer: Tokenizer, out: Path, *, whole_word: bool, world: World,
-              emit: ProgressCallback, label: str) -> TokenizedCorpus:
+              emit: ProgressCallback, label: str, known: Sequence[dict[str, Any]] = ()) -> TokenizedCorpus:
     """The corpus ``files`` tokenized into ``out/data`` (the first process builds it or finds it current, the
-    others open it)."""
+    others open it). ``known``: the files' records (``sha256``) the run already made, not hashed again."""
     words: Literal["wordpiece", "jieba"] = "jieba" if whole_word else "wordpiece"
     key = hashlib.sha256(json.dumps([str(Path(f).resolve()) for f in files]).encode()).hexdigest()[:16]
     directory = out / "data" / f"corpus-{key}-{words}"
@@ -116,7 +116,9 @@ def tokenized(files: Sequence[Path], tokenizer: Tokenizer, out: Path, *, whole_w
 
     corpus = None
     if world.main:
-        corpus = prepare_corpus(list(files), tokenizer, directory, words=words, on_progress=tokenizing)
+        digests = [f["sha256"] for f in known] if len(known) == len(files) else None
+        corpus = prepare_corpus(list(files), tokenizer, directory, words=words, on_progress=tokenizing,
+                                sha256=digests)
         emit(ProgressEvent("done", label))
     world.barrier()
     return corpus if corpus is not None else TokenizedCorpus.open(directory)
@@ -248,13 +250,12 @@ def check_length(settings: PretrainSettings, data: TFRecordData) -> None:
                          f"{data.max_seq_length}", hint=f"drop the option or pass {data.max_seq_length}")
 
 
-
-
 def open_task(settings: PretrainSettings, inputs: dict[str, list[Path]], tokenizer: Tokenizer,
-              config: Any, out: Path, world: World, emit: ProgressCallback, *,
-              label: str) -> tuple[PretrainSettings, Pretraining]:
+              config: Any, out: Path, world: World, emit: ProgressCallback, *, label: str,
+              identity: dict[str, Any] | None = None) -> tuple[PretrainSettings, Pretraining]:
     """Open the run's data (tokenizing a corpus once) and settle its settings: the family's defaults, and the
-    TFRecords' sequence length."""
+    TFRecords' sequence length. ``identity``: the input files' records the run made (their sha256 are reused)."""
+    known = identity or {}
     data: CorpusData | TFRecordData
     if inputs.get("tfrecord"):
         records = TFRecordData(inputs["tfrecord"], seed=settings.seed, vocab_size=config.vocab_size)
@@ -264,12 +265,12 @@ def open_task(settings: PretrainSettings, inputs: dict[str, list[Path]], tokeniz
     else:
         settings = settings.resolved(config.architecture)
         corpus = tokenized(inputs["corpus"], tokenizer, out, whole_word=settings.whole_word, world=world, emit=emit,
-                           label=f"{label} corpus")
+                           label=f"{label} corpus", known=known.get("corpus", ()))
         data = corpus_data(corpus, tokenizer, settings)
     held_out = None
     if inputs.get("eval_corpus"):
         corpus = tokenized(inputs["eval_corpus"], tokenizer, out, whole_word=settings.whole_word, world=world,
-                           emit=emit, label=f"{label} eval corpus")
+                           emit=emit, label=f"{label} eval corpus", known=known.get("eval_corpus", ()))
         held_out = corpus_data(corpus, tokenizer, settings)
     micro = max(settings.batch_size // (world.size * settings.grad_accum), 1)
     return settings, Pretraining(settings, data, held_out, micro_batch=micro)
