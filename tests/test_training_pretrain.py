@@ -217,6 +217,11 @@ def test_upstream_tfrecords_train_a_bert(tmp_path: Path, capsys: pytest.CaptureF
                  "--steps", "3", "--batch-size", "4", "--workers", "0", "-q"]) == UsageError.exit_code
     assert "--max-seq-length 128 is longer than the model's 64 positions" in capsys.readouterr().err
     assert not (tmp_path / "long").exists()
+    for spelling in ("FP16", "fp16", "torch.float16"):  # however it is spelt, fp16 needs a GPU: refused up front
+        assert main(["pretrain", str(TF / "bert"), "--tfrecord", str(PRE / "bert.tfrecord"), "--out",
+                     str(tmp_path / "fp16"), "--steps", "3", "--batch-size", "4", "--workers", "0", "-q",
+                     "--dtype", spelling, "--device", "cpu"]) == UsageError.exit_code
+        assert "CUDA GPUs only" in capsys.readouterr().err and not (tmp_path / "fp16").exists()
 
 
 def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

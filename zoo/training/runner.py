@@ -280,7 +280,7 @@ def _check_setup(settings: TrainSettings, config: ModelConfig, world: World) -> 
     """What the settings ask of the model and the processes, checked before any data is read: the batch splits
     evenly, fp16 has a GPU, the sequences fit the positions."""
     BatchSplit(settings.batch_size, world.size, world.rank, settings.grad_accum)
-    if settings.dtype in ("float16", "fp16") and world.device.type != "cuda":
+    if settings.dtype == "float16" and world.device.type != "cuda":
         raise UsageError("--dtype fp16 trains with a loss scaler on CUDA GPUs only",
                          hint="use --dtype bf16 (or fp32) on the CPU")
     _check_positions(settings, config)

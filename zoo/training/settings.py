@@ -282,14 +282,15 @@ def from_arguments(args: argparse.Namespace, cls: type[TrainSettings]) -> dict[s
 
 
 def make(cls: type[SettingsT], settings: dict[str, Any]) -> SettingsT:
-    """``cls(**settings)``, with unknown names a :class:`UsageError` (a typo in a keyword is not ignored)."""
+    """``cls(**settings)``, with unknown names a :class:`UsageError` (a typo in a keyword is not ignored), checked;
+    the dtype by its one name (``FP16``, ``fp16`` → ``float16``), so no later check depends on its spelling."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(settings) - names)
     if unknown:
         raise UsageError(f"unknown setting(s): {', '.join(unknown)}", hint=f"settings are: {', '.join(sorted(names))}")
     value = cls(**settings)
     value.check()
-    return value
+    return dataclasses.replace(value, dtype=normalize_dtype(value.dtype))
 
 
 SettingsT = typing.TypeVar("SettingsT", bound=TrainSettings)
