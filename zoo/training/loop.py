@@ -24,8 +24,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -40,6 +40,9 @@ from zoo.training.settings import TrainSettings
 from zoo.training.tasks import Task
 from zoo.training.world import World
 
+if TYPE_CHECKING:  # pragma: no cover
+    from zoo.models.encoder import Encoder
+
 log = logging.getLogger("zoo.training")
 
 
@@ -50,8 +53,10 @@ class Trainer:
     task: Task
     settings: TrainSettings
     steps: int
-    model: torch.nn.Module
+    model: Encoder
     ddp: torch.nn.Module
+    #: the parameters the optimizer updates (what the gradient clipping measures)
+    trainable: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
@@ -73,10 +78,6 @@ class Trainer:
     observers: list[Callable[[dict[str, Any]], None]] = dataclasses.field(default_factory=list)
     #: the last logged record (the receipt's ``final``)
     final: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    @property
-    def trainable(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad]
 
     def save(self, step: int, position: Position, meter: dict[str, Any]) -> None:
         """A checkpoint of step ``step`` (the first process writes it); ``meter``: the sums since the last record,
@@ -120,7 +121,7 @@ def train(t: Trainer, data: TrainingData, start: Start) -> int:
     # where this session starts: rates and time left are measured from here, not from step 0
     t.emit(ProgressEvent("train", t.label, done=step, total=t.steps, unit="step", initial=start.step))
     try:
-        with t.run.metrics() if world.main else _nowhere() as metrics:
+        with t.run.metrics() if world.main else contextlib.nullcontext() as metrics:
             while step < t.steps:
                 lr = _step(t, batches, step, meter)
                 step += 1
@@ -215,7 +216,7 @@ def _evaluate(t: Trainer, step: int, metrics: Any) -> bool:
     try:
         with torch.autocast(t.world.device.type, dtype=torch_dtype(t.settings.dtype),
                             enabled=t.settings.dtype != "float32"):
-            results = t.task.evaluate(t.model, t.world)  # type: ignore[arg-type]
+            results = t.task.evaluate(t.model, t.world)
     finally:
         t.model.train()
     if results is None:
@@ -244,11 +245,6 @@ def _write(t: Trainer, metrics: Any, record: dict[str, Any]) -> None:
         metrics.flush()
         for observe in t.observers:
             observe(record)
-
-
-@contextlib.contextmanager
-def _nowhere() -> Iterator[None]:
-    yield None
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:

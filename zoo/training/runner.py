@@ -88,7 +88,7 @@ def pretrain(model: Model, *, out: PathLike, corpus: Sequence[PathLike] = (), tf
         if tfrecords:  # their sequence length is known only now; a corpus run's was checked at the start
             _check_positions(config, base.config)
         _session(task, config, config.steps or 0, base, run, world, emit, identity=identity, resume=resume,
-                 workers=workers, extend_positions=True, tensorboard=tensorboard)
+                 workers=workers, tensorboard=tensorboard)
     return run.path
 
 
@@ -155,7 +155,7 @@ def _finetuning_task(settings: FinetuneSettings, inputs: dict[str, list[Path]], 
 
     arch, positions = base.config.architecture, base.config.max_position_embeddings
     first = settings.resolved(arch, examples=1, positions=positions)  # the window length and stride to encode with
-    micro = max(settings.batch_size // (world.size * settings.grad_accum), 1)
+    micro = BatchSplit(settings.batch_size, world.size, world.rank, settings.grad_accum).micro
     files = {split: paths[0] for split, paths in inputs.items() if paths}
     fine: Any
     if settings.task == "token-classification":
@@ -319,22 +319,19 @@ def _same_data(run: RunDir, inputs: dict[str, list[Path]], resume: bool, world: 
 
 def _session(task: Task, settings: TrainSettings, steps: int, base: Base, run: RunDir, world: World,
              emit: ProgressCallback, *, identity: dict[str, Any], resume: bool, workers: int,
-             extend_positions: bool = False, on_model: Callable[[Trainer], None] | None = None,
+             on_model: Callable[[Trainer], None] | None = None,
              finish: Callable[[Trainer], dict[str, Any]] | None = None, tensorboard: PathLike | None = None) -> Trainer:
     """Check ``--resume``, build, restore, train, write: the part every task shares."""
     record = {**settings.to_dict(), "base": base.identity, "world_size": world.size}
     if world.main:
         _check_record(run, record, identity, resume, type(settings).resumable())
     world.barrier()
-    model_config = base.config
-    positions = getattr(settings, "max_position_embeddings", None) if extend_positions else None
-    if positions is not None:
-        model_config = dataclasses.replace(model_config, max_position_embeddings=positions)
+    positions = getattr(settings, "max_position_embeddings", None)  # pretraining may extend the table
     t = _trainer(task, settings, steps, base, run, world, emit, workers, positions)
     if on_model is not None:
         on_model(t)
     with _tensorboard(t, tensorboard):
-        return _train_and_write(t, base, model_config, identity, resume, finish)
+        return _train_and_write(t, base, identity, resume, finish)
 
 
 @contextlib.contextmanager
@@ -350,7 +347,7 @@ def _tensorboard(t: Trainer, directory: PathLike | None) -> Iterator[None]:
         yield
 
 
-def _train_and_write(t: Trainer, base: Base, model_config: ModelConfig, identity: dict[str, Any], resume: bool,
+def _train_and_write(t: Trainer, base: Base, identity: dict[str, Any], resume: bool,
                      finish: Callable[[Trainer], dict[str, Any]] | None) -> Trainer:
     run, world, emit = t.run, t.world, t.emit
     start = _restore(t, resume)
@@ -362,7 +359,7 @@ def _train_and_write(t: Trainer, base: Base, model_config: ModelConfig, identity
         raise _interrupted(run) from None
     results = finish(t) if finish is not None else None
     if world.main:
-        _write_output(t, base, model_config, identity, last, results)
+        _write_output(t, base, identity, last, results)
         emit(ProgressEvent("note", base.name, message=_summary(t, last, start.step, time.monotonic() - began)))
     return t
 
@@ -431,7 +428,8 @@ def _trainer(task: Task, settings: TrainSettings, steps: int, base: Base, run: R
         ddp = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[world.device.index] if world.device.type == "cuda" else None)
     scaler = torch.amp.GradScaler("cuda", enabled=settings.dtype == "float16")
-    return Trainer(task=task, settings=settings, steps=steps, model=model, ddp=ddp, optimizer=optimizer,
+    return Trainer(task=task, settings=settings, steps=steps, model=model, ddp=ddp,
+                   trainable=[p for _, p in trainable], optimizer=optimizer,
                    schedule=schedule, scaler=scaler, world=world, run=run, emit=emit, label=base.name,
                    workers=workers)
 
@@ -480,12 +478,12 @@ def _check_position(t: Trainer, latest: ckpt.Checkpoint) -> None:
 
 
 # ------------------------------------------------------------------------------------------ the result
-def _write_output(t: Trainer, base: Base, model_config: ModelConfig, identity: dict[str, Any], last: int,
+def _write_output(t: Trainer, base: Base, identity: dict[str, Any], last: int,
                   results: dict[str, Any] | None) -> None:
     """The trained model as a zoo directory in ``--out`` (weights, config, vocab) and a receipt recording the base
     model, the data (names, sizes, sha256), every setting, the final averaged metrics and evaluation results."""
     state = {k: v.detach().to("cpu", torch.float32) for k, v in t.model.state_dict().items()}
-    config = t.task.output_config(model_config)
+    config = t.model.config  # the task's config, with the positions trained
     kind = "pretraining" if t.task.name == "pretraining" else "finetune"
     with staged_into(t.run.path, kind=kind) as staged:
         with staged.open(WEIGHTS, "weights") as fh:

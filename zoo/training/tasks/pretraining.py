@@ -26,7 +26,7 @@ from zoo.progress import ProgressCallback, ProgressEvent
 from zoo.tf.tfrecord import count_records
 from zoo.tokenizer import Tokenizer
 from zoo.training.corpus import TokenizedCorpus, prepare_corpus
-from zoo.training.feeding import stack
+from zoo.training.feeding import BatchSplit, stack
 from zoo.training.instances import Instance, InstanceSampler
 from zoo.training.masking import EXAMPLE_KEYS, ExampleBuilder, MaskingConfig
 from zoo.training.settings import PretrainSettings
@@ -272,7 +272,7 @@ def open_task(settings: PretrainSettings, inputs: dict[str, list[Path]], tokeniz
         corpus = tokenized(inputs["eval_corpus"], tokenizer, out, whole_word=settings.whole_word, world=world,
                            emit=emit, label=f"{label} eval corpus", known=known.get("eval_corpus", ()))
         held_out = corpus_data(corpus, tokenizer, settings)
-    micro = max(settings.batch_size // (world.size * settings.grad_accum), 1)
+    micro = BatchSplit(settings.batch_size, world.size, world.rank, settings.grad_accum).micro
     return settings, Pretraining(settings, data, held_out, micro_batch=micro)
 
 
